@@ -1,0 +1,3 @@
+from conceptforest.cli import main
+
+main()

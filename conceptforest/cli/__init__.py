@@ -1,0 +1,40 @@
+"""The ``conceptforest`` command: a thin layer over the Python API, one module per verb group."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+
+from conceptforest._version import package_version
+from conceptforest.cli import concepts
+from conceptforest.cli._common import new_app
+from conceptforest.cli.demo import demo
+
+app = new_app(
+    "conceptforest: interpretable image classification. An LLM builds a concept tree, CLIP scores images "
+    "against its concepts, a Random Forest learns from the scores, and reports explain its decisions."
+)
+app.add_typer(concepts.app, name="concepts")
+app.command()(demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"conceptforest {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """conceptforest: concept trees, CLIP concept scores, Random Forests, and reports that explain them."""
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console entry point; ``argv`` lets tests call it in-process."""
+    app(args=list(argv) if argv is not None else None, prog_name="conceptforest")

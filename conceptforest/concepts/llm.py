@@ -1,0 +1,341 @@
+"""One client for every OpenAI-compatible server, with structured output, validation, retries and a cache.
+
+The same client reaches OpenAI, Azure, Ollama, vLLM, llama.cpp and LM Studio through ``base_url``. The API key
+is read from the argument or ``OPENAI_API_KEY`` and is never written anywhere: not in the cache, not in
+provenance, not in logs.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import openai
+from pydantic import BaseModel, ValidationError
+
+from conceptforest.cache import DiskCache, conceptforest_home
+from conceptforest.concepts.prompts import PromptTemplate
+from conceptforest.concepts.tree import CallRecord
+from conceptforest.errors import LLMError
+
+StructuredMode = Literal["auto", "json_schema", "json_object", "prompt"]
+AnswerT = TypeVar("AnswerT", bound=BaseModel)
+_DOWNGRADE: dict[str, Literal["json_object", "prompt"]] = {"json_schema": "json_object", "json_object": "prompt"}
+_MAX_FEEDBACK_CHARS = 1500
+
+
+@dataclass(frozen=True)
+class LLMAnswer(Generic[AnswerT]):
+    """A validated answer and the record of the call that produced it."""
+
+    value: AnswerT
+    record: CallRecord
+
+
+def sanitize_base_url(base_url: str | None) -> str | None:
+    """The base URL without credentials or query string, safe to record in provenance."""
+    if not base_url:
+        return None
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def extract_json(text: str | None) -> Any:
+    """The first JSON value in an answer, tolerating markdown fences and prose around it.
+
+    Raises ``ValueError`` with a short reason when there is none (empty, truncated, or not JSON).
+    """
+    if not text or not text.strip():
+        raise ValueError("the answer was empty")
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.split("\n", 1)[1] if "\n" in stripped else ""
+        stripped = stripped.rsplit("```", 1)[0] if "```" in stripped else stripped
+    starts = [i for i in (stripped.find("{"), stripped.find("[")) if i >= 0]
+    if not starts:
+        raise ValueError("the answer contains no JSON object")
+    try:
+        value, _ = json.JSONDecoder().raw_decode(stripped[min(starts) :])
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the answer is not complete JSON ({exc.msg} at char {exc.pos}); it may be truncated") from exc
+    return value
+
+
+def _wrap_bare_list(value: Any, answer_model: type[BaseModel]) -> Any:
+    """A bare list answers a schema with one list field: wrap it (a common weak-model habit)."""
+    if isinstance(value, list) and len(answer_model.model_fields) == 1:
+        return {next(iter(answer_model.model_fields)): value}
+    return value
+
+
+def _retry_after_seconds(error: openai.APIStatusError) -> float | None:
+    header = error.response.headers.get("retry-after") if error.response is not None else None
+    if not header:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(header)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _validation_feedback(exc: ValidationError | ValueError) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'answer'}: {err['msg']}" for err in exc.errors()[:8]
+        )
+    return str(exc)
+
+
+class LLMClient:
+    """An OpenAI-compatible chat client that returns validated pydantic answers.
+
+    Parameters
+    ----------
+    model : str
+        The model name as the server knows it (``gpt-4o-mini``, ``llama3.1``...).
+    base_url : str, optional
+        The server, e.g. ``http://localhost:11434/v1`` for Ollama. Defaults to ``$OPENAI_BASE_URL``, then OpenAI.
+    api_key : str, optional
+        Defaults to ``$OPENAI_API_KEY``; a local server without one gets a placeholder. Never stored.
+    timeout : float
+        Seconds per HTTP request.
+    max_attempts : int
+        HTTP attempts per call on 429, 5xx, timeouts and connection errors.
+    max_repairs : int
+        Extra requests per call that feed a validation error back to the model.
+    temperature, max_tokens, seed
+        Sampling parameters; part of the cache key.
+    structured : {"auto", "json_schema", "json_object", "prompt"}
+        How to ask for JSON. ``auto`` tries json_schema and falls back to JSON mode (with the schema in the
+        prompt) when the server rejects it.
+    cache_dir : path, optional
+        Where valid answers are kept; defaults to ``$CONCEPTFOREST_HOME/cache``. ``False`` disables the cache.
+    backoff_base, backoff_max : float
+        Exponential back-off in seconds, and its cap (a server's Retry-After is honoured up to the cap).
+    price_per_1k_prompt, price_per_1k_completion : float, optional
+        USD per 1,000 tokens, to report a cost.
+    sleep : callable
+        How to wait between attempts (tests record the waits instead of sleeping).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_attempts: int = 4,
+        max_repairs: int = 2,
+        temperature: float = 0.0,
+        max_tokens: int = 1024,
+        seed: int | None = 0,
+        structured: StructuredMode = "auto",
+        cache_dir: str | Path | Literal[False] | None = None,
+        backoff_base: float = 1.0,
+        backoff_max: float = 30.0,
+        price_per_1k_prompt: float | None = None,
+        price_per_1k_completion: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not model or model.strip().lower() == "none":
+            raise LLMError("No LLM model was given.", hint="pass --llm MODEL, or --llm none for the template tree.")
+        self.model = model
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        self.timeout = timeout
+        self.max_attempts = max(1, max_attempts)
+        self.max_repairs = max(0, max_repairs)
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.seed = seed
+        self.structured: StructuredMode = structured
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.price_per_1k_prompt = price_per_1k_prompt
+        self.price_per_1k_completion = price_per_1k_completion
+        self.sleep = sleep
+        self.cache = None if cache_dir is False else DiskCache(cache_dir or conceptforest_home() / "cache", "llm")
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if not self.base_url:
+                raise LLMError(
+                    "OPENAI_API_KEY is not set and no --llm-base-url was given.",
+                    hint="export OPENAI_API_KEY, or point --llm-base-url at a local server "
+                    "(e.g. http://localhost:11434/v1 for Ollama).",
+                )
+            key = "not-needed"
+        self._client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=0)
+        self._mode: Literal["json_schema", "json_object", "prompt"] = "json_schema" if structured == "auto" else structured
+
+    def __repr__(self) -> str:
+        return f"LLMClient(model={self.model!r}, base_url={sanitize_base_url(self.base_url)!r})"
+
+    @property
+    def safe_base_url(self) -> str | None:
+        return sanitize_base_url(self.base_url)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The sampling parameters that change answers (part of every cache key)."""
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed}
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        if self.price_per_1k_prompt is None and self.price_per_1k_completion is None:
+            return None
+        return (prompt_tokens * (self.price_per_1k_prompt or 0) + completion_tokens * (self.price_per_1k_completion or 0)) / 1000
+
+    def ask(
+        self,
+        template: PromptTemplate,
+        variables: Mapping[str, Any],
+        answer_model: type[AnswerT],
+        *,
+        subject: str,
+        context: Mapping[str, Any] | None = None,
+    ) -> LLMAnswer[AnswerT]:
+        """Ask one step's question and return a validated answer.
+
+        ``variables`` fill the template; ``context`` goes to the answer model's validators (limits, expected
+        pairs, label names). Both are part of the cache key. Raises :class:`LLMError` naming ``subject`` when
+        no valid answer came within the bounded attempts.
+        """
+        context = dict(context or {})
+        key = {
+            "model": self.model,
+            "template": template.sha256,
+            "inputs": dict(variables),
+            "context": context,
+            "params": self.params,
+            "answer": answer_model.__name__,
+        }
+        if self.cache is not None:
+            stored = self.cache.get(key)
+            if stored is not None:
+                try:
+                    value = answer_model.model_validate(stored["answer"], context=context)
+                    return LLMAnswer(value, CallRecord(step=template.step, subject=subject, cached=True, attempts=0))
+                except (ValidationError, KeyError, TypeError):
+                    pass  # a record from an older schema: ask again
+        schema = answer_model.model_json_schema()
+        messages: list[dict[str, str]] = template.messages(**variables, schema=json.dumps(schema))
+        record = CallRecord(step=template.step, subject=subject, cached=False, attempts=0)
+        transport_failures = 0
+        repairs = 0
+        last_problem = "no answer"
+        while True:
+            record.attempts += 1
+            try:
+                response = self._create(template.step, messages, schema)
+            except openai.BadRequestError as exc:
+                if self.structured == "auto" and self._mode in _DOWNGRADE:
+                    self._mode = _DOWNGRADE[self._mode]  # the server rejected this way of asking for JSON
+                    continue
+                raise self._give_up(template.step, subject, record, f"the server refused the request: {exc}") from exc
+            except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
+                raise LLMError(
+                    f"LLM step '{template.step}' for {subject}: the server at {self.safe_base_url or 'OpenAI'} "
+                    f"refused model {self.model!r}: {exc}",
+                    hint="check the model name, the base URL and OPENAI_API_KEY.",
+                ) from exc
+            except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
+                    openai.APIConnectionError, openai.APIStatusError) as exc:
+                if isinstance(exc, openai.APIStatusError) and not isinstance(
+                    exc, openai.RateLimitError | openai.InternalServerError
+                ) and exc.status_code < 500:
+                    raise self._give_up(template.step, subject, record, f"HTTP {exc.status_code}: {exc}") from exc
+                transport_failures += 1
+                last_problem = self._describe(exc)
+                if transport_failures >= self.max_attempts:
+                    raise self._give_up(template.step, subject, record, last_problem) from exc
+                self.sleep(self._backoff(exc, transport_failures))
+                continue
+            usage = response.usage
+            record.prompt_tokens += (usage.prompt_tokens or 0) if usage else 0
+            record.completion_tokens += (usage.completion_tokens or 0) if usage else 0
+            choice = response.choices[0] if response.choices else None
+            content = choice.message.content if choice else None
+            try:
+                parsed = _wrap_bare_list(extract_json(content), answer_model)
+                value = answer_model.model_validate(parsed, context=context)
+            except (ValidationError, ValueError) as exc:
+                truncated = choice is not None and choice.finish_reason == "length"
+                last_problem = ("the answer hit the token limit and was cut off; " if truncated else "") + (
+                    _validation_feedback(exc)
+                )
+                if repairs >= self.max_repairs:
+                    raise self._give_up(template.step, subject, record, last_problem, content) from exc
+                repairs += 1
+                messages = [
+                    *messages,
+                    {"role": "assistant", "content": (content or "")[:_MAX_FEEDBACK_CHARS]},
+                    {
+                        "role": "user",
+                        "content": f"That answer was not valid: {last_problem}. "
+                        + ("Answer more briefly. " if truncated else "")
+                        + "Answer again with one JSON object that follows the schema, and nothing else.",
+                    },
+                ]
+                continue
+            if self.cache is not None:
+                self.cache.put(key, {"answer": value.model_dump(mode="json")})
+            return LLMAnswer(value, record)
+
+    # -- internals -------------------------------------------------------------------------------------------
+
+    def _create(self, step: str, messages: list[dict[str, str]], schema: dict[str, Any]) -> Any:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+        if self.seed is not None:
+            kwargs["seed"] = self.seed
+        if self._mode == "json_schema":
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": f"conceptforest_{step}", "schema": schema, "strict": False},
+            }
+        elif self._mode == "json_object":
+            # llama.cpp's server reads "schema" here; other servers ignore it (the schema is in the prompt too)
+            kwargs["response_format"] = {"type": "json_object", "schema": schema}
+        return self._client.chat.completions.create(**kwargs)
+
+    def _backoff(self, exc: Exception, failures: int) -> float:
+        if isinstance(exc, openai.APIStatusError):
+            retry_after = _retry_after_seconds(exc)
+            if retry_after is not None:
+                return min(retry_after, self.backoff_max)
+        return float(min(self.backoff_base * 2 ** (failures - 1), self.backoff_max))
+
+    def _describe(self, exc: Exception) -> str:
+        if isinstance(exc, openai.APITimeoutError):
+            return f"the request timed out after {self.timeout:g} s"
+        if isinstance(exc, openai.APIConnectionError):
+            return f"could not connect to {self.safe_base_url or 'the OpenAI API'}"
+        if isinstance(exc, openai.APIStatusError):
+            body = exc.response.text[:300] if exc.response is not None else ""
+            return f"HTTP {exc.status_code} from the server: {body}".strip()
+        return str(exc)
+
+    def _give_up(
+        self, step: str, subject: str, record: CallRecord, problem: str, content: str | None = None
+    ) -> LLMError:
+        said = f" The last answer began: {content[:200]!r}." if content else ""
+        return LLMError(
+            f"LLM step '{step}' for {subject} failed after {record.attempts} request(s) to "
+            f"{self.safe_base_url or 'the OpenAI API'} (model {self.model!r}): {problem}.{said} "
+            "Answers already received are kept in the cache, so a rerun continues from here.",
+            hint="retry later, raise --max-attempts, use a stronger model, or use --llm none for a template tree.",
+        )

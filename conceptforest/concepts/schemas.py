@@ -1,0 +1,198 @@
+"""The shapes of the LLM's answers, with bounded lengths and counts.
+
+Validation repairs what is safe to repair (case, whitespace, duplicates, fenced JSON is handled by the client)
+and rejects the rest with a message that is fed back to the LLM on the retry.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+
+from conceptforest.concepts.tree import mentions, normalize_text
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=40, pattern=r"^[^/:=]+$"),
+]
+Value = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=80)]
+
+MAX_PARTS = 12
+MAX_SUBPARTS = 6
+MAX_ATTRIBUTES = 8
+MAX_VALUES = 5
+
+
+def _dedupe(items: list[Any]) -> list[Any]:
+    """Remove repeats (the usual form of a runaway answer), keeping the first of each."""
+    seen: set[str] = set()
+    kept = []
+    for item in items:
+        key = normalize_text(item) if isinstance(item, str) else repr(item)
+        if key not in seen:
+            seen.add(key)
+            kept.append(item)
+    return kept
+
+
+def _limit(info: ValidationInfo, name: str, default: int) -> int:
+    context = info.context or {}
+    return int(context.get(name, default))
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+
+class PartAnswer(_Answer):
+    name: Name
+    subparts: list[Name] = Field(default_factory=list, max_length=MAX_SUBPARTS * 4)
+
+    @field_validator("subparts", mode="before")
+    @classmethod
+    def _subparts(cls, value: Any) -> Any:
+        return _dedupe(value) if isinstance(value, list) else value
+
+
+class PartsAnswer(_Answer):
+    """Step 1: the parts of the domain."""
+
+    parts: list[PartAnswer] = Field(min_length=1, max_length=MAX_PARTS * 4)
+
+    @field_validator("parts", mode="before")
+    @classmethod
+    def _before(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        # a bare list of names is a usable answer: parts without sub-parts
+        items = [{"name": item} if isinstance(item, str) else item for item in value]
+        seen: set[str] = set()
+        kept = []
+        for item in items:
+            name = normalize_text(str(item.get("name", ""))) if isinstance(item, dict) else None
+            if name is None or name not in seen:
+                kept.append(item)
+                if name is not None:
+                    seen.add(name)
+        return kept
+
+    @field_validator("parts", mode="after")
+    @classmethod
+    def _parts(cls, parts: list[PartAnswer], info: ValidationInfo) -> list[PartAnswer]:
+        kept: list[PartAnswer] = []
+        for part in parts:
+            if part.name not in {k.name for k in kept}:
+                kept.append(part)
+        limit = _limit(info, "max_parts", MAX_PARTS)
+        sub_limit = _limit(info, "max_subparts", MAX_SUBPARTS)
+        if len(kept) > limit:
+            raise ValueError(f"give at most {limit} distinct parts, not {len(kept)}")
+        for part in kept:
+            part.subparts = [s for s in part.subparts if s != part.name]
+            if len(part.subparts) > sub_limit:
+                raise ValueError(f"part {part.name!r} has {len(part.subparts)} sub-parts; give at most {sub_limit}")
+        for label in (info.context or {}).get("labels", []):
+            for part in kept:
+                if any(mentions(n, label) for n in [part.name, *part.subparts]):
+                    raise ValueError(f"part {part.name!r} names the kind {label!r}; name body parts only")
+        return kept
+
+
+class AttributesAnswer(_Answer):
+    """Step 2: the attributes of one leaf part."""
+
+    attributes: list[Name] = Field(min_length=1, max_length=MAX_ATTRIBUTES * 4)
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _before(cls, value: Any) -> Any:
+        return _dedupe(value) if isinstance(value, list) else value
+
+    @field_validator("attributes", mode="after")
+    @classmethod
+    def _after(cls, attributes: list[str], info: ValidationInfo) -> list[str]:
+        attributes = list(dict.fromkeys(attributes))
+        limit = _limit(info, "max_attributes", MAX_ATTRIBUTES)
+        if len(attributes) > limit:
+            raise ValueError(f"give at most {limit} distinct attributes, not {len(attributes)}")
+        return attributes
+
+
+class PairValues(_Answer):
+    part: str = Field(min_length=1, max_length=120)
+    attribute: str = Field(min_length=1, max_length=40)
+    values: list[Value] = Field(min_length=1, max_length=MAX_VALUES * 4)
+
+    @field_validator("part", "attribute", mode="after")
+    @classmethod
+    def _norm(cls, value: str) -> str:
+        return normalize_text(value)
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _before(cls, value: Any) -> Any:
+        return _dedupe(value) if isinstance(value, list) else value
+
+
+class ValuesAnswer(_Answer):
+    """Step 3: one label's values for every (part, attribute).
+
+    The validation context carries ``label``, ``labels`` and ``pairs`` (the expected (part path, attribute)
+    pairs): every pair must be answered, and no value may name a label.
+    """
+
+    values: list[PairValues] = Field(min_length=1, max_length=400)
+
+    @field_validator("values", mode="after")
+    @classmethod
+    def _complete(cls, entries: list[PairValues], info: ValidationInfo) -> list[PairValues]:
+        context = info.context or {}
+        limit = int(context.get("max_values", MAX_VALUES))
+        expected = [tuple(p) for p in context.get("pairs", [])]
+        merged: dict[tuple[str, str], list[str]] = {}
+        for entry in entries:
+            key = (entry.part, entry.attribute)
+            if expected and key not in expected:
+                continue  # an extra pair the prompt did not ask for is dropped
+            merged[key] = list(dict.fromkeys([*merged.get(key, []), *entry.values]))
+        missing = [f"{p} {a}" for p, a in expected if (p, a) not in merged]
+        if missing:
+            raise ValueError(f"no values for: {'; '.join(missing)}. Give an entry for every part and attribute")
+        for (part, attribute), values in merged.items():
+            if len(values) > limit:
+                raise ValueError(f"{part} {attribute} has {len(values)} values; give at most {limit}")
+            for value in values:
+                for label in context.get("labels", []):
+                    if mentions(value, label):
+                        raise ValueError(
+                            f"the value {value!r} for {part} {attribute} names the kind {label!r}; "
+                            "describe the appearance without naming any kind"
+                        )
+        return [PairValues(part=p, attribute=a, values=v) for (p, a), v in merged.items()]
+
+
+class SentenceItem(_Answer):
+    id: str = Field(min_length=1, max_length=300)
+    sentence: str = Field(min_length=3, max_length=200)
+
+
+class SentencesAnswer(_Answer):
+    """Step 4 (optional): a natural sentence for each concept id."""
+
+    sentences: list[SentenceItem] = Field(min_length=1, max_length=400)
+
+    @field_validator("sentences", mode="after")
+    @classmethod
+    def _complete(cls, items: list[SentenceItem], info: ValidationInfo) -> list[SentenceItem]:
+        context = info.context or {}
+        expected = list(context.get("ids", []))
+        by_id = {item.id: item for item in items if not expected or item.id in expected}
+        missing = [cid for cid in expected if cid not in by_id]
+        if missing:
+            raise ValueError(f"no sentence for ids: {missing}. Give one entry for every id, unchanged")
+        for item in by_id.values():
+            for label in context.get("labels", []):
+                if mentions(item.sentence, label):
+                    raise ValueError(f"the sentence {item.sentence!r} names the kind {label!r}; describe appearance only")
+        return list(by_id.values())

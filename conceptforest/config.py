@@ -1,0 +1,166 @@
+"""RunConfig: every setting of a run, from a TOML file with command-line overrides on top.
+
+Precedence, highest first: command-line flags, the ``--config`` TOML file, environment variables
+(``CONCEPTFOREST_LLM_MODEL``, ``OPENAI_BASE_URL``), then the defaults below. The API key is never part of
+the config: it is read from ``OPENAI_API_KEY`` when the client is made.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from conceptforest.concepts.generate import GenerationLimits
+from conceptforest.concepts.llm import LLMClient, sanitize_base_url
+from conceptforest.concepts.tree import DEFAULT_SENTENCE_TEMPLATE, check_sentence_template
+from conceptforest.errors import BadInputError
+
+MODEL_ENV = "CONCEPTFOREST_LLM_MODEL"
+NO_LLM = "none"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LLMConfig(_Section):
+    """How to reach the LLM. ``model = "none"`` builds the template tree without one."""
+
+    model: str | None = None
+    base_url: str | None = None
+    timeout: float = Field(60.0, gt=0)
+    max_attempts: int = Field(4, ge=1, le=20)
+    max_repairs: int = Field(2, ge=0, le=10)
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(1024, ge=16)
+    seed: int | None = 0
+    structured: Literal["auto", "json_schema", "json_object", "prompt"] = "auto"
+    price_per_1k_prompt: float | None = None
+    price_per_1k_completion: float | None = None
+
+
+class ConceptsConfig(_Section):
+    """What the concept tree is about, and how big it may be."""
+
+    domain: str | None = None
+    labels: list[str] | None = None
+    max_parts: int = Field(6, ge=1, le=12)
+    max_subparts: int = Field(3, ge=0, le=6)
+    max_attributes: int = Field(4, ge=1, le=8)
+    max_values: int = Field(2, ge=1, le=5)
+    sentence_template: str = DEFAULT_SENTENCE_TEMPLATE
+    llm_sentences: bool = False
+
+    @field_validator("sentence_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        check_sentence_template(value)
+        return value
+
+    @property
+    def limits(self) -> GenerationLimits:
+        return GenerationLimits(self.max_parts, self.max_subparts, self.max_attributes, self.max_values)
+
+
+class ClipConfig(_Section):
+    """The CLIP backbone (used from stage 2 on)."""
+
+    model: str = "ViT-B-32"
+    pretrained: str | None = "laion2b_s34b_b79k"
+    checkpoint: Path | None = None
+
+
+class RunConfig(_Section):
+    """All settings of a run.
+
+    Examples
+    --------
+    >>> cfg = RunConfig.model_validate({"llm": {"model": "none"}, "concepts": {"domain": "dog"}})
+    >>> cfg.llm.model, cfg.concepts.max_parts
+    ('none', 6)
+    """
+
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    concepts: ConceptsConfig = Field(default_factory=ConceptsConfig)
+    clip: ClipConfig = Field(default_factory=ClipConfig)
+    cache_dir: Path | None = None
+    seed: int = 0
+
+    def resolved_llm_model(self) -> str:
+        """The model name from flags/config, then ``$CONCEPTFOREST_LLM_MODEL``; an error when there is none."""
+        model = self.llm.model or os.environ.get(MODEL_ENV)
+        if not model:
+            raise BadInputError(
+                "No LLM model was given.",
+                hint=f"pass --llm MODEL (with --llm-base-url URL for a local server), set {MODEL_ENV}, "
+                "set [llm] model in the config file, or pass --llm none for the LLM-free template tree.",
+            )
+        return model
+
+    def llm_client(self) -> LLMClient | None:
+        """The configured client, or ``None`` for ``--llm none``."""
+        model = self.resolved_llm_model()
+        if model.strip().lower() == NO_LLM:
+            return None
+        cfg = self.llm
+        return LLMClient(
+            model,
+            base_url=cfg.base_url,
+            timeout=cfg.timeout,
+            max_attempts=cfg.max_attempts,
+            max_repairs=cfg.max_repairs,
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+            seed=cfg.seed,
+            structured=cfg.structured,
+            cache_dir=self.cache_dir,
+            price_per_1k_prompt=cfg.price_per_1k_prompt,
+            price_per_1k_completion=cfg.price_per_1k_completion,
+        )
+
+    def public_dict(self) -> dict[str, Any]:
+        """The resolved config as recorded in run folders (base URL without credentials)."""
+        data = self.model_dump(mode="json")
+        data["llm"]["base_url"] = sanitize_base_url(self.llm.base_url)
+        return data
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *sections, leaf = dotted.split(".")
+    node = data
+    for section in sections:
+        node = node.setdefault(section, {})
+    node[leaf] = value
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Read a TOML config (optional) and apply ``overrides`` (dotted keys such as ``"llm.model"``; ``None``
+    values are ignored so unset flags never hide the file)."""
+    data: dict[str, Any] = {}
+    source = "the command-line options"
+    if path is not None:
+        path = Path(path)
+        source = f"config file {str(path)!r}"
+        if not path.is_file():
+            raise BadInputError(f"Config file {str(path)!r} does not exist.", hint="check the --config path.")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise BadInputError(f"Config file {str(path)!r} is not valid TOML: {exc}.",
+                                hint="fix the TOML syntax.") from exc
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, dotted, value)
+    if not (data.get("llm") or {}).get("base_url") and os.environ.get("OPENAI_BASE_URL"):
+        _set_dotted(data, "llm.base_url", os.environ["OPENAI_BASE_URL"])
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise BadInputError(f"Invalid settings in {source}: {problems}.",
+                            hint="see 'conceptforest --help' and docs/ for the known settings.") from exc

@@ -1,0 +1,1 @@
+"""Stage 4: importance, confusion, SHAP and reports. Not built yet (issue 4)."""
