@@ -71,6 +71,7 @@ def generate(
     ] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds per LLM request (default 60).")] = None,
     max_attempts: Annotated[int | None, typer.Option(help="HTTP attempts per LLM call (default 4).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Most tokens per LLM answer (default 1024).")] = None,
     config: ConfigOption = None,
     cache_dir: CacheDirOption = None,
     progress: ProgressOption = True,
@@ -82,6 +83,7 @@ def generate(
     """
     cfg = load_config(config, {
         "llm.model": llm, "llm.base_url": llm_base_url, "llm.timeout": timeout, "llm.max_attempts": max_attempts,
+        "llm.max_tokens": max_tokens,
         "concepts.domain": domain, "concepts.max_parts": max_parts, "concepts.max_attributes": max_attributes,
         "concepts.max_values": max_values, "concepts.sentence_template": sentence_template,
         "concepts.llm_sentences": llm_sentences, "cache_dir": cache_dir,

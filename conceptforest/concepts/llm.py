@@ -237,23 +237,25 @@ class LLMClient:
             record.attempts += 1
             try:
                 response = self._create(template.step, messages, schema)
-            except openai.BadRequestError as exc:
-                if self.structured == "auto" and self._mode in _DOWNGRADE:
-                    self._mode = _DOWNGRADE[self._mode]  # the server rejected this way of asking for JSON
+            except openai.APIStatusError as exc:
+                if self._rejects_structured_output(exc):
+                    self._mode = _DOWNGRADE[self._mode]  # the server refused this way of asking for JSON
                     continue
-                raise self._give_up(template.step, subject, record, f"the server refused the request: {exc}") from exc
-            except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
-                raise LLMError(
-                    f"LLM step '{template.step}' for {subject}: the server at {self.safe_base_url or 'OpenAI'} "
-                    f"refused model {self.model!r}: {exc}",
-                    hint="check the model name, the base URL and OPENAI_API_KEY.",
-                ) from exc
-            except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
-                    openai.APIConnectionError, openai.APIStatusError) as exc:
-                if isinstance(exc, openai.APIStatusError) and not isinstance(
-                    exc, openai.RateLimitError | openai.InternalServerError
-                ) and exc.status_code < 500:
-                    raise self._give_up(template.step, subject, record, f"HTTP {exc.status_code}: {exc}") from exc
+                if exc.status_code in (401, 403, 404):
+                    raise LLMError(
+                        f"LLM step '{template.step}' for {subject}: the server at "
+                        f"{self.safe_base_url or 'the OpenAI API'} refused model {self.model!r}: {self._describe(exc)}",
+                        hint="check the model name, the base URL and OPENAI_API_KEY.",
+                    ) from exc
+                if exc.status_code != 429 and exc.status_code < 500:
+                    raise self._give_up(template.step, subject, record, self._describe(exc)) from exc
+                transport_failures += 1
+                last_problem = self._describe(exc)
+                if transport_failures >= self.max_attempts:
+                    raise self._give_up(template.step, subject, record, last_problem) from exc
+                self.sleep(self._backoff(exc, transport_failures))
+                continue
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 transport_failures += 1
                 last_problem = self._describe(exc)
                 if transport_failures >= self.max_attempts:
@@ -311,6 +313,14 @@ class LLMClient:
             # llama.cpp's server reads "schema" here; other servers ignore it (the schema is in the prompt too)
             kwargs["response_format"] = {"type": "json_object", "schema": schema}
         return self._client.chat.completions.create(**kwargs)
+
+    def _rejects_structured_output(self, exc: openai.APIStatusError) -> bool:
+        """Whether the server refused our ``response_format`` (llama.cpp answers 500, others 400/422)."""
+        if self.structured != "auto" or self._mode not in _DOWNGRADE:
+            return False
+        body = exc.response.text if exc.response is not None else ""
+        mentions_format = "response_format" in body or self._mode in body
+        return exc.status_code in (400, 422) or (exc.status_code >= 500 and mentions_format)
 
     def _backoff(self, exc: Exception, failures: int) -> float:
         if isinstance(exc, openai.APIStatusError):

@@ -22,6 +22,7 @@ MAX_PARTS = 12
 MAX_SUBPARTS = 6
 MAX_ATTRIBUTES = 8
 MAX_VALUES = 5
+RUNAWAY_FACTOR = 4
 
 
 def _dedupe(items: list[Any]) -> list[Any]:
@@ -41,28 +42,38 @@ def _limit(info: ValidationInfo, name: str, default: int) -> int:
     return int(context.get(name, default))
 
 
+def _trim(value: Any, limit: int, what: str) -> Any:
+    """Dedupe a list and keep its first ``limit`` items; a list far past the limit is degenerate and refused."""
+    if not isinstance(value, list):
+        return value
+    items = _dedupe(value)
+    if len(items) > RUNAWAY_FACTOR * max(limit, 1):
+        raise ValueError(f"the answer lists {len(items)} distinct {what}; give at most {limit}")
+    return items[:limit]
+
+
 class _Answer(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
 
 class PartAnswer(_Answer):
     name: Name
-    subparts: list[Name] = Field(default_factory=list, max_length=MAX_SUBPARTS * 4)
+    subparts: list[Name] = Field(default_factory=list)
 
     @field_validator("subparts", mode="before")
     @classmethod
-    def _subparts(cls, value: Any) -> Any:
-        return _dedupe(value) if isinstance(value, list) else value
+    def _subparts(cls, value: Any, info: ValidationInfo) -> Any:
+        return _trim(value, _limit(info, "max_subparts", MAX_SUBPARTS), "sub-parts")
 
 
 class PartsAnswer(_Answer):
     """Step 1: the parts of the domain."""
 
-    parts: list[PartAnswer] = Field(min_length=1, max_length=MAX_PARTS * 4)
+    parts: list[PartAnswer] = Field(min_length=1)
 
     @field_validator("parts", mode="before")
     @classmethod
-    def _before(cls, value: Any) -> Any:
+    def _before(cls, value: Any, info: ValidationInfo) -> Any:
         if not isinstance(value, list):
             return value
         # a bare list of names is a usable answer: parts without sub-parts
@@ -75,7 +86,10 @@ class PartsAnswer(_Answer):
                 kept.append(item)
                 if name is not None:
                     seen.add(name)
-        return kept
+        limit = _limit(info, "max_parts", MAX_PARTS)
+        if len(kept) > RUNAWAY_FACTOR * max(limit, 1):
+            raise ValueError(f"the answer lists {len(kept)} distinct parts; give at most {limit}")
+        return kept[:limit]
 
     @field_validator("parts", mode="after")
     @classmethod
@@ -83,15 +97,8 @@ class PartsAnswer(_Answer):
         kept: list[PartAnswer] = []
         for part in parts:
             if part.name not in {k.name for k in kept}:
+                part.subparts = [s for s in part.subparts if s != part.name]
                 kept.append(part)
-        limit = _limit(info, "max_parts", MAX_PARTS)
-        sub_limit = _limit(info, "max_subparts", MAX_SUBPARTS)
-        if len(kept) > limit:
-            raise ValueError(f"give at most {limit} distinct parts, not {len(kept)}")
-        for part in kept:
-            part.subparts = [s for s in part.subparts if s != part.name]
-            if len(part.subparts) > sub_limit:
-                raise ValueError(f"part {part.name!r} has {len(part.subparts)} sub-parts; give at most {sub_limit}")
         for label in (info.context or {}).get("labels", []):
             for part in kept:
                 if any(mentions(n, label) for n in [part.name, *part.subparts]):
@@ -102,27 +109,18 @@ class PartsAnswer(_Answer):
 class AttributesAnswer(_Answer):
     """Step 2: the attributes of one leaf part."""
 
-    attributes: list[Name] = Field(min_length=1, max_length=MAX_ATTRIBUTES * 4)
+    attributes: list[Name] = Field(min_length=1)
 
     @field_validator("attributes", mode="before")
     @classmethod
-    def _before(cls, value: Any) -> Any:
-        return _dedupe(value) if isinstance(value, list) else value
-
-    @field_validator("attributes", mode="after")
-    @classmethod
-    def _after(cls, attributes: list[str], info: ValidationInfo) -> list[str]:
-        attributes = list(dict.fromkeys(attributes))
-        limit = _limit(info, "max_attributes", MAX_ATTRIBUTES)
-        if len(attributes) > limit:
-            raise ValueError(f"give at most {limit} distinct attributes, not {len(attributes)}")
-        return attributes
+    def _before(cls, value: Any, info: ValidationInfo) -> Any:
+        return _trim(value, _limit(info, "max_attributes", MAX_ATTRIBUTES), "attributes")
 
 
 class PairValues(_Answer):
     part: str = Field(min_length=1, max_length=120)
     attribute: str = Field(min_length=1, max_length=40)
-    values: list[Value] = Field(min_length=1, max_length=MAX_VALUES * 4)
+    values: list[Value] = Field(min_length=1)
 
     @field_validator("part", "attribute", mode="after")
     @classmethod
@@ -131,8 +129,8 @@ class PairValues(_Answer):
 
     @field_validator("values", mode="before")
     @classmethod
-    def _before(cls, value: Any) -> Any:
-        return _dedupe(value) if isinstance(value, list) else value
+    def _before(cls, value: Any, info: ValidationInfo) -> Any:
+        return _trim(value, _limit(info, "max_values", MAX_VALUES), "values")
 
 
 class ValuesAnswer(_Answer):
@@ -148,7 +146,6 @@ class ValuesAnswer(_Answer):
     @classmethod
     def _complete(cls, entries: list[PairValues], info: ValidationInfo) -> list[PairValues]:
         context = info.context or {}
-        limit = int(context.get("max_values", MAX_VALUES))
         expected = [tuple(p) for p in context.get("pairs", [])]
         merged: dict[tuple[str, str], list[str]] = {}
         for entry in entries:
@@ -160,8 +157,6 @@ class ValuesAnswer(_Answer):
         if missing:
             raise ValueError(f"no values for: {'; '.join(missing)}. Give an entry for every part and attribute")
         for (part, attribute), values in merged.items():
-            if len(values) > limit:
-                raise ValueError(f"{part} {attribute} has {len(values)} values; give at most {limit}")
             for value in values:
                 for label in context.get("labels", []):
                     if mentions(value, label):

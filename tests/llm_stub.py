@@ -1,0 +1,183 @@
+"""A stub OpenAI-compatible chat server on 127.0.0.1 for tests: real HTTP, canned answers, injected faults."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+WORDS = ["pointed", "rounded", "floppy", "long", "short", "dark", "pale", "curly", "broad", "narrow", "spotted",
+         "smooth"]
+
+FAULTS = (
+    "ok", "429", "500", "slow", "fenced", "truncated", "runaway", "empty", "leak", "schema_ignored", "runaway_distinct",
+    "overlong",
+)
+
+
+def detect_step(body: dict[str, Any]) -> str:
+    text = " ".join(m.get("content") or "" for m in body.get("messages", []) if m.get("role") == "user")
+    for marker, step in (("visible parts", "parts"), ("visual attributes", "attributes"),
+                         ("describe how a", "values"), ("rewrite each visual description", "sentences")):
+        if marker in text:
+            return step
+    return "unknown"
+
+
+def first_user(body: dict[str, Any]) -> str:
+    return next(m["content"] for m in body["messages"] if m["role"] == "user")
+
+
+def canned_answer(step: str, body: dict[str, Any]) -> dict[str, Any]:
+    prompt = first_user(body)
+    if step == "parts":
+        return {"parts": [{"name": "head", "subparts": ["ears", "eyes"]}, {"name": "tail", "subparts": []}]}
+    if step == "attributes":
+        return {"attributes": ["shape", "colour"]}
+    if step == "values":
+        label = re.search(r"describe how a (.+?) looks", prompt).group(1)  # type: ignore[union-attr]
+        pairs = re.findall(r"^- part (\S+): (.+)$", prompt, flags=re.MULTILINE)
+        seed = int(hashlib.sha256(label.encode()).hexdigest(), 16)
+        entries = []
+        for i, (part, attribute) in enumerate(pairs):
+            word = WORDS[(seed + i) % len(WORDS)]
+            entries.append({"part": part, "attribute": attribute, "values": [f"{word} {attribute} {seed % 89}"]})
+        return {"values": entries}
+    if step == "sentences":
+        items = re.findall(r"^- id: (.+)\n  description: (.+)$", prompt, flags=re.MULTILINE)
+        return {"sentences": [{"id": cid, "sentence": f"a photo showing {desc}"} for cid, desc in items]}
+    return {"error": "unknown step"}
+
+
+def faulty_answer(fault: str, step: str, body: dict[str, Any]) -> tuple[str, str]:
+    """(content, finish_reason) for a content fault."""
+    good = canned_answer(step, body)
+    text = json.dumps(good)
+    if fault == "fenced":
+        return f"Here you go:\n```json\n{json.dumps(good, indent=2)}\n```\n", "stop"
+    if fault == "truncated":
+        return text[: len(text) // 2], "length"
+    if fault == "empty":
+        key = next(iter(good))
+        return json.dumps({key: []}), "stop"
+    if fault == "runaway":
+        key = next(iter(good))
+        return json.dumps({key: [good[key][0]] * 300}), "stop"
+    if fault == "runaway_distinct":
+        key = next(iter(good))
+        return json.dumps({key: [f"item {i}" for i in range(30)]}), "stop"
+    if fault == "overlong":
+        return json.dumps({"attributes": ["shape", "colour", "size", "texture", "pattern", "gloss"]}), "stop"
+    if fault == "leak":
+        label = re.search(r"describe how a (.+?) looks", first_user(body)).group(1)  # type: ignore[union-attr]
+        good["values"][0]["values"] = [f"just like a {label}"]
+        return json.dumps(good), "stop"
+    if fault == "schema_ignored":
+        return "Sure! A dog has a head, a tail and four legs.", "stop"
+    raise ValueError(fault)
+
+
+@dataclass
+class StubState:
+    faults: list[tuple[str | None, str]] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    reject_json_schema: bool = False
+    reject_status: int = 400
+    retry_after: str = "2"
+    slow_seconds: float = 1.5
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_fault(self, kind: str, step: str | None = None, times: int = 1) -> None:
+        assert kind in FAULTS, kind
+        self.faults.extend([(step, kind)] * times)
+
+    def take_fault(self, step: str) -> str | None:
+        with self.lock:
+            for i, (fault_step, kind) in enumerate(self.faults):
+                if fault_step in (None, step):
+                    del self.faults[i]
+                    return kind
+        return None
+
+    def steps(self) -> list[str]:
+        return [r["step"] for r in self.requests]
+
+
+class StubServer(ThreadingHTTPServer):
+    daemon_threads = True
+    state: StubState
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: StubServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a timeout test)
+
+    def do_POST(self) -> None:
+        state = self.server.state
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        if not self.path.endswith("/chat/completions"):
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        step = detect_step(body)
+        with state.lock:
+            state.requests.append({"step": step, "body": body,
+                                   "headers": {k.lower(): v for k, v in self.headers.items()}})
+        response_format = body.get("response_format") or {}
+        if state.reject_json_schema and response_format.get("type") == "json_schema":
+            message = "Input should be 'text' or 'json_object' at body.response_format.type: 'json_schema'"
+            self._send(state.reject_status, {"error": {"message": message, "type": "invalid"}})
+            return
+        fault = state.take_fault(step)
+        if fault == "429":
+            self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": state.retry_after})
+            return
+        if fault == "500":
+            self._send(500, {"error": {"message": "internal error"}})
+            return
+        if fault == "slow":
+            time.sleep(state.slow_seconds)
+        if fault in (None, "ok", "slow"):
+            content, finish = json.dumps(canned_answer(step, body)), "stop"
+        else:
+            content, finish = faulty_answer(fault, step, body)
+        prompt_chars = sum(len(m.get("content") or "") for m in body.get("messages", []))
+        self._send(200, {
+            "id": f"chatcmpl-{len(state.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "stub"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": prompt_chars // 4, "completion_tokens": len(content) // 4,
+                      "total_tokens": prompt_chars // 4 + len(content) // 4},
+        })
+
+
+def start_stub() -> StubServer:
+    server = StubServer(("127.0.0.1", 0), Handler)
+    server.state = StubState()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
