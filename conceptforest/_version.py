@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from importlib import metadata
 
-_TRACKED = ("conceptforest", "openai", "pydantic", "pydot", "torch", "open_clip_torch", "scikit-learn", "shap")
+_TRACKED = (
+    "conceptforest",
+    "openai",
+    "pydantic",
+    "pydot",
+    "torch",
+    "open_clip_torch",
+    "scikit-learn",
+    "shap",
+)
 
 
 def package_version(name: str = "conceptforest") -> str | None:

@@ -151,8 +151,9 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
-            raise BadInputError(f"Config file {str(path)!r} is not valid TOML: {exc}.",
-                                hint="fix the TOML syntax.") from exc
+            raise BadInputError(
+                f"Config file {str(path)!r} is not valid TOML: {exc}.", hint="fix the TOML syntax."
+            ) from exc
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(data, dotted, value)
@@ -162,5 +163,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise BadInputError(f"Invalid settings in {source}: {problems}.",
-                            hint="see 'conceptforest --help' and docs/ for the known settings.") from exc
+        raise BadInputError(
+            f"Invalid settings in {source}: {problems}.",
+            hint="see 'conceptforest --help' and docs/ for the known settings.",
+        ) from exc

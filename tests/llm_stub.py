@@ -11,19 +11,45 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-WORDS = ["pointed", "rounded", "floppy", "long", "short", "dark", "pale", "curly", "broad", "narrow", "spotted",
-         "smooth"]
+WORDS = [
+    "pointed",
+    "rounded",
+    "floppy",
+    "long",
+    "short",
+    "dark",
+    "pale",
+    "curly",
+    "broad",
+    "narrow",
+    "spotted",
+    "smooth",
+]
 
 FAULTS = (
-    "ok", "429", "500", "slow", "fenced", "truncated", "runaway", "empty", "leak", "schema_ignored", "runaway_distinct",
+    "ok",
+    "429",
+    "500",
+    "slow",
+    "fenced",
+    "truncated",
+    "runaway",
+    "empty",
+    "leak",
+    "schema_ignored",
+    "runaway_distinct",
     "overlong",
 )
 
 
 def detect_step(body: dict[str, Any]) -> str:
     text = " ".join(m.get("content") or "" for m in body.get("messages", []) if m.get("role") == "user")
-    for marker, step in (("visible parts", "parts"), ("visual attributes", "attributes"),
-                         ("describe how a", "values"), ("rewrite each visual description", "sentences")):
+    for marker, step in (
+        ("visible parts", "parts"),
+        ("visual attributes", "attributes"),
+        ("describe how a", "values"),
+        ("rewrite each visual description", "sentences"),
+    ):
         if marker in text:
             return step
     return "unknown"
@@ -144,8 +170,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         step = detect_step(body)
         with state.lock:
-            state.requests.append({"step": step, "body": body,
-                                   "headers": {k.lower(): v for k, v in self.headers.items()}})
+            state.requests.append(
+                {"step": step, "body": body, "headers": {k.lower(): v for k, v in self.headers.items()}}
+            )
         response_format = body.get("response_format") or {}
         if state.reject_json_schema and response_format.get("type") == "json_schema":
             message = "Input should be 'text' or 'json_object' at body.response_format.type: 'json_schema'"
@@ -165,15 +192,27 @@ class Handler(BaseHTTPRequestHandler):
         else:
             content, finish = faulty_answer(fault, step, body)
         prompt_chars = sum(len(m.get("content") or "") for m in body.get("messages", []))
-        self._send(200, {
-            "id": f"chatcmpl-{len(state.requests)}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model", "stub"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
-            "usage": {"prompt_tokens": prompt_chars // 4, "completion_tokens": len(content) // 4,
-                      "total_tokens": prompt_chars // 4 + len(content) // 4},
-        })
+        self._send(
+            200,
+            {
+                "id": f"chatcmpl-{len(state.requests)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", "stub"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": finish,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_chars // 4,
+                    "completion_tokens": len(content) // 4,
+                    "total_tokens": prompt_chars // 4 + len(content) // 4,
+                },
+            },
+        )
 
 
 def start_stub() -> StubServer:

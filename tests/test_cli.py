@@ -22,7 +22,8 @@ def invoke(*args: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize(
-    "verb", [[], ["concepts"], ["concepts", "generate"], ["concepts", "render"], ["concepts", "show"], ["demo"]]
+    "verb",
+    [[], ["concepts"], ["concepts", "generate"], ["concepts", "render"], ["concepts", "show"], ["demo"]],
 )
 def test_every_verb_has_help(verb: list[str]) -> None:
     result = invoke(*verb, "--help")
@@ -39,14 +40,40 @@ def write_labels(tmp_path: Path, labels: list[str]) -> Path:
 def test_generate_render_show_against_the_stub(stub: StubServer, tmp_path: Path) -> None:
     labels = write_labels(tmp_path, ["husky", "pug", "beagle"])
     tree_path = tmp_path / "tree.json"
-    result = invoke("concepts", "generate", "--domain", "dog", "--labels", str(labels), "--llm", "stub-model",
-                    "--llm-base-url", stub.base_url, "-o", str(tree_path), "--no-progress")
+    result = invoke(
+        "concepts",
+        "generate",
+        "--domain",
+        "dog",
+        "--labels",
+        str(labels),
+        "--llm",
+        "stub-model",
+        "--llm-base-url",
+        stub.base_url,
+        "-o",
+        str(tree_path),
+        "--no-progress",
+    )
     assert result.exit_code == 0, result.output
     assert "3 labels" in result.output and "LLM calls: 7 (0 from cache)" in result.output
     tree = ConceptTree.load(tree_path)
     assert tree.provenance.llm_model == "stub-model"
-    again = invoke("concepts", "generate", "--domain", "dog", "--labels", str(labels), "--llm", "stub-model",
-                   "--llm-base-url", stub.base_url, "-o", str(tree_path), "--no-progress")
+    again = invoke(
+        "concepts",
+        "generate",
+        "--domain",
+        "dog",
+        "--labels",
+        str(labels),
+        "--llm",
+        "stub-model",
+        "--llm-base-url",
+        stub.base_url,
+        "-o",
+        str(tree_path),
+        "--no-progress",
+    )
     assert "LLM calls: 7 (7 from cache)" in again.output and len(stub.state.requests) == 7
 
     result = invoke("concepts", "render", str(tree_path), "-o", str(tmp_path / "trees"), "-f", "svg", "-f", "dot")
@@ -66,12 +93,25 @@ def test_extend_through_the_cli(stub: StubServer, tmp_path: Path) -> None:
     labels = write_labels(tmp_path, ["husky", "pug"])
     tree_path = tmp_path / "tree.json"
     common = ["--llm", "stub-model", "--llm-base-url", stub.base_url, "--no-progress"]
-    assert invoke("concepts", "generate", "--domain", "dog", "--labels", str(labels), "-o", str(tree_path),
-                  *common).exit_code == 0
+    assert (
+        invoke(
+            "concepts", "generate", "--domain", "dog", "--labels", str(labels), "-o", str(tree_path), *common
+        ).exit_code
+        == 0
+    )
     stub.state.requests.clear()
     more = write_labels(tmp_path, ["husky", "pug", "corgi"])
-    result = invoke("concepts", "generate", "--extend", str(tree_path), "--labels", str(more),
-                    "-o", str(tmp_path / "bigger.json"), *common)
+    result = invoke(
+        "concepts",
+        "generate",
+        "--extend",
+        str(tree_path),
+        "--labels",
+        str(more),
+        "-o",
+        str(tmp_path / "bigger.json"),
+        *common,
+    )
     assert result.exit_code == 0, result.output
     assert stub.state.steps() == ["values"]
     assert ConceptTree.load(tmp_path / "bigger.json").labels == ["husky", "pug", "corgi"]
@@ -80,12 +120,34 @@ def test_extend_through_the_cli(stub: StubServer, tmp_path: Path) -> None:
 def test_importance_csv_shades_the_render(tmp_path: Path) -> None:
     tree_path = tmp_path / "tree.json"
     labels = write_labels(tmp_path, ["a", "b"])
-    assert invoke("concepts", "generate", "--domain", "shape", "--labels", str(labels), "--llm", "none",
-                  "-o", str(tree_path)).exit_code == 0
+    assert (
+        invoke(
+            "concepts",
+            "generate",
+            "--domain",
+            "shape",
+            "--labels",
+            str(labels),
+            "--llm",
+            "none",
+            "-o",
+            str(tree_path),
+        ).exit_code
+        == 0
+    )
     csv_path = tmp_path / "imp.csv"
     csv_path.write_text("key,importance\nsurface:colour=red,1.0\n")
-    result = invoke("concepts", "render", str(tree_path), "-o", str(tmp_path / "t"), "-f", "dot",
-                    "--importance", str(csv_path))
+    result = invoke(
+        "concepts",
+        "render",
+        str(tree_path),
+        "-o",
+        str(tmp_path / "t"),
+        "-f",
+        "dot",
+        "--importance",
+        str(csv_path),
+    )
     assert result.exit_code == 0, result.output
     assert "#d7301f" in (tmp_path / "t" / "label-a.dot").read_text()
     csv_path.write_text("concept,weight\nx,1\n")
@@ -97,21 +159,45 @@ def test_importance_csv_shades_the_render(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["concepts", "show", "missing.json"], "'missing.json' does not exist"),
-        (["concepts", "generate", "--domain", "dog", "--labels", "nolabels.txt", "--llm", "none"],
-         "labels file 'nolabels.txt'"),
+        (
+            ["concepts", "generate", "--domain", "dog", "--labels", "nolabels.txt", "--llm", "none"],
+            "labels file 'nolabels.txt'",
+        ),
         (["concepts", "generate", "--domain", "dog", "--llm", "none"], "No labels were given"),
         (["concepts", "generate", "--labels", "{labels}"], "No LLM model was given"),
         (["concepts", "generate", "--labels", "{labels}", "--llm", "none"], "No domain was given"),
-        (["concepts", "generate", "--labels", "{one}", "--llm", "none", "--domain", "dog"], "at least 2 labels"),
-        (["concepts", "generate", "--labels", "{labels}", "--domain", "dog", "--config", "none.toml"],
-         "Config file 'none.toml'"),
+        (
+            ["concepts", "generate", "--labels", "{one}", "--llm", "none", "--domain", "dog"],
+            "at least 2 labels",
+        ),
+        (
+            ["concepts", "generate", "--labels", "{labels}", "--domain", "dog", "--config", "none.toml"],
+            "Config file 'none.toml'",
+        ),
         (["concepts", "render", "{badtree}"], "not a valid tree"),
-        (["concepts", "generate", "--labels", "{labels}", "--domain", "dog", "--llm", "m",
-          "--llm-base-url", "http://127.0.0.1:9/v1", "--max-attempts", "1", "--no-progress"], "could not connect"),
+        (
+            [
+                "concepts",
+                "generate",
+                "--labels",
+                "{labels}",
+                "--domain",
+                "dog",
+                "--llm",
+                "m",
+                "--llm-base-url",
+                "http://127.0.0.1:9/v1",
+                "--max-attempts",
+                "1",
+                "--no-progress",
+            ],
+            "could not connect",
+        ),
     ],
 )
-def test_bad_input_exits_2_with_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str],
-                                         message: str) -> None:
+def test_bad_input_exits_2_with_a_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     write_labels(tmp_path, ["husky", "pug"])
     (tmp_path / "one.txt").write_text("husky\n")
@@ -132,6 +218,7 @@ def test_demo_writes_a_tree_and_pictures(tmp_path: Path) -> None:
 
 
 def test_module_entry_point_runs_as_a_subprocess() -> None:
-    result = subprocess.run([sys.executable, "-m", "conceptforest", "--version"], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "conceptforest", "--version"], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0 and result.stdout.startswith("conceptforest ")

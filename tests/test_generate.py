@@ -23,7 +23,15 @@ def generate(make_client, labels=LABELS, **kwargs) -> ConceptTree:  # type: igno
 def test_generation_follows_the_four_step_decomposition(stub: StubServer, make_client) -> None:
     tree = generate(make_client)
     # 1 parts call, 3 leaf parts (head/ears, head/eyes, tail), 3 labels
-    assert stub.state.steps() == ["parts", "attributes", "attributes", "attributes", "values", "values", "values"]
+    assert stub.state.steps() == [
+        "parts",
+        "attributes",
+        "attributes",
+        "attributes",
+        "values",
+        "values",
+        "values",
+    ]
     assert list(tree.leaf_attributes()) == ["head/ears", "head/eyes", "tail"]
     assert tree.missing_values() == []
     assert tree.leakage() == []
@@ -47,8 +55,9 @@ def test_provenance_records_model_templates_params_and_tokens(stub: StubServer, 
     assert prov.usage.prompt_tokens == sum(c.prompt_tokens for c in prov.calls) > 0
     assert prov.usage.completion_tokens == sum(c.completion_tokens for c in prov.calls) > 0
     assert prov.usage.cost_usd is None
-    priced = generate_tree("dog", LABELS, make_client(price_per_1k_prompt=1.0, price_per_1k_completion=2.0),
-                           progress=False)
+    priced = generate_tree(
+        "dog", LABELS, make_client(price_per_1k_prompt=1.0, price_per_1k_completion=2.0), progress=False
+    )
     assert priced.provenance.usage.cached_calls == 7
     assert priced.provenance.usage.cost_usd == 0.0  # everything came from the cache
 
@@ -109,8 +118,9 @@ def test_llm_sentences_are_asked_in_step_four(stub: StubServer, make_client) -> 
     assert set(bigger.sentences) == {c.id for c in bigger.concepts()}
 
 
-def test_the_api_key_is_used_but_never_written(stub: StubServer, make_client, tmp_path: Path,
-                                               isolated_home: Path) -> None:
+def test_the_api_key_is_used_but_never_written(
+    stub: StubServer, make_client, tmp_path: Path, isolated_home: Path
+) -> None:
     client = make_client(api_key=SECRET_KEY)
     tree = generate_tree("dog", LABELS, client, progress=False)
     tree.save(tmp_path / "tree.json")

@@ -15,17 +15,33 @@ from conceptforest.errors import LLMError
 from tests.llm_stub import StubServer
 
 PARTS_VARS = {"domain": "dog", "labels": "husky, pug", "max_parts": 6, "max_subparts": 3}
-ATTR_VARS = {"domain": "dog", "labels": "husky, pug", "part": "ears", "part_path": "head ears", "max_attributes": 4}
+ATTR_VARS = {
+    "domain": "dog",
+    "labels": "husky, pug",
+    "part": "ears",
+    "part_path": "head ears",
+    "max_attributes": 4,
+}
 
 
 def ask_parts(client: LLMClient) -> PartsAnswer:
-    return client.ask(load_prompt("parts"), PARTS_VARS, PartsAnswer, subject="domain 'dog'",
-                      context={"max_parts": 6, "max_subparts": 3, "labels": ["husky", "pug"]}).value
+    return client.ask(
+        load_prompt("parts"),
+        PARTS_VARS,
+        PartsAnswer,
+        subject="domain 'dog'",
+        context={"max_parts": 6, "max_subparts": 3, "labels": ["husky", "pug"]},
+    ).value
 
 
 def ask_attributes(client: LLMClient) -> AttributesAnswer:
-    return client.ask(load_prompt("attributes"), ATTR_VARS, AttributesAnswer, subject="part 'head/ears'",
-                      context={"max_attributes": 4}).value
+    return client.ask(
+        load_prompt("attributes"),
+        ATTR_VARS,
+        AttributesAnswer,
+        subject="part 'head/ears'",
+        context={"max_attributes": 4},
+    ).value
 
 
 def cache_size(home: Path) -> int:
@@ -93,7 +109,7 @@ def test_timeout_is_retried(stub: StubServer, make_client) -> None:
 def test_persistent_timeout_names_the_timeout(stub: StubServer, make_client) -> None:
     stub.state.slow_seconds = 1.0
     stub.state.add_fault("slow", times=2)
-    with pytest.raises(LLMError, match="timed out after 0.3 s"):
+    with pytest.raises(LLMError, match=r"timed out after 0.3 s"):
         ask_parts(make_client(timeout=0.3, max_attempts=2))
 
 
@@ -136,18 +152,32 @@ def test_empty_list_is_retried_then_a_clear_error(stub: StubServer, make_client,
     stub.state.requests.clear()
     stub.state.add_fault("empty", times=5)
     with pytest.raises(LLMError, match=r"step 'attributes' for part 'head/ears'.*at least 1 item"):
-        make_client().ask(load_prompt("attributes"), {**ATTR_VARS, "part": "eyes"}, AttributesAnswer,
-                          subject="part 'head/ears'")
+        make_client().ask(
+            load_prompt("attributes"),
+            {**ATTR_VARS, "part": "eyes"},
+            AttributesAnswer,
+            subject="part 'head/ears'",
+        )
     assert len(stub.state.requests) == 3  # one request and max_repairs=2 repairs
     assert cache_size(isolated_home) == 1  # only the valid first answer
 
 
 def test_value_naming_the_label_is_retried(stub: StubServer, make_client) -> None:
     stub.state.add_fault("leak")
-    variables = {"domain": "dog", "label": "husky", "other_labels": "pug", "pairs": "- part tail: shape",
-                 "max_values": 2}
-    answer = make_client().ask(load_prompt("values"), variables, ValuesAnswer, subject="label 'husky'",
-                               context={"pairs": [["tail", "shape"]], "labels": ["husky", "pug"], "max_values": 2})
+    variables = {
+        "domain": "dog",
+        "label": "husky",
+        "other_labels": "pug",
+        "pairs": "- part tail: shape",
+        "max_values": 2,
+    }
+    answer = make_client().ask(
+        load_prompt("values"),
+        variables,
+        ValuesAnswer,
+        subject="label 'husky'",
+        context={"pairs": [["tail", "shape"]], "labels": ["husky", "pug"], "max_values": 2},
+    )
     assert not any("husky" in v for entry in answer.value.values for v in entry.values)
     assert "names the kind 'husky'" in stub.state.requests[1]["body"]["messages"][-1]["content"]
 

@@ -40,9 +40,23 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("llama") / "server.log"
     with log.open("w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "2048", "--model_alias", "gemma-3-270m"],
-            stdout=log_file, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(model_path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "2048",
+                "--model_alias",
+                "gemma-3-270m",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
@@ -62,8 +76,9 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_a_real_weak_llm_gives_a_valid_tree_or_a_clear_error(llama_server: str, tmp_path: Path) -> None:
-    client = LLMClient("gemma-3-270m", base_url=llama_server, timeout=120, max_attempts=2, max_repairs=1,
-                       max_tokens=200)
+    client = LLMClient(
+        "gemma-3-270m", base_url=llama_server, timeout=120, max_attempts=2, max_repairs=1, max_tokens=200
+    )
     limits = GenerationLimits(max_parts=2, max_subparts=1, max_attributes=2, max_values=1)
     try:
         tree = generate_tree("dog", ["husky", "pug", "beagle"], client, limits=limits, progress=False)

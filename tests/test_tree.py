@@ -14,16 +14,28 @@ def dog_tree(**overrides: object) -> ConceptTree:
         "domain": "Dog",
         "labels": ["husky", "pug", "beagle"],
         "parts": [
-            Part(name="head", parts=[Part(name="ears", attributes=["shape"]), Part(name="eyes", attributes=["colour"])]),
+            Part(
+                name="head",
+                parts=[Part(name="ears", attributes=["shape"]), Part(name="eyes", attributes=["colour"])],
+            ),
             Part(name="tail", attributes=["shape"]),
         ],
         "values": {
-            "husky": {"head/ears": {"shape": ["Erect and  pointed"]}, "head/eyes": {"colour": ["blue"]},
-                      "tail": {"shape": ["curled"]}},
-            "pug": {"head/ears": {"shape": ["small and folded"]}, "head/eyes": {"colour": ["dark brown"]},
-                    "tail": {"shape": ["curled"]}},
-            "beagle": {"head/ears": {"shape": ["long and floppy"]}, "head/eyes": {"colour": ["dark brown"]},
-                       "tail": {"shape": ["straight", "straight"]}},
+            "husky": {
+                "head/ears": {"shape": ["Erect and  pointed"]},
+                "head/eyes": {"colour": ["blue"]},
+                "tail": {"shape": ["curled"]},
+            },
+            "pug": {
+                "head/ears": {"shape": ["small and folded"]},
+                "head/eyes": {"colour": ["dark brown"]},
+                "tail": {"shape": ["curled"]},
+            },
+            "beagle": {
+                "head/ears": {"shape": ["long and floppy"]},
+                "head/eyes": {"colour": ["dark brown"]},
+                "tail": {"shape": ["straight", "straight"]},
+            },
         },
     }
     data.update(overrides)
@@ -124,11 +136,16 @@ def test_yaml_input_is_accepted(tmp_path: Path) -> None:
         (lambda d: d["values"].update({"poodle": {}}), "not in labels"),
         (lambda d: d.update(labels=["husky", "Husky", "pug"]), "appears twice"),
         (lambda d: d["parts"].append({"name": "a/b", "attributes": ["x"]}), "reserve"),
-        (lambda d: d["parts"].append({"name": "leg", "attributes": ["x"], "parts": [{"name": "paw"}]}),
-         "both sub-parts and attributes"),
-        (lambda d: d["parts"].append(
-            {"name": "a", "parts": [{"name": "b", "parts": [{"name": "c", "parts": [{"name": "d"}]}]}]}),
-         "nested 4 deep"),
+        (
+            lambda d: d["parts"].append({"name": "leg", "attributes": ["x"], "parts": [{"name": "paw"}]}),
+            "both sub-parts and attributes",
+        ),
+        (
+            lambda d: d["parts"].append(
+                {"name": "a", "parts": [{"name": "b", "parts": [{"name": "c", "parts": [{"name": "d"}]}]}]}
+            ),
+            "nested 4 deep",
+        ),
     ],
 )
 def test_invalid_trees_are_refused_with_a_clear_message(mutate, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -143,7 +160,7 @@ def test_broken_files_name_the_file(tmp_path: Path) -> None:
         ConceptTree.load(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text('{"domain": "dog",}')
-    with pytest.raises(BadInputError, match="bad.json.*not valid JSON"):
+    with pytest.raises(BadInputError, match=r"bad.json.*not valid JSON"):
         ConceptTree.load(bad)
 
 

@@ -37,21 +37,32 @@ def new_app(help_text: str) -> typer.Typer:
 
 LLMOption = Annotated[
     str | None,
-    typer.Option("--llm", metavar="MODEL", help="LLM model name as the server knows it, or 'none' for the "
-                 "LLM-free template tree. Default: config, then $CONCEPTFOREST_LLM_MODEL."),
+    typer.Option(
+        "--llm",
+        metavar="MODEL",
+        help="LLM model name as the server knows it, or 'none' for the "
+        "LLM-free template tree. Default: config, then $CONCEPTFOREST_LLM_MODEL.",
+    ),
 ]
 LLMBaseURLOption = Annotated[
     str | None,
-    typer.Option("--llm-base-url", metavar="URL", help="OpenAI-compatible server, e.g. http://localhost:11434/v1 "
-                 "(Ollama). Default: config, then $OPENAI_BASE_URL, then OpenAI. The key comes from $OPENAI_API_KEY."),
+    typer.Option(
+        "--llm-base-url",
+        metavar="URL",
+        help="OpenAI-compatible server, e.g. http://localhost:11434/v1 "
+        "(Ollama). Default: config, then $OPENAI_BASE_URL, then OpenAI. The key comes from $OPENAI_API_KEY.",
+    ),
 ]
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", metavar="FILE", help="TOML file of settings; flags override it.")
 ]
 CacheDirOption = Annotated[
     Path | None,
-    typer.Option("--cache-dir", metavar="DIR", help="Cache folder. Default: $CONCEPTFOREST_HOME/cache "
-                 "(~/.cache/conceptforest/cache)."),
+    typer.Option(
+        "--cache-dir",
+        metavar="DIR",
+        help="Cache folder. Default: $CONCEPTFOREST_HOME/cache (~/.cache/conceptforest/cache).",
+    ),
 ]
 ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars on stderr.")]
 

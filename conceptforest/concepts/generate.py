@@ -102,8 +102,14 @@ def _pairs_text(pairs: Sequence[tuple[str, str]]) -> str:
     return "\n".join(f"- part {part}: {attribute}" for part, attribute in pairs)
 
 
-def _ask_values(session: _Session, tree_domain: str, label: str, labels: Sequence[str],
-                pairs: list[tuple[str, str]], limits: GenerationLimits) -> LabelValues:
+def _ask_values(
+    session: _Session,
+    tree_domain: str,
+    label: str,
+    labels: Sequence[str],
+    pairs: list[tuple[str, str]],
+    limits: GenerationLimits,
+) -> LabelValues:
     others = [other for other in labels if other != label]
     answer: ValuesAnswer = session.ask(
         "values",
@@ -131,8 +137,9 @@ def _ask_sentences(session: _Session, tree: ConceptTree, ids: set[str] | None = 
     batches = [concepts[i : i + SENTENCE_BATCH] for i in range(0, len(concepts), SENTENCE_BATCH)]
     session.add_total(len(batches))
     for number, batch in enumerate(batches, 1):
-        items = "\n".join(f"- id: {c.id}\n  description: {tree.sentence_for(c.part_path, c.attribute, c.value)}"
-                          for c in batch)
+        items = "\n".join(
+            f"- id: {c.id}\n  description: {tree.sentence_for(c.part_path, c.attribute, c.value)}" for c in batch
+        )
         answer: SentencesAnswer = session.ask(
             "sentences",
             {"domain": tree.domain, "items": items},
@@ -184,21 +191,29 @@ def generate_tree(
     try:
         parts_answer: PartsAnswer = session.ask(
             "parts",
-            {"domain": domain, "labels": label_list, "max_parts": limits.max_parts,
-             "max_subparts": limits.max_subparts},
+            {
+                "domain": domain,
+                "labels": label_list,
+                "max_parts": limits.max_parts,
+                "max_subparts": limits.max_subparts,
+            },
             PartsAnswer,
             subject=f"domain {domain!r}",
             context={"max_parts": limits.max_parts, "max_subparts": limits.max_subparts, "labels": labels},
         )
-        leaf_paths = [path for p in parts_answer.parts for path in
-                      ([f"{p.name}/{s}" for s in p.subparts] or [p.name])]
+        leaf_paths = [path for p in parts_answer.parts for path in ([f"{p.name}/{s}" for s in p.subparts] or [p.name])]
         session.add_total(len(leaf_paths))
         attributes: dict[str, list[str]] = {}
         for path in leaf_paths:
             answer: AttributesAnswer = session.ask(
                 "attributes",
-                {"domain": domain, "labels": label_list, "part": path.rsplit("/", 1)[-1],
-                 "part_path": path.replace("/", " "), "max_attributes": limits.max_attributes},
+                {
+                    "domain": domain,
+                    "labels": label_list,
+                    "part": path.rsplit("/", 1)[-1],
+                    "part_path": path.replace("/", " "),
+                    "max_attributes": limits.max_attributes,
+                },
                 AttributesAnswer,
                 subject=f"part {path!r}",
                 context={"max_attributes": limits.max_attributes},
@@ -228,8 +243,9 @@ def generate_tree(
     return tree
 
 
-def extend_tree(tree: ConceptTree, new_labels: Sequence[str], llm: LLMClient | None, *,
-                progress: bool = True) -> ConceptTree:
+def extend_tree(
+    tree: ConceptTree, new_labels: Sequence[str], llm: LLMClient | None, *, progress: bool = True
+) -> ConceptTree:
     """A copy of ``tree`` with values for ``new_labels``; the LLM is asked only about the new labels.
 
     A template tree is extended without an LLM. Existing labels keep their values untouched.
@@ -248,8 +264,9 @@ def extend_tree(tree: ConceptTree, new_labels: Sequence[str], llm: LLMClient | N
                 hint="pass --llm MODEL (and --llm-base-url URL) as used to make the tree.",
             )
         return template_tree(tree.domain, labels, sentence_template=tree.sentence_template)
-    limits = GenerationLimits(**{k: v for k, v in tree.provenance.params.items()
-                                 if k in GenerationLimits.__dataclass_fields__})
+    limits = GenerationLimits(
+        **{k: v for k, v in tree.provenance.params.items() if k in GenerationLimits.__dataclass_fields__}
+    )
     pairs = [(path, attribute) for path, attributes in tree.leaf_attributes().items() for attribute in attributes]
     llm_sentences = bool(tree.provenance.params.get("llm_sentences"))
     session = _Session(llm, total=len(added), progress=progress)
@@ -268,8 +285,7 @@ def extend_tree(tree: ConceptTree, new_labels: Sequence[str], llm: LLMClient | N
     return extended
 
 
-def _provenance(llm: LLMClient, limits: GenerationLimits, llm_sentences: bool,
-                records: list[CallRecord]) -> Provenance:
+def _provenance(llm: LLMClient, limits: GenerationLimits, llm_sentences: bool, records: list[CallRecord]) -> Provenance:
     steps = ["parts", "attributes", "values", *(["sentences"] if llm_sentences else [])]
     return Provenance(
         generator="llm",

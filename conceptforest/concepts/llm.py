@@ -27,7 +27,10 @@ from conceptforest.errors import LLMError
 
 StructuredMode = Literal["auto", "json_schema", "json_object", "prompt"]
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
-_DOWNGRADE: dict[str, Literal["json_object", "prompt"]] = {"json_schema": "json_object", "json_object": "prompt"}
+_DOWNGRADE: dict[str, Literal["json_object", "prompt"]] = {
+    "json_schema": "json_object",
+    "json_object": "prompt",
+}
 _MAX_FEEDBACK_CHARS = 1500
 
 
@@ -176,7 +179,9 @@ class LLMClient:
                 )
             key = "not-needed"
         self._client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=0)
-        self._mode: Literal["json_schema", "json_object", "prompt"] = "json_schema" if structured == "auto" else structured
+        self._mode: Literal["json_schema", "json_object", "prompt"] = (
+            "json_schema" if structured == "auto" else structured
+        )
 
     def __repr__(self) -> str:
         return f"LLMClient(model={self.model!r}, base_url={sanitize_base_url(self.base_url)!r})"
@@ -193,7 +198,9 @@ class LLMClient:
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         if self.price_per_1k_prompt is None and self.price_per_1k_completion is None:
             return None
-        return (prompt_tokens * (self.price_per_1k_prompt or 0) + completion_tokens * (self.price_per_1k_completion or 0)) / 1000
+        return (
+            prompt_tokens * (self.price_per_1k_prompt or 0) + completion_tokens * (self.price_per_1k_completion or 0)
+        ) / 1000
 
     def ask(
         self,

@@ -55,8 +55,14 @@ def importance_colour(weight: float | None) -> str:
 
 class _Graph:
     def __init__(self, title: str, importance: Mapping[str, float] | None) -> None:
-        self.dot = pydot.Dot(graph_type="digraph", rankdir="LR", charset="UTF-8", label=_quote(title),
-                             labelloc="t", fontname="Helvetica")
+        self.dot = pydot.Dot(
+            graph_type="digraph",
+            rankdir="LR",
+            charset="UTF-8",
+            label=_quote(title),
+            labelloc="t",
+            fontname="Helvetica",
+        )
         self.dot.set_node_defaults(fontname="Helvetica", fontsize="10", style="filled", fillcolor="#ffffff")
         self.count = 0
         top = max((abs(v) for v in (importance or {}).values()), default=0.0)
@@ -66,15 +72,18 @@ class _Graph:
         self.count += 1
         name = f"n{self.count}"
         weight = self.scaled.get(key) if key is not None else None
-        self.dot.add_node(pydot.Node(name, label=_quote(text), shape=shape, fillcolor=_quote(importance_colour(weight))))
+        self.dot.add_node(
+            pydot.Node(name, label=_quote(text), shape=shape, fillcolor=_quote(importance_colour(weight)))
+        )
         return name
 
     def edge(self, source: str, target: str) -> None:
         self.dot.add_edge(pydot.Edge(source, target))
 
 
-def build_graph(tree: ConceptTree, label: str | None = None,
-                importance: Mapping[str, float] | None = None) -> pydot.Dot:
+def build_graph(
+    tree: ConceptTree, label: str | None = None, importance: Mapping[str, float] | None = None
+) -> pydot.Dot:
     """The schema graph (``label=None``: domain → parts → attributes) or one label's graph (→ values).
 
     ``importance`` maps concept ids, ``part/path:attribute`` keys or part paths to a weight; nodes are shaded
@@ -146,16 +155,17 @@ def render_tree(
             stem += "_"
         used.add(stem)
         jobs.append((stem, label))
-    for stem, label in jobs:
-        graph = build_graph(tree, label, importance)
+    for stem, job_label in jobs:
+        graph = build_graph(tree, job_label, importance)
         result.written.append(atomic_write_text(out / f"{stem}.dot", graph.to_string()))
         if not can_render:
             continue
         for fmt in wanted_images:
             try:
-                data = graph.create(prog="dot", format=fmt)
+                created = graph.create(prog="dot", format=fmt)
             except Exception as exc:  # pydot reports a failed render as a bare assert
                 result.warnings.append(f"Graphviz could not render {stem}.{fmt}: {exc or type(exc).__name__}")
                 continue
+            data = created.encode("utf-8") if isinstance(created, str) else created
             result.written.append(atomic_write_bytes(out / f"{stem}.{fmt}", data))
     return result

@@ -189,5 +189,7 @@ class SentencesAnswer(_Answer):
         for item in by_id.values():
             for label in context.get("labels", []):
                 if mentions(item.sentence, label):
-                    raise ValueError(f"the sentence {item.sentence!r} names the kind {label!r}; describe appearance only")
+                    raise ValueError(
+                        f"the sentence {item.sentence!r} names the kind {label!r}; describe appearance only"
+                    )
         return list(by_id.values())

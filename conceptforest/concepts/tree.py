@@ -279,7 +279,8 @@ class ConceptTree(BaseModel):
                     for value in self.values.get(label, {}).get(part_path, {}).get(attribute, []):
                         cid = concept_id(part_path, attribute, value)
                         entry = found.setdefault(
-                            cid, {"part_path": part_path, "attribute": attribute, "value": value, "labels": []}
+                            cid,
+                            {"part_path": part_path, "attribute": attribute, "value": value, "labels": []},
                         )
                         entry["labels"].append(label)
         return [
@@ -427,5 +428,7 @@ def format_tree(tree: ConceptTree) -> str:
     leaks = tree.leakage()
     if leaks:
         lines.append(f"WARNING: {len(leaks)} value(s) name a label (class-name leakage):")
-        lines += [f"  {lk.label}: {lk.part_path} {lk.attribute} = {lk.value!r} names {lk.leaked_label!r}" for lk in leaks]
+        lines += [
+            f"  {lk.label}: {lk.part_path} {lk.attribute} = {lk.value!r} names {lk.leaked_label!r}" for lk in leaks
+        ]
     return "\n".join(lines) + "\n"
