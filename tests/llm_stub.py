@@ -67,13 +67,13 @@ def canned_answer(step: str, body: dict[str, Any]) -> dict[str, Any]:
         return {"attributes": ["shape", "colour"]}
     if step == "values":
         label = re.search(r"describe how a (.+?) looks", prompt).group(1)  # type: ignore[union-attr]
-        pairs = re.findall(r"^- part (\S+): (.+)$", prompt, flags=re.MULTILINE)
+        pairs = re.findall(r"^- (\S+): (.+)$", prompt, flags=re.MULTILINE)
         seed = int(hashlib.sha256(label.encode()).hexdigest(), 16)
-        entries = []
+        keyed = {}
         for i, (part, attribute) in enumerate(pairs):
             word = WORDS[(seed + i) % len(WORDS)]
-            entries.append({"part": part, "attribute": attribute, "values": [f"{word} {attribute} {seed % 89}"]})
-        return {"values": entries}
+            keyed[f"{part}: {attribute}"] = [f"{word} {attribute} {seed % 89}"]
+        return {"values": keyed}
     if step == "sentences":
         items = re.findall(r"^- id: (.+)\n  description: (.+)$", prompt, flags=re.MULTILINE)
         return {"sentences": [{"id": cid, "sentence": f"a photo showing {desc}"} for cid, desc in items]}
@@ -101,7 +101,8 @@ def faulty_answer(fault: str, step: str, body: dict[str, Any]) -> tuple[str, str
         return json.dumps({"attributes": ["shape", "colour", "size", "texture", "pattern", "gloss"]}), "stop"
     if fault == "leak":
         label = re.search(r"describe how a (.+?) looks", first_user(body)).group(1)  # type: ignore[union-attr]
-        good["values"][0]["values"] = [f"just like a {label}"]
+        first = next(iter(good["values"]))
+        good["values"][first] = [f"just like a {label}"]
         return json.dumps(good), "stop"
     if fault == "schema_ignored":
         return "Sure! A dog has a head, a tail and four legs.", "stop"

@@ -168,7 +168,7 @@ def test_value_naming_the_label_is_retried(stub: StubServer, make_client) -> Non
         "domain": "dog",
         "label": "husky",
         "other_labels": "pug",
-        "pairs": "- part tail: shape",
+        "pairs": "- tail: shape",
         "max_values": 2,
     }
     answer = make_client().ask(
@@ -245,3 +245,40 @@ def test_extract_json(text: str, expected: object) -> None:
 def test_extract_json_reasons(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         extract_json(text)
+
+
+def test_values_accept_the_keyed_and_the_list_form() -> None:
+    context = {"pairs": [["tail", "shape"], ["head/ears", "shape"]], "labels": ["husky"], "max_values": 1}
+    keyed = ValuesAnswer.model_validate(
+        {"values": {"tail: shape": ["curled"], "head/ears: shape": ["pointed", "tall"], "extra: x": ["y"]}},
+        context=context,
+    )
+    listed = ValuesAnswer.model_validate(
+        {
+            "values": [
+                {"part": "tail", "attribute": "shape", "values": ["curled"]},
+                {"part": "head/ears", "attribute": "shape", "values": ["pointed"]},
+            ]
+        },
+        context=context,
+    )
+    assert keyed == listed  # extra pairs dropped, lists cut to max_values
+    with pytest.raises(ValueError, match="no values for: head/ears shape"):
+        ValuesAnswer.model_validate({"values": {"tail: shape": ["curled"]}}, context=context)
+
+
+def test_values_request_carries_a_schema_with_every_pair_required(stub: StubServer, make_client) -> None:
+    from conceptforest.concepts.generate import generate_tree
+
+    generate_tree("dog", ["husky", "pug"], make_client(), progress=False)
+    values_request = next(r for r in stub.state.requests if r["step"] == "values")
+    schema = values_request["body"]["response_format"]["json_schema"]["schema"]
+    required = schema["properties"]["values"]["required"]
+    assert required == [
+        "head/ears: shape",
+        "head/ears: colour",
+        "head/eyes: shape",
+        "head/eyes: colour",
+        "tail: shape",
+        "tail: colour",
+    ]

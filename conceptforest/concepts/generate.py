@@ -16,7 +16,14 @@ from tqdm.auto import tqdm
 from conceptforest._version import package_version
 from conceptforest.concepts.llm import LLMClient
 from conceptforest.concepts.prompts import load_prompt
-from conceptforest.concepts.schemas import AttributesAnswer, PartsAnswer, SentencesAnswer, ValuesAnswer
+from conceptforest.concepts.schemas import (
+    AttributesAnswer,
+    PartsAnswer,
+    SentencesAnswer,
+    ValuesAnswer,
+    pair_key,
+    values_schema,
+)
 from conceptforest.concepts.template import template_tree
 from conceptforest.concepts.tree import (
     DEFAULT_SENTENCE_TEMPLATE,
@@ -69,9 +76,17 @@ class _Session:
         self.records: list[CallRecord] = []
         self.bar = tqdm(total=total, desc="concept tree", unit="call", disable=not progress, leave=False)
 
-    def ask(self, step: str, variables: dict[str, Any], answer: Any, subject: str, context: dict[str, Any]) -> Any:
+    def ask(
+        self,
+        step: str,
+        variables: dict[str, Any],
+        answer: Any,
+        subject: str,
+        context: dict[str, Any],
+        schema: dict[str, Any] | None = None,
+    ) -> Any:
         self.bar.set_postfix_str(f"{step}: {subject}"[:60])
-        result = self.llm.ask(load_prompt(step), variables, answer, subject=subject, context=context)
+        result = self.llm.ask(load_prompt(step), variables, answer, subject=subject, context=context, schema=schema)
         self.records.append(result.record)
         self.bar.update(1)
         return result.value
@@ -99,7 +114,7 @@ def usage_totals(records: Iterable[CallRecord], llm: LLMClient | None) -> UsageT
 
 
 def _pairs_text(pairs: Sequence[tuple[str, str]]) -> str:
-    return "\n".join(f"- part {part}: {attribute}" for part, attribute in pairs)
+    return "\n".join(f"- {pair_key(part, attribute)}" for part, attribute in pairs)
 
 
 def _ask_values(
@@ -123,6 +138,7 @@ def _ask_values(
         ValuesAnswer,
         subject=f"label {label!r}",
         context={"pairs": [list(p) for p in pairs], "labels": list(labels), "max_values": limits.max_values},
+        schema=values_schema(pairs, limits.max_values),
     )
     values: LabelValues = {}
     for entry in answer.values:

@@ -210,11 +210,13 @@ class LLMClient:
         *,
         subject: str,
         context: Mapping[str, Any] | None = None,
+        schema: dict[str, Any] | None = None,
     ) -> LLMAnswer[AnswerT]:
         """Ask one step's question and return a validated answer.
 
         ``variables`` fill the template; ``context`` goes to the answer model's validators (limits, expected
-        pairs, label names). Both are part of the cache key. Raises :class:`LLMError` naming ``subject`` when
+        pairs, label names). Both are part of the cache key. ``schema`` replaces the answer model's JSON schema
+        in the request (a narrower schema for this one call). Raises :class:`LLMError` naming ``subject`` when
         no valid answer came within the bounded attempts.
         """
         context = dict(context or {})
@@ -225,6 +227,7 @@ class LLMClient:
             "context": context,
             "params": self.params,
             "answer": answer_model.__name__,
+            "schema": schema,
         }
         if self.cache is not None:
             stored = self.cache.get(key)
@@ -234,7 +237,7 @@ class LLMClient:
                     return LLMAnswer(value, CallRecord(step=template.step, subject=subject, cached=True, attempts=0))
                 except (ValidationError, KeyError, TypeError):
                     pass  # a record from an older schema: ask again
-        schema = answer_model.model_json_schema()
+        schema = schema or answer_model.model_json_schema()
         messages: list[dict[str, str]] = template.messages(**variables, schema=json.dumps(schema))
         record = CallRecord(step=template.step, subject=subject, cached=False, attempts=0)
         transport_failures = 0

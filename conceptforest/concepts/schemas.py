@@ -142,6 +142,18 @@ class ValuesAnswer(_Answer):
 
     values: list[PairValues] = Field(min_length=1, max_length=400)
 
+    @field_validator("values", mode="before")
+    @classmethod
+    def _keyed_form(cls, value: Any) -> Any:
+        """Accept ``{"part: attribute": [values]}`` (the form the per-call schema asks for)."""
+        if not isinstance(value, dict):
+            return value
+        entries = []
+        for key, values in value.items():
+            part, _, attribute = str(key).partition(":")
+            entries.append({"part": part, "attribute": attribute, "values": values})
+        return entries
+
     @field_validator("values", mode="after")
     @classmethod
     def _complete(cls, entries: list[PairValues], info: ValidationInfo) -> list[PairValues]:
@@ -152,7 +164,9 @@ class ValuesAnswer(_Answer):
             key = (entry.part, entry.attribute)
             if expected and key not in expected:
                 continue  # an extra pair the prompt did not ask for is dropped
-            merged[key] = list(dict.fromkeys([*merged.get(key, []), *entry.values]))
+            merged[key] = list(dict.fromkeys([*merged.get(key, []), *entry.values]))[
+                : _limit(info, "max_values", MAX_VALUES)
+            ]
         missing = [f"{p} {a}" for p, a in expected if (p, a) not in merged]
         if missing:
             raise ValueError(f"no values for: {'; '.join(missing)}. Give an entry for every part and attribute")
@@ -193,3 +207,33 @@ class SentencesAnswer(_Answer):
                         f"the sentence {item.sentence!r} names the kind {label!r}; describe appearance only"
                     )
         return list(by_id.values())
+
+
+def pair_key(part_path: str, attribute: str) -> str:
+    """How a (part, attribute) pair is named in a values answer: ``head/ears: shape``."""
+    return f"{part_path}: {attribute}"
+
+
+def values_schema(pairs: list[tuple[str, str]], max_values: int) -> dict[str, Any]:
+    """A JSON schema with one required key per (part, attribute), so that a server which enforces schemas
+    (llama.cpp's grammar, OpenAI's json_schema) cannot leave a pair out."""
+    value_list = {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1, "maxLength": 80},
+        "minItems": 1,
+        "maxItems": max_values,
+    }
+    keys = [pair_key(part, attribute) for part, attribute in pairs]
+    return {
+        "type": "object",
+        "properties": {
+            "values": {
+                "type": "object",
+                "properties": {key: value_list for key in keys},
+                "required": keys,
+                "additionalProperties": False,
+            }
+        },
+        "required": ["values"],
+        "additionalProperties": False,
+    }
