@@ -67,6 +67,7 @@ def generate(
         typer.Option(metavar="TREE", help="An existing tree: keep it and ask the LLM only about labels it lacks."),
     ] = None,
     max_parts: Annotated[int | None, typer.Option(help="Most top-level parts (default 6).")] = None,
+    max_subparts: Annotated[int | None, typer.Option(help="Most sub-parts per part (default 3; 0 for none).")] = None,
     max_attributes: Annotated[int | None, typer.Option(help="Most attributes per leaf part (default 4).")] = None,
     max_values: Annotated[int | None, typer.Option(help="Most values per label and attribute (default 2).")] = None,
     sentence_template: Annotated[
@@ -105,6 +106,7 @@ def generate(
             "llm.max_tokens": max_tokens,
             "concepts.domain": domain,
             "concepts.max_parts": max_parts,
+            "concepts.max_subparts": max_subparts,
             "concepts.max_attributes": max_attributes,
             "concepts.max_values": max_values,
             "concepts.sentence_template": sentence_template,
