@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from conceptforest._version import package_version
-from conceptforest.cli import concepts
+from conceptforest.cli import concepts, features
 from conceptforest.cli._common import new_app
 from conceptforest.cli.demo import demo
 
@@ -17,6 +17,7 @@ app = new_app(
     "against its concepts, a Random Forest learns from the scores, and reports explain its decisions."
 )
 app.add_typer(concepts.app, name="concepts")
+app.add_typer(features.app, name="features")
 app.command()(demo)
 
 

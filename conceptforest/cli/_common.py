@@ -69,7 +69,7 @@ ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="
 
 def read_text_file(path: Path, what: str, hint: str) -> str:
     """A file's text, or a clear error naming it."""
-    if not path.is_file():
+    if not path.exists() or path.is_dir():
         raise BadInputError(f"The {what} {str(path)!r} does not exist or is not a file.", hint=hint)
     try:
         return path.read_text(encoding="utf-8")

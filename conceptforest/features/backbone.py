@@ -1,0 +1,252 @@
+"""CLIP backbones through open_clip's one factory: a model name plus a pretrained tag, an ``hf-hub:`` or
+``local-dir:`` name, or a local checkpoint file.
+
+Every backbone has a stable id (model, weights, preprocessing) that keys the embedding cache and is recorded in
+every artefact. Random weights exist only under the explicit name :data:`TINY_RANDOM`, and say so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from conceptforest.cache import stable_hash
+from conceptforest.errors import BadInputError
+
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+TINY_RANDOM = "conceptforest-tiny-random"
+RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS: this backbone is untrained; its scores carry no meaning about images."
+TINY_CONFIG: dict[str, Any] = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def select_device(device: str | None = None) -> torch.device:
+    """The given device, else cuda, then mps, then cpu."""
+    if device:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Backbone:
+    """A loaded CLIP model with its preprocessing, tokenizer and stable id."""
+
+    model: Any
+    preprocess: Callable[[Any], torch.Tensor]
+    tokenizer: Any
+    backbone_id: str
+    device: torch.device
+    random_weights: bool
+    description: dict[str, Any]
+
+    @torch.inference_mode()
+    def encode_images(self, batch: torch.Tensor) -> np.ndarray:
+        """L2-normalised image embeddings (float32) of a preprocessed batch."""
+        features = self.model.encode_image(batch.to(self.device))
+        return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str], *, batch_size: int = 256, trim: bool = True) -> np.ndarray:
+        """L2-normalised text embeddings (float32); each batch is trimmed to its longest real token length."""
+        chunks = []
+        for start in range(0, len(texts), batch_size):
+            tokens = self.tokenizer(list(texts[start : start + batch_size])).to(self.device)
+            features = encode_tokens_trimmed(self.model, tokens) if trim else self.model.encode_text(tokens)
+            chunks.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy())
+        if not chunks:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        return np.concatenate(chunks).astype(np.float32, copy=False)
+
+    @property
+    def embed_dim(self) -> int:
+        projection = getattr(self.model, "text_projection", None)
+        if isinstance(projection, torch.nn.Linear):
+            return int(projection.out_features)
+        if projection is not None:
+            return int(projection.shape[1])
+        return int(self.model.visual.output_dim)
+
+
+def encode_tokens_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip's ``CLIP.encode_text`` on tokens cut to their longest real length.
+
+    The text tower's causal mask means no position attends to a later one, so dropping trailing padding leaves
+    every kept position unchanged. Models without the standard text tower fall back to ``encode_text``.
+    """
+    needed = ("token_embedding", "positional_embedding", "transformer", "attn_mask", "ln_final")
+    if not all(hasattr(model, name) for name in needed) or getattr(model, "text_pool_type", "argmax") != "argmax":
+        return model.encode_text(tokens)  # type: ignore[no-any-return]
+    nonzero = (tokens != 0).any(dim=0).nonzero()
+    length = int(nonzero.max()) + 1 if nonzero.numel() else 1
+    tokens = tokens[:, :length]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+    projection = model.text_projection
+    if projection is None:
+        return x  # type: ignore[no-any-return]
+    return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection  # type: ignore[no-any-return]
+
+
+def _preprocess_id(preprocess: Any) -> str:
+    return stable_hash(repr(preprocess))[:12]
+
+
+def _create_tiny(seed: int) -> Any:
+    import open_clip
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return open_clip.create_model(DEFAULT_MODEL, pretrained=None, **TINY_CONFIG)
+
+
+def save_tiny_backbone(directory: str | Path, *, seed: int = 0) -> Path:
+    """Write a tiny random-weight open_clip model as a ``local-dir:`` folder (config + safetensors weights).
+
+    It is loaded back through the same local path as real weights: ``load_backbone(f"local-dir:{directory}")``.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = _create_tiny(seed)
+    config = {
+        "model_cfg": {**TINY_CONFIG, "quick_gelu": False},
+        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]},
+        "conceptforest": {"random_weights": True, "seed": seed, "note": RANDOM_WEIGHTS_WARNING},
+    }
+    (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    return folder
+
+
+def load_backbone(
+    name: str = DEFAULT_MODEL,
+    pretrained: str | None = DEFAULT_PRETRAINED,
+    *,
+    checkpoint: str | Path | None = None,
+    device: str | None = None,
+    cache_dir: str | Path | None = None,
+    image_mean: Sequence[float] | None = None,
+    image_std: Sequence[float] | None = None,
+) -> Backbone:
+    """Load a CLIP backbone.
+
+    Parameters
+    ----------
+    name : str
+        An open_clip model name (``ViT-B-32``), ``hf-hub:org/repo``, ``local-dir:/path``, or
+        ``conceptforest-tiny-random`` (untrained, for tests and offline demos; labelled as random everywhere).
+    pretrained : str, optional
+        A pretrained tag for a plain model name; downloaded on first use into ``cache_dir``.
+    checkpoint : path, optional
+        A local weights file for ``name`` (overrides ``pretrained``). Its sha256 enters the backbone id.
+    device : str, optional
+        Default: cuda, then mps, then cpu.
+    image_mean, image_std : sequence of float, optional
+        Preprocessing for a checkpoint file, which open_clip would otherwise load with default values.
+    """
+    import open_clip
+
+    torch_device = select_device(device)
+    random_weights = False
+    if name == TINY_RANDOM:
+        model = _create_tiny(0)
+        preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
+        tokenizer = open_clip.get_tokenizer(DEFAULT_MODEL)
+        weights = "random-seed0"
+        random_weights = True
+    else:
+        weights_source: str | None
+        if checkpoint is not None:
+            path = Path(checkpoint)
+            if not path.is_file():
+                raise BadInputError(
+                    f"Checkpoint file {str(path)!r} does not exist.",
+                    hint="give the path of a .pt/.bin/.safetensors weights file for --clip MODEL.",
+                )
+            weights_source, weights = str(path), f"sha256-{file_sha256(path)[:16]}"
+        elif name.startswith("local-dir:"):
+            folder = Path(name.removeprefix("local-dir:"))
+            if not (folder / "open_clip_config.json").is_file():
+                raise BadInputError(
+                    f"{str(folder)!r} is not an open_clip model folder (no open_clip_config.json).",
+                    hint="point local-dir: at a folder with open_clip_config.json and weights.",
+                )
+            files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pth"))
+            weights_source, weights = None, "sha256-" + stable_hash([file_sha256(f) for f in files])[:16]
+            config = json.loads((folder / "open_clip_config.json").read_text())
+            random_weights = bool(config.get("conceptforest", {}).get("random_weights", False))
+        else:
+            weights_source, weights = pretrained, pretrained or "none"
+            if not pretrained and not name.startswith("hf-hub:"):
+                raise BadInputError(
+                    f"No weights were given for CLIP model {name!r}.",
+                    hint=f"pass --pretrained TAG (e.g. {DEFAULT_PRETRAINED}) or --checkpoint FILE; untrained "
+                    f"weights exist only as --clip {TINY_RANDOM}.",
+                )
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name,
+                pretrained=weights_source,
+                device=torch_device,
+                cache_dir=str(cache_dir) if cache_dir else None,
+                image_mean=tuple(image_mean) if image_mean is not None else None,
+                image_std=tuple(image_std) if image_std is not None else None,
+                require_pretrained=True,
+            )
+        except (RuntimeError, FileNotFoundError, ValueError, OSError, AssertionError, KeyError) as exc:
+            raise BadInputError(
+                f"Could not load CLIP model {name!r} with weights {weights_source or weights!r}: {exc}",
+                hint="check the model name and tag (open_clip.list_pretrained()), or use a local file with "
+                "--checkpoint FILE or --clip local-dir:/path when offline.",
+            ) from exc
+        tokenizer = open_clip.get_tokenizer(name)
+    model = model.to(torch_device).eval()
+    preprocess_id = _preprocess_id(preprocess)
+    if name == TINY_RANDOM:
+        model_name = "tiny-random"
+    elif name.startswith("local-dir:"):
+        model_name = "local-dir"  # the folder's place on disk is not part of what the model is
+    else:
+        model_name = name.replace("/", "_")
+    backbone_id = f"{model_name}__{weights}__pre-{preprocess_id}"
+    return Backbone(
+        model=model,
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        backbone_id=backbone_id,
+        device=torch_device,
+        random_weights=random_weights,
+        description={
+            "model": name,
+            "weights": weights,
+            "preprocess": repr(preprocess),
+            "random_weights": random_weights,
+        },
+    )

@@ -1,0 +1,181 @@
+"""Labelled image sets: an ImageFolder layout or a CSV/Parquet manifest, with seeded stratified splits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from conceptforest.concepts.tree import ConceptTree
+from conceptforest.errors import BadInputError
+from conceptforest.features.images import IMAGE_EXTENSIONS
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    path: Path
+    label: str
+    split: str
+
+
+@dataclass
+class ImageDataset:
+    """Images with labels and splits; ``labels`` fixes the label order recorded in every artefact."""
+
+    source: Path
+    records: list[ImageRecord]
+    labels: list[str]
+    split_seed: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def counts(self) -> pd.DataFrame:
+        """Images per label and split."""
+        frame = pd.DataFrame([(r.label, r.split) for r in self.records], columns=["label", "split"])
+        table = frame.groupby(["label", "split"]).size().unstack(fill_value=0)
+        return table.reindex(index=self.labels, columns=[s for s in SPLITS if s in table.columns], fill_value=0)
+
+
+def _image_folder(root: Path) -> list[tuple[Path, str, str | None]]:
+    rows: list[tuple[Path, str, str | None]] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+                rows.append((path, folder.name, None))
+    return rows
+
+
+def _manifest(path: Path) -> list[tuple[Path, str, str | None]]:
+    try:
+        frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype=str)
+    except Exception as exc:  # pandas raises many kinds for a bad file
+        raise BadInputError(
+            f"Cannot read the manifest {str(path)!r}: {exc}.",
+            hint="give a CSV or Parquet file with columns path,label[,split].",
+        ) from exc
+    missing = {"path", "label"} - set(frame.columns)
+    if missing:
+        raise BadInputError(
+            f"The manifest {str(path)!r} lacks the column(s) {sorted(missing)}.",
+            hint="give columns path,label and optionally split (train/val/test).",
+        )
+    rows: list[tuple[Path, str, str | None]] = []
+    for i, row in enumerate(frame.itertuples(index=False), start=2):
+        image_path, label = getattr(row, "path"), getattr(row, "label")  # noqa: B009
+        if not isinstance(image_path, str) or not isinstance(label, str) or not label.strip():
+            raise BadInputError(
+                f"Manifest {str(path)!r} row {i} has an empty path or label.", hint="fill in or delete that row."
+            )
+        split = getattr(row, "split", None) if "split" in frame.columns else None
+        if split is not None and (not isinstance(split, str) or split not in SPLITS):
+            raise BadInputError(
+                f"Manifest {str(path)!r} row {i} has split {split!r}.",
+                hint=f"use one of {list(SPLITS)} or leave the split column out.",
+            )
+        resolved = Path(image_path) if Path(image_path).is_absolute() else path.parent / image_path
+        rows.append((resolved, label.strip(), split))
+    return rows
+
+
+def _assign_splits(
+    labels_of: list[str], val_fraction: float, test_fraction: float, seed: int, label_order: list[str]
+) -> list[str]:
+    """Seeded, stratified train/val/test assignment; every split that has a fraction gets ≥1 image per label."""
+    rng = np.random.default_rng(seed)
+    splits = ["train"] * len(labels_of)
+    needed = 1 + (val_fraction > 0) + (test_fraction > 0)
+    for label in label_order:
+        indices = [i for i, lab in enumerate(labels_of) if lab == label]
+        if len(indices) < needed:
+            raise BadInputError(
+                f"Label {label!r} has {len(indices)} image(s); a train/val/test split with fractions "
+                f"{val_fraction:g}/{test_fraction:g} needs at least {needed}.",
+                hint="add images of that label, drop it, or set --val-fraction/--test-fraction to 0.",
+            )
+        order = rng.permutation(indices)
+        n_test = max(1, round(len(order) * test_fraction)) if test_fraction > 0 else 0
+        n_val = max(1, round(len(order) * val_fraction)) if val_fraction > 0 else 0
+        n_test = min(n_test, len(order) - 1 - (n_val > 0))
+        n_val = min(n_val, len(order) - 1 - n_test)
+        for position, index in enumerate(order):
+            splits[index] = "test" if position < n_test else "val" if position < n_test + n_val else "train"
+    return splits
+
+
+def load_dataset(
+    source: str | Path,
+    *,
+    labels: Sequence[str] | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+) -> ImageDataset:
+    """Read an image folder (``root/<label>/*``) or a manifest (CSV/Parquet with ``path,label[,split]``).
+
+    ``labels`` fixes the label order (e.g. the tree's); by default folder names or manifest labels, sorted.
+    A split given in the manifest is kept; otherwise splits are stratified and seeded.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise BadInputError(
+            f"Image source {str(source)!r} does not exist.",
+            hint="give a folder of label sub-folders, or a CSV/Parquet manifest.",
+        )
+    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise BadInputError(
+            f"Split fractions val={val_fraction:g}, test={test_fraction:g} are not valid.",
+            hint="use fractions in [0, 1) that sum to less than 1.",
+        )
+    rows = _image_folder(source) if source.is_dir() else _manifest(source)
+    if not rows:
+        raise BadInputError(
+            f"No images found in {str(source)!r}.",
+            hint=f"put images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in one sub-folder per label.",
+        )
+    found = sorted({label for _, label, _ in rows})
+    order = list(labels) if labels is not None else found
+    unknown = [label for label in found if label not in order]
+    if unknown:
+        raise BadInputError(
+            f"The images have label(s) {unknown} that are not in the label list {order}.",
+            hint="add them to the concept tree (concepts generate --extend) or remove those images.",
+        )
+    present = [label for label in order if label in found]
+    if len(present) < 2:
+        raise BadInputError(
+            f"{str(source)!r} has {len(present)} label(s) with images; classification needs at least 2.",
+            hint="add a sub-folder of images for each label.",
+        )
+    notes = [f"label {label!r} has no images" for label in order if label not in found]
+    given = [split for _, _, split in rows]
+    if all(split is not None for split in given):
+        splits = [str(s) for s in given]
+        seed_used: int | None = None
+    else:
+        splits = _assign_splits([label for _, label, _ in rows], val_fraction, test_fraction, seed, present)
+        seed_used = seed
+    records = [ImageRecord(path, label, split) for (path, label, _), split in zip(rows, splits, strict=True)]
+    return ImageDataset(source=source, records=records, labels=present, split_seed=seed_used, notes=notes)
+
+
+def check_labels_match(dataset: ImageDataset, tree: ConceptTree) -> None:
+    """Refuse data labels missing from the tree; tree labels without images are allowed only if listed."""
+    missing_in_tree = [label for label in dataset.labels if label not in tree.labels]
+    if missing_in_tree:
+        raise BadInputError(
+            f"Label(s) {missing_in_tree} have images but are not in the concept tree (tree labels: {tree.labels}).",
+            hint="extend the tree: conceptforest concepts generate --extend tree.json --labels labels.txt.",
+        )
+    missing_in_data = [label for label in tree.labels if label not in dataset.labels]
+    if missing_in_data:
+        raise BadInputError(
+            f"Tree label(s) {missing_in_data} have no images in {str(dataset.source)!r}.",
+            hint="add images for them, or remove them from the tree's labels.",
+        )

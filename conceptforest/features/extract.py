@@ -1,0 +1,259 @@
+"""Stage 2: images and a concept tree become a FeatureMatrix, streamed in chunks through an embedding cache."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from conceptforest._version import library_versions
+from conceptforest.atomic import atomic_write_text
+from conceptforest.cache import conceptforest_home
+from conceptforest.concepts.tree import ConceptTree
+from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING, Backbone
+from conceptforest.features.dataset import ImageDataset, ImageRecord, check_labels_match
+from conceptforest.features.images import DEFAULT_MAX_PIXELS, ImageDecodeError, SkippedImage, decode_image
+from conceptforest.features.matrix import FEATURES_FILE, ID_COLUMNS, FeatureMatrix
+from conceptforest.features.store import EmbeddingStore
+
+SKIPPED_FILE = "skipped.csv"
+
+
+@dataclass
+class ExtractionStats:
+    """What an extraction did: counts, the skipped files, time."""
+
+    images: int = 0
+    scored: int = 0
+    encoded: int = 0
+    from_cache: int = 0
+    skipped: list[SkippedImage] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.scored / self.seconds if self.seconds > 0 else 0.0
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def concept_embeddings(tree: ConceptTree, backbone: Backbone, store: EmbeddingStore) -> np.ndarray:
+    """One L2-normalised embedding per concept sentence, encoded once per backbone and cached."""
+    sentences = [c.sentence for c in tree.concepts()]
+    keys = [text_sha256(s) for s in sentences]
+    cached = store.get(keys)
+    missing = sorted({k: s for k, s in zip(keys, sentences, strict=True) if k not in cached}.items())
+    if missing:
+        vectors = backbone.encode_texts([s for _, s in missing])
+        store.put([k for k, _ in missing], vectors)
+        cached.update(zip([k for k, _ in missing], vectors, strict=True))
+    return np.stack([cached[k] for k in keys]).astype(np.float32)
+
+
+def _read(record: ImageRecord) -> tuple[bytes | None, str | None]:
+    try:
+        return record.path.read_bytes(), None
+    except OSError as exc:
+        return None, f"cannot read the file: {exc.strerror or exc}"
+
+
+def _chunks(items: Sequence[ImageRecord], size: int) -> Iterator[Sequence[ImageRecord]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class _Extractor:
+    """Holds the backbone, the cache and the thread pool for one extraction."""
+
+    def __init__(
+        self, backbone: Backbone, store: EmbeddingStore, *, batch_size: int, max_pixels: int, workers: int
+    ) -> None:
+        self.backbone = backbone
+        self.store = store
+        self.batch_size = batch_size
+        self.max_pixels = max_pixels
+        self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
+
+    def _prepare(self, data: bytes) -> torch.Tensor | str:
+        try:
+            return self.backbone.preprocess(decode_image(data, max_pixels=self.max_pixels))
+        except ImageDecodeError as exc:
+            return str(exc)
+
+    def embed_chunk(self, chunk: Sequence[ImageRecord], stats: ExtractionStats) -> tuple[list[ImageRecord], np.ndarray]:
+        """Embeddings of the chunk's usable images (cached or newly encoded), in record order."""
+        read = list(self.pool.map(_read, chunk))
+        keys: list[str | None] = []
+        for record, (data, problem) in zip(chunk, read, strict=True):
+            if data is None:
+                stats.skipped.append(SkippedImage(str(record.path), problem or "unreadable"))
+                keys.append(None)
+            elif not data:
+                stats.skipped.append(SkippedImage(str(record.path), "empty file (0 bytes)"))
+                keys.append(None)
+            else:
+                keys.append(hashlib.sha256(data).hexdigest())
+        known = self.store.get(k for k in keys if k is not None)
+        todo: dict[str, bytes] = {}
+        for key, (data, _) in zip(keys, read, strict=True):
+            if key is not None and key not in known and data is not None:
+                todo.setdefault(key, data)
+        todo_keys = list(todo)
+        prepared = list(self.pool.map(self._prepare, (todo[k] for k in todo_keys)))
+        bad: dict[str, str] = {k: p for k, p in zip(todo_keys, prepared, strict=True) if isinstance(p, str)}
+        good = [(k, p) for k, p in zip(todo_keys, prepared, strict=True) if not isinstance(p, str)]
+        for start in range(0, len(good), self.batch_size):
+            batch = good[start : start + self.batch_size]
+            vectors = self.backbone.encode_images(torch.stack([t for _, t in batch]))
+            self.store.put([k for k, _ in batch], vectors)
+            known.update(zip([k for k, _ in batch], vectors, strict=True))
+        stats.encoded += len(good)
+        kept: list[ImageRecord] = []
+        rows: list[np.ndarray] = []
+        for record, key in zip(chunk, keys, strict=True):
+            if key is None:
+                continue
+            if key in bad:
+                stats.skipped.append(SkippedImage(str(record.path), bad[key]))
+                continue
+            if key not in todo:
+                stats.from_cache += 1
+            kept.append(record)
+            rows.append(known[key])
+        dim = self.backbone.embed_dim
+        return kept, (np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32))
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+def write_skipped(path: Path, skipped: Sequence[SkippedImage]) -> Path:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "reason"])
+    writer.writerows((s.path, s.reason) for s in skipped)
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def extract_features(
+    dataset: ImageDataset,
+    tree: ConceptTree,
+    backbone: Backbone,
+    out_dir: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 64,
+    chunk_size: int = 2048,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    workers: int | None = None,
+    progress: bool = True,
+) -> tuple[FeatureMatrix, ExtractionStats]:
+    """Score every image of ``dataset`` against every concept of ``tree`` and write the FeatureMatrix.
+
+    Writes ``features.parquet``, ``concepts.json`` and ``skipped.csv`` into ``out_dir``. Images are hashed by
+    content; embeddings already in the cache are never recomputed, so a killed run resumes and a new tree
+    re-encodes no image. Peak memory is bounded by ``chunk_size``, not by the number of images.
+    """
+    check_labels_match(dataset, tree)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(cache_dir) if cache_dir else conceptforest_home() / "cache"
+    concepts = tree.concepts()
+    concept_matrix = concept_embeddings(tree, backbone, EmbeddingStore(root, backbone.backbone_id, "texts"))
+    schema = pa.schema(
+        [*(pa.field(c, pa.string()) for c in ID_COLUMNS), *(pa.field(c.id, pa.float32()) for c in concepts)]
+    )
+    stats = ExtractionStats(images=len(dataset.records))
+    sums = np.zeros(len(concepts), dtype=np.float64)
+    squares = np.zeros(len(concepts), dtype=np.float64)
+    train_rows = 0
+    extractor = _Extractor(
+        backbone,
+        EmbeddingStore(root, backbone.backbone_id, "images"),
+        batch_size=batch_size,
+        max_pixels=max_pixels,
+        workers=workers or min(4, os.cpu_count() or 1),
+    )
+    tmp_path = out / f".{FEATURES_FILE}.{os.getpid()}.tmp"
+    started = time.perf_counter()
+    bar = tqdm(total=len(dataset.records), desc="features", unit="img", disable=not progress)
+    try:
+        with pq.ParquetWriter(tmp_path, schema) as writer:
+            for chunk in _chunks(dataset.records, chunk_size):
+                kept, vectors = extractor.embed_chunk(chunk, stats)
+                scores = (vectors @ concept_matrix.T).astype(np.float32)
+                columns: dict[str, Any] = {
+                    "path": [str(r.path) for r in kept],
+                    "label": [r.label for r in kept],
+                    "split": [r.split for r in kept],
+                }
+                columns.update({c.id: scores[:, i] for i, c in enumerate(concepts)})
+                writer.write_table(pa.table(columns, schema=schema))
+                is_train = np.array([r.split == "train" for r in kept], dtype=bool)
+                sums += scores[is_train].sum(axis=0)
+                squares += np.square(scores[is_train].astype(np.float64)).sum(axis=0)
+                train_rows += int(is_train.sum())
+                stats.scored += len(kept)
+                bar.update(len(chunk))
+                bar.set_postfix(skipped=len(stats.skipped), cached=stats.from_cache)
+        os.replace(tmp_path, out / FEATURES_FILE)
+    finally:
+        bar.close()
+        extractor.close()
+        tmp_path.unlink(missing_ok=True)
+    stats.seconds = time.perf_counter() - started
+    mean = sums / max(train_rows, 1)
+    std = np.sqrt(np.maximum(squares / max(train_rows, 1) - mean**2, 0.0))
+    meta: dict[str, Any] = {
+        "format_version": 1,
+        "labels": dataset.labels,
+        "concepts": [
+            {
+                "id": c.id,
+                "part_path": c.part_path,
+                "attribute": c.attribute,
+                "value": c.value,
+                "sentence": c.sentence,
+                "labels": list(c.labels),
+            }
+            for c in concepts
+        ],
+        "backbone_id": backbone.backbone_id,
+        "backbone": backbone.description,
+        "random_weights": backbone.random_weights,
+        "warning": RANDOM_WEIGHTS_WARNING if backbone.random_weights else None,
+        "tree_hash": tree.tree_hash(),
+        "tree_generator": tree.provenance.generator,
+        "split_seed": dataset.split_seed,
+        "source": str(dataset.source),
+        "n_images": stats.images,
+        "n_scored": stats.scored,
+        "n_skipped": len(stats.skipped),
+        "standardization": {
+            "mean": mean.astype(np.float32).tolist(),
+            "std": np.where(std > 0, std, 1.0).astype(np.float32).tolist(),
+            "fitted_on": "train",
+            "rows": train_rows,
+        },
+        "versions": library_versions(),
+    }
+    write_skipped(out / SKIPPED_FILE, stats.skipped)
+    matrix = FeatureMatrix(frame=pd.read_parquet(out / FEATURES_FILE), meta=meta)
+    matrix.save_sidecar(out)
+    return matrix, stats

@@ -1,0 +1,76 @@
+"""Safe image decoding: every file either becomes an RGB image or a skip reason; nothing takes the run down."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = 50_000_000
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+class ImageDecodeError(Exception):
+    """A file that cannot be used as an image; ``str(error)`` is the reason listed in ``skipped.csv``."""
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    path: str
+    reason: str
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer/float grey images scaled to 8-bit ``L``."""
+    array = np.asarray(image)
+    if image.mode == "F":
+        low, high = float(np.nanmin(array)), float(np.nanmax(array))
+        scaled = (array - low) / (high - low or 1.0) * 255.0
+    else:
+        top = 65535.0 if array.max(initial=0) > 255 or image.mode.startswith("I;16") else 255.0
+        scaled = array.astype(np.float64) / top * 255.0
+    return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L")
+
+
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Any Pillow mode as RGB: transparency composited on ``background``, CMYK/palette/grey converted."""
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = _to_8bit(image)
+    if image.mode == "P":
+        image = image.convert("RGBA") if "transparency" in image.info else image.convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode image bytes into an upright RGB image, or raise :class:`ImageDecodeError` with the reason."""
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageDecodeError(
+                    f"decompression bomb guard: {width}x{height} = {width * height:,} pixels is over the limit of "
+                    f"{max_pixels:,} (raise --max-pixels if the image is genuine)"
+                )
+            image.seek(0)  # animated images: the first frame
+            image.load()
+            image = ImageOps.exif_transpose(image) or image
+            return to_rgb(image)
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError("not an image Pillow can read (wrong extension or corrupt header)") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"decompression bomb guard: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"truncated or corrupt image data: {exc}") from exc
