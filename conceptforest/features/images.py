@@ -55,17 +55,17 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
+            opened = Image.open(io.BytesIO(data))
+            width, height = opened.size
             if width * height > max_pixels:
                 raise ImageDecodeError(
                     f"decompression bomb guard: {width}x{height} = {width * height:,} pixels is over the limit of "
                     f"{max_pixels:,} (raise --max-pixels if the image is genuine)"
                 )
-            image.seek(0)  # animated images: the first frame
-            image.load()
-            image = ImageOps.exif_transpose(image) or image
-            return to_rgb(image)
+            opened.seek(0)  # animated images: the first frame
+            opened.load()
+            upright: Image.Image = ImageOps.exif_transpose(opened) or opened
+            return to_rgb(upright)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as exc:

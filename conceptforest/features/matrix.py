@@ -49,7 +49,7 @@ class FeatureMatrix:
     def rows(self, split: str | None = None) -> pd.DataFrame:
         return self.frame if split is None else self.frame[self.frame["split"] == split]
 
-    def X(self, split: str | None = None, *, standardized: bool = False) -> pd.DataFrame:  # noqa: N802
+    def X(self, split: str | None = None, *, standardized: bool = False) -> pd.DataFrame:
         """Concept scores as a DataFrame whose columns are concept ids (optionally standardised)."""
         scores = self.rows(split)[self.concept_ids]
         if standardized:
