@@ -23,7 +23,16 @@ def invoke(*args: str):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(
     "verb",
-    [[], ["concepts"], ["concepts", "generate"], ["concepts", "render"], ["concepts", "show"], ["demo"]],
+    [
+        [],
+        ["concepts"],
+        ["concepts", "generate"],
+        ["concepts", "render"],
+        ["concepts", "show"],
+        ["demo"],
+        ["features"],
+        ["features", "extract"],
+    ],
 )
 def test_every_verb_has_help(verb: list[str]) -> None:
     result = invoke(*verb, "--help")
@@ -222,3 +231,60 @@ def test_module_entry_point_runs_as_a_subprocess() -> None:
         [sys.executable, "-m", "conceptforest", "--version"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and result.stdout.startswith("conceptforest ")
+
+
+def test_features_extract_through_the_cli(tmp_path: Path) -> None:
+    from tests.test_features import LABELS, write_hostile, write_images
+
+    from conceptforest.features import save_tiny_backbone
+
+    root = write_images(tmp_path / "images", per_label=4)
+    write_hostile(root / "blue tile")
+    tiny = save_tiny_backbone(tmp_path / "tiny")
+    labels = write_labels(tmp_path, LABELS)
+    tree_path = tmp_path / "tree.json"
+    assert (
+        invoke(
+            "concepts",
+            "generate",
+            "--domain",
+            "toy shape",
+            "--labels",
+            str(labels),
+            "--llm",
+            "none",
+            "-o",
+            str(tree_path),
+        ).exit_code
+        == 0
+    )
+    result = invoke(
+        "features",
+        "extract",
+        "--images",
+        str(root),
+        "--tree",
+        str(tree_path),
+        "--clip",
+        f"local-dir:{tiny}",
+        "-o",
+        str(tmp_path / "run"),
+        "--no-progress",
+        "--max-pixels",
+        "1000000",
+    )
+    assert result.exit_code == 0, result.output
+    assert "12 images x 29 concepts" in result.output
+    assert "RANDOM WEIGHTS" in result.output and "skipped 5 file(s)" in result.output
+    assert (tmp_path / "run" / "features.parquet").exists() and (tmp_path / "run" / "skipped.csv").exists()
+    missing = invoke(
+        "features",
+        "extract",
+        "--images",
+        str(tmp_path / "nope"),
+        "--tree",
+        str(tree_path),
+        "--clip",
+        f"local-dir:{tiny}",
+    )
+    assert missing.exit_code == 2 and "does not exist" in missing.output
