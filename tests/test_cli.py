@@ -234,9 +234,8 @@ def test_module_entry_point_runs_as_a_subprocess() -> None:
 
 
 def test_features_extract_through_the_cli(tmp_path: Path) -> None:
-    from tests.test_features import LABELS, write_hostile, write_images
-
     from conceptforest.features import save_tiny_backbone
+    from tests.test_features import LABELS, write_hostile, write_images
 
     root = write_images(tmp_path / "images", per_label=4)
     write_hostile(root / "blue tile")

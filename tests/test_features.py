@@ -295,7 +295,7 @@ def test_tree_and_data_labels_must_match(backbone: Backbone, tmp_path: Path) -> 
     root = write_images(tmp_path / "images", per_label=3)
     tree = template_tree("toy shape", [*LABELS, "yellow star"])
     dataset = load_dataset(root, labels=tree.labels)
-    with pytest.raises(BadInputError, match="'yellow star'.*no images"):
+    with pytest.raises(BadInputError, match=r"'yellow star'.*no images"):
         extract_features(dataset, tree, backbone, tmp_path / "run", progress=False)
 
 
