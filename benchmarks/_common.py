@@ -1,0 +1,58 @@
+"""Shared helpers for the benchmark scripts: made-up images, a random-weight backbone chosen by name, RSS."""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw
+
+from conceptforest.features.backbone import Backbone, select_device
+
+LABELS = ["red disc", "blue tile", "green wedge", "yellow star"]
+COLOURS = [(220, 30, 30), (30, 30, 220), (30, 170, 30), (230, 200, 20)]
+
+
+def make_jpegs(root: Path, n: int, size: tuple[int, int] = (500, 375), seed: int = 0) -> Path:
+    """``n`` JPEGs of realistic size in ``root/<label>/``, with noise so they do not compress to nothing."""
+    rng = random.Random(seed)
+    for i in range(n):
+        label = i % len(LABELS)
+        folder = root / LABELS[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        image = Image.effect_noise(size, 40).convert("RGB")
+        draw = ImageDraw.Draw(image)
+        x, y = rng.randint(0, size[0] - 120), rng.randint(0, size[1] - 120)
+        draw.ellipse([x, y, x + 100, y + 100], fill=COLOURS[label])
+        image.save(folder / f"{i:06d}.jpg", quality=90)
+    return root
+
+
+def random_backbone(model_name: str, device: str | None = None) -> Backbone:
+    """An untrained open_clip model of the given architecture: for speed only, labelled as random."""
+    import open_clip
+
+    torch_device = select_device(device)
+    model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None, device=torch_device)
+    return Backbone(
+        model=model.eval(),
+        preprocess=preprocess,
+        tokenizer=open_clip.get_tokenizer(model_name),
+        backbone_id=f"bench-random-{model_name}",
+        device=torch_device,
+        random_weights=True,
+        description={"model": model_name, "weights": "random (benchmark)"},
+    )
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def emit(result: dict[str, Any]) -> None:
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")

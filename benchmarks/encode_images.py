@@ -1,0 +1,86 @@
+"""Images/s of feature extraction (decode + preprocess + encode + score) against plain eager open_clip.
+
+Both run in this process on the same JPEGs with the same random-weight model, so the ratio is fair; the
+weights are random because only speed is measured. Prints JSON.
+
+    python benchmarks/encode_images.py --n 256 --model ViT-B-32
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from _common import emit, make_jpegs, peak_rss_mb, random_backbone
+from PIL import Image
+
+from conceptforest.concepts.template import template_tree
+from conceptforest.features import extract_features, load_dataset
+
+
+def eager_baseline(paths: list[Path], backbone, batch_size: int) -> float:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(paths), batch_size):
+            batch = [backbone.preprocess(Image.open(p).convert("RGB")) for p in paths[start : start + batch_size]]
+            backbone.model.encode_image(torch.stack(batch).to(backbone.device))
+    return len(paths) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=256)
+    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_jpegs(Path(tmp) / "images", args.n)
+        backbone = random_backbone(args.model, args.device)
+        dataset = load_dataset(root, val_fraction=0.1, test_fraction=0.1)
+        tree = template_tree("toy shape", dataset.labels)
+        paths = [r.path for r in dataset.records]
+        eager_baseline(paths[: args.batch_size], backbone, args.batch_size)  # warm-up
+        baseline = eager_baseline(paths, backbone, args.batch_size)
+        _, stats = extract_features(
+            dataset,
+            tree,
+            backbone,
+            Path(tmp) / "run",
+            cache_dir=Path(tmp) / "cache",
+            batch_size=args.batch_size,
+            progress=False,
+        )
+        _, cached = extract_features(
+            dataset,
+            tree,
+            backbone,
+            Path(tmp) / "run2",
+            cache_dir=Path(tmp) / "cache",
+            batch_size=args.batch_size,
+            progress=False,
+        )
+    emit(
+        {
+            "benchmark": "encode_images",
+            "model": args.model,
+            "weights": "random (speed only)",
+            "device": str(backbone.device),
+            "threads": torch.get_num_threads(),
+            "images": args.n,
+            "image_size": [500, 375],
+            "batch_size": args.batch_size,
+            "eager_baseline_images_per_s": round(baseline, 2),
+            "conceptforest_images_per_s": round(stats.images_per_second, 2),
+            "ratio_vs_baseline": round(stats.images_per_second / baseline, 3),
+            "cached_rerun_images_per_s": round(cached.images_per_second, 1),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
