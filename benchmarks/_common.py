@@ -26,8 +26,9 @@ def make_jpegs(root: Path, n: int, size: tuple[int, int] = (500, 375), seed: int
         folder.mkdir(parents=True, exist_ok=True)
         image = Image.effect_noise(size, 40).convert("RGB")
         draw = ImageDraw.Draw(image)
-        x, y = rng.randint(0, size[0] - 120), rng.randint(0, size[1] - 120)
-        draw.ellipse([x, y, x + 100, y + 100], fill=COLOURS[label])
+        radius = min(size) // 4
+        x, y = rng.randint(0, size[0] - 2 * radius), rng.randint(0, size[1] - 2 * radius)
+        draw.ellipse([x, y, x + 2 * radius, y + 2 * radius], fill=COLOURS[label])
         image.save(folder / f"{i:06d}.jpg", quality=90)
     return root
 

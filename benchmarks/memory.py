@@ -38,7 +38,9 @@ with tempfile.TemporaryDirectory() as tmp:
 
 def run(n: int) -> dict[str, float]:
     code = CHILD.format(bench=str(Path(__file__).parent))
-    out = subprocess.run([sys.executable, "-c", code, str(n)], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code, str(n)], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"the {n}-image run failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
