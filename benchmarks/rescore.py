@@ -2,7 +2,7 @@
 
 Writes 10,000 random unit vectors into an embedding cache in 64-row shards, then times, in this process:
 loading them from disk, the one matrix product against 5,000 concept vectors, and writing the Parquet
-matrix. Text encoding is excluded (see encode_text.py). Prints JSON.
+matrix with the product's write options. Text encoding is excluded (see encode_text.py). Prints JSON.
 
     python benchmarks/rescore.py --images 10000 --concepts 5000
 """
@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from _common import emit, peak_rss_mb
 
+from conceptforest.features.matrix import PARQUET_WRITE_OPTIONS
 from conceptforest.features.store import EmbeddingStore
 
 
@@ -46,8 +47,13 @@ def main() -> None:
         loaded = time.perf_counter()
         scores = images @ concepts.T
         multiplied = time.perf_counter()
-        table = pa.table({f"c{i}": scores[:, i] for i in range(args.concepts)})
-        pq.write_table(table, Path(tmp) / "features.parquet")
+        ids = {
+            "path": [f"img{i}.jpg" for i in range(args.images)],
+            "label": ["a"] * args.images,
+            "split": ["train"] * args.images,
+        }
+        table = pa.table({**ids, **{f"c{i}": scores[:, i] for i in range(args.concepts)}})
+        pq.write_table(table, Path(tmp) / "features.parquet", **PARQUET_WRITE_OPTIONS)
         written = time.perf_counter()
     emit(
         {

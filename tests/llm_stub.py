@@ -183,6 +183,9 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "429":
             self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": state.retry_after})
             return
+        if fault == "401":
+            self._send(401, {"error": {"message": "Incorrect API key provided"}})
+            return
         if fault == "500":
             self._send(500, {"error": {"message": "internal error"}})
             return

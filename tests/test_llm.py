@@ -99,6 +99,14 @@ def test_persistent_500_gives_a_clear_error_and_no_cache_entry(stub, make_client
     assert cache_size(isolated_home) == 0
 
 
+def test_401_is_not_retried_and_says_what_to_check(stub: StubServer, make_client, sleeps) -> None:
+    stub.state.add_fault("401")
+    with pytest.raises(LLMError, match=r"refused model 'stub-model'.*HTTP 401.*Incorrect API key") as info:
+        ask_parts(make_client())
+    assert "OPENAI_API_KEY" in (info.value.hint or "")
+    assert len(stub.state.requests) == 1 and sleeps.waits == []
+
+
 def test_timeout_is_retried(stub: StubServer, make_client) -> None:
     stub.state.slow_seconds = 1.5
     stub.state.add_fault("slow")

@@ -242,34 +242,28 @@ class LLMClient:
         record = CallRecord(step=template.step, subject=subject, cached=False, attempts=0)
         transport_failures = 0
         repairs = 0
-        last_problem = "no answer"
         while True:
             record.attempts += 1
             try:
                 response = self._create(template.step, messages, schema)
-            except openai.APIStatusError as exc:
-                if self._rejects_structured_output(exc):
-                    self._mode = _DOWNGRADE[self._mode]  # the server refused this way of asking for JSON
-                    continue
-                if exc.status_code in (401, 403, 404):
-                    raise LLMError(
-                        f"LLM step '{template.step}' for {subject}: the server at "
-                        f"{self.safe_base_url or 'the OpenAI API'} refused model {self.model!r}: {self._describe(exc)}",
-                        hint="check the model name, the base URL and OPENAI_API_KEY.",
-                    ) from exc
-                if exc.status_code != 429 and exc.status_code < 500:
+            except (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError) as exc:
+                if isinstance(exc, openai.APIStatusError):
+                    if self._rejects_structured_output(exc):
+                        self._mode = _DOWNGRADE[self._mode]  # the server refused this way of asking for JSON
+                        continue
+                    if exc.status_code in (401, 403, 404):
+                        raise LLMError(
+                            f"LLM step '{template.step}' for {subject}: the server at "
+                            f"{self.safe_base_url or 'the OpenAI API'} refused model {self.model!r}: "
+                            f"{self._describe(exc)}",
+                            hint="check the model name, the base URL and OPENAI_API_KEY.",
+                        ) from exc
+                    if exc.status_code != 429 and exc.status_code < 500:
+                        raise self._give_up(template.step, subject, record, self._describe(exc)) from exc
+                # 429, 5xx, timeouts and connection errors are worth another try after a pause
+                transport_failures += 1
+                if transport_failures >= self.max_attempts:
                     raise self._give_up(template.step, subject, record, self._describe(exc)) from exc
-                transport_failures += 1
-                last_problem = self._describe(exc)
-                if transport_failures >= self.max_attempts:
-                    raise self._give_up(template.step, subject, record, last_problem) from exc
-                self.sleep(self._backoff(exc, transport_failures))
-                continue
-            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-                transport_failures += 1
-                last_problem = self._describe(exc)
-                if transport_failures >= self.max_attempts:
-                    raise self._give_up(template.step, subject, record, last_problem) from exc
                 self.sleep(self._backoff(exc, transport_failures))
                 continue
             usage = response.usage

@@ -27,7 +27,7 @@ from conceptforest.concepts.tree import ConceptTree
 from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING, Backbone
 from conceptforest.features.dataset import ImageDataset, ImageRecord, check_labels_match
 from conceptforest.features.images import DEFAULT_MAX_PIXELS, ImageDecodeError, SkippedImage, decode_image
-from conceptforest.features.matrix import FEATURES_FILE, ID_COLUMNS, FeatureMatrix
+from conceptforest.features.matrix import FEATURES_FILE, ID_COLUMNS, PARQUET_WRITE_OPTIONS, FeatureMatrix
 from conceptforest.features.store import EmbeddingStore
 
 SKIPPED_FILE = "skipped.csv"
@@ -194,7 +194,7 @@ def extract_features(
     started = time.perf_counter()
     bar = tqdm(total=len(dataset.records), desc="features", unit="img", disable=not progress)
     try:
-        with pq.ParquetWriter(tmp_path, schema) as writer:
+        with pq.ParquetWriter(tmp_path, schema, **PARQUET_WRITE_OPTIONS) as writer:
             for chunk in _chunks(dataset.records, chunk_size):
                 kept, vectors = extractor.embed_chunk(chunk, stats)
                 scores = (vectors @ concept_matrix.T).astype(np.float32)

@@ -16,6 +16,8 @@ from conceptforest.errors import BadInputError
 FEATURES_FILE = "features.parquet"
 SIDECAR_FILE = "concepts.json"
 ID_COLUMNS = ("path", "label", "split")
+# dictionary encoding only for the id columns: on float score columns it costs 5x the write time and saves nothing
+PARQUET_WRITE_OPTIONS: dict[str, Any] = {"use_dictionary": list(ID_COLUMNS)}
 
 
 @dataclass
