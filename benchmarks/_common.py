@@ -6,12 +6,16 @@ import json
 import random
 import resource
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image, ImageDraw
 
-from conceptforest.features.backbone import Backbone, select_device
+from conceptforest.features.backbone import Backbone, quantize_linear_int8, select_device
+
+VIT_B_32_GFLOP_PER_IMAGE = 4.4
 
 LABELS = ["red disc", "blue tile", "green wedge", "yellow star"]
 COLOURS = [(220, 30, 30), (30, 30, 220), (30, 170, 30), (230, 200, 20)]
@@ -48,6 +52,31 @@ def random_backbone(model_name: str, device: str | None = None) -> Backbone:
         random_weights=True,
         description={"model": model_name, "weights": "random (benchmark)"},
     )
+
+
+def as_int8(backbone: Backbone) -> Backbone:
+    """A copy of ``backbone`` with dynamic int8 Linear layers (the --precision int8 path)."""
+    import copy
+
+    return Backbone(
+        model=quantize_linear_int8(copy.deepcopy(backbone.model)),
+        preprocess=backbone.preprocess,
+        tokenizer=backbone.tokenizer,
+        backbone_id=backbone.backbone_id + "__int8",
+        device=backbone.device,
+        random_weights=True,
+        description={**backbone.description, "precision": "int8"},
+    )
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """Measured fp32 matmul throughput of this machine (the FLOP limit's basis)."""
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    a @ b  # warm-up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
 def peak_rss_mb() -> float:

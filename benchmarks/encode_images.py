@@ -1,7 +1,8 @@
 """Images/s of feature extraction (decode + preprocess + encode + score) against plain eager open_clip.
 
-Both run in this process on the same JPEGs with the same random-weight model, so the ratio is fair; the
-weights are random because only speed is measured. Prints JSON.
+All paths run in this process on the same JPEGs with the same random-weight model, so the ratios are fair; the
+weights are random because only speed is measured. Also reports the FLOP limit from a matmul measured in the
+same run, and the opt-in int8 path with its cosine similarity to the fp32 embeddings. Prints JSON.
 
     python benchmarks/encode_images.py --n 256 --model ViT-B-32
 """
@@ -13,8 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
-from _common import emit, make_jpegs, peak_rss_mb, random_backbone
+from _common import VIT_B_32_GFLOP_PER_IMAGE, as_int8, emit, make_jpegs, matmul_gflops, peak_rss_mb, random_backbone
 from PIL import Image
 
 from conceptforest.concepts.template import template_tree
@@ -63,6 +65,19 @@ def main() -> None:
             batch_size=args.batch_size,
             progress=False,
         )
+        int8 = as_int8(backbone)
+        _, int8_stats = extract_features(
+            dataset,
+            tree,
+            int8,
+            Path(tmp) / "run3",
+            cache_dir=Path(tmp) / "cache8",
+            batch_size=args.batch_size,
+            progress=False,
+        )
+        sample = torch.stack([backbone.preprocess(Image.open(p).convert("RGB")) for p in paths[:64]])
+        cosine = np.sum(backbone.encode_images(sample) * int8.encode_images(sample), axis=1)
+        gflops = matmul_gflops()
     emit(
         {
             "benchmark": "encode_images",
@@ -76,6 +91,14 @@ def main() -> None:
             "eager_baseline_images_per_s": round(baseline, 2),
             "conceptforest_images_per_s": round(stats.images_per_second, 2),
             "ratio_vs_baseline": round(stats.images_per_second / baseline, 3),
+            "matmul_gflops": round(gflops, 1),
+            "flop_limit_images_per_s": round(gflops / VIT_B_32_GFLOP_PER_IMAGE, 1),
+            "fraction_of_flop_limit": round(stats.images_per_second / (gflops / VIT_B_32_GFLOP_PER_IMAGE), 3),
+            "int8_images_per_s": round(int8_stats.images_per_second, 2),
+            "int8_ratio_vs_baseline": round(int8_stats.images_per_second / baseline, 3),
+            "int8_fraction_of_flop_limit": round(int8_stats.images_per_second / (gflops / VIT_B_32_GFLOP_PER_IMAGE), 3),
+            "int8_cosine_to_fp32_min": round(float(cosine.min()), 5),
+            "int8_cosine_to_fp32_mean": round(float(cosine.mean()), 5),
             "cached_rerun_images_per_s": round(cached.images_per_second, 1),
             "peak_rss_mb": round(peak_rss_mb(), 1),
         }

@@ -352,3 +352,15 @@ def test_a_killed_extraction_resumes_to_the_same_result(backbone: Backbone, tiny
         progress=False,
     )
     assert resumed.frame.equals(clean.frame)
+
+
+def test_int8_precision_is_explicit_and_changes_the_backbone_id(tiny_dir: Path, backbone: Backbone) -> None:
+    int8 = load_backbone(f"local-dir:{tiny_dir}", device="cpu", precision="int8")
+    assert int8.backbone_id == backbone.backbone_id + "__int8"
+    assert int8.description["precision"] == "int8" and int8.random_weights
+    batch = torch.rand(3, 3, 32, 32)
+    embeddings = int8.encode_images(batch)
+    assert embeddings.shape == backbone.encode_images(batch).shape
+    assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(BadInputError, match="Unknown precision"):
+        load_backbone(f"local-dir:{tiny_dir}", precision="fp8")

@@ -60,6 +60,13 @@ def extract(
     checkpoint: CheckpointOption = None,
     device: Annotated[str | None, typer.Option(help="cuda, mps or cpu (default: the best available).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="fp32, or int8 (CPU only: faster Linear layers, slightly "
+            "different scores, recorded in the backbone id)."
+        ),
+    ] = "fp32",
     max_pixels: Annotated[int, typer.Option(min=1, help="Skip images with more pixels (decompression bombs).")] = (
         DEFAULT_MAX_PIXELS
     ),
@@ -80,7 +87,12 @@ def extract(
         images, labels=concept_tree.labels, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
     )
     backbone = load_backbone(
-        cfg.clip.model, cfg.clip.pretrained, checkpoint=cfg.clip.checkpoint, device=device, cache_dir=cfg.cache_dir
+        cfg.clip.model,
+        cfg.clip.pretrained,
+        checkpoint=cfg.clip.checkpoint,
+        device=device,
+        cache_dir=cfg.cache_dir,
+        precision=precision,
     )
     if backbone.random_weights:
         warn(RANDOM_WEIGHTS_WARNING)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 TINY_RANDOM = "conceptforest-tiny-random"
 RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS: this backbone is untrained; its scores carry no meaning about images."
+PRECISIONS = ("fp32", "int8")
 TINY_CONFIG: dict[str, Any] = {
     "embed_dim": 64,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16},
@@ -113,6 +115,17 @@ def encode_tokens_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
     return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection  # type: ignore[no-any-return]
 
 
+def quantize_linear_int8(model: Any) -> Any:
+    """Dynamic int8 quantisation of every ``nn.Linear`` (weights int8, activations quantised per batch)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao; it still works in the pinned torch
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
+
+
 def _preprocess_id(preprocess: Any) -> str:
     return stable_hash(repr(preprocess))[:12]
 
@@ -154,6 +167,7 @@ def load_backbone(
     cache_dir: str | Path | None = None,
     image_mean: Sequence[float] | None = None,
     image_std: Sequence[float] | None = None,
+    precision: str = "fp32",
 ) -> Backbone:
     """Load a CLIP backbone.
 
@@ -170,10 +184,20 @@ def load_backbone(
         Default: cuda, then mps, then cpu.
     image_mean, image_std : sequence of float, optional
         Preprocessing for a checkpoint file, which open_clip would otherwise load with default values.
+    precision : {"fp32", "int8"}
+        ``int8`` quantises the Linear layers dynamically (CPU only): faster on CPUs, slightly different numbers,
+        so it is part of the backbone id and never the default.
     """
     import open_clip
 
+    if precision not in PRECISIONS:
+        raise BadInputError(f"Unknown precision {precision!r}.", hint=f"use one of {list(PRECISIONS)}.")
     torch_device = select_device(device)
+    if precision == "int8" and torch_device.type != "cpu":
+        raise BadInputError(
+            f"int8 precision runs on the CPU only, not on {torch_device.type}.",
+            hint="pass --device cpu, or use --precision fp32 on an accelerator.",
+        )
     random_weights = False
     if name == TINY_RANDOM:
         model = _create_tiny(0)
@@ -228,6 +252,8 @@ def load_backbone(
             ) from exc
         tokenizer = open_clip.get_tokenizer(name)
     model = model.to(torch_device).eval()
+    if precision == "int8":
+        model = quantize_linear_int8(model)
     preprocess_id = _preprocess_id(preprocess)
     if name == TINY_RANDOM:
         model_name = "tiny-random"
@@ -235,7 +261,7 @@ def load_backbone(
         model_name = "local-dir"  # the folder's place on disk is not part of what the model is
     else:
         model_name = name.replace("/", "_")
-    backbone_id = f"{model_name}__{weights}__pre-{preprocess_id}"
+    backbone_id = f"{model_name}__{weights}__pre-{preprocess_id}" + ("__int8" if precision == "int8" else "")
     return Backbone(
         model=model,
         preprocess=preprocess,
@@ -248,5 +274,6 @@ def load_backbone(
             "weights": weights,
             "preprocess": repr(preprocess),
             "random_weights": random_weights,
+            "precision": precision,
         },
     )
