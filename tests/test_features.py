@@ -362,5 +362,7 @@ def test_int8_precision_is_explicit_and_changes_the_backbone_id(tiny_dir: Path, 
     embeddings = int8.encode_images(batch)
     assert embeddings.shape == backbone.encode_images(batch).shape
     assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    texts = ["the colour of the surface is red", "a photo"]
+    assert np.array_equal(int8.encode_texts(texts), backbone.encode_texts(texts))  # the text tower stays fp32
     with pytest.raises(BadInputError, match="Unknown precision"):
         load_backbone(f"local-dir:{tiny_dir}", precision="fp8")

@@ -116,14 +116,18 @@ def encode_tokens_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def quantize_linear_int8(model: Any) -> Any:
-    """Dynamic int8 quantisation of every ``nn.Linear`` (weights int8, activations quantised per batch)."""
+    """Dynamic int8 quantisation of the image tower's ``nn.Linear`` layers (the hot path), in place.
+
+    The text tower stays fp32: it runs once per concept set, and open_clip reads its weight dtype directly.
+    """
     from torch.ao.quantization import quantize_dynamic
 
     with warnings.catch_warnings():
         # torch.ao.quantization is deprecated in favour of torchao; it still works in the pinned torch
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
+        model.visual = quantize_dynamic(model.visual, {torch.nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
+    return model
 
 
 def _preprocess_id(preprocess: Any) -> str:
@@ -185,8 +189,8 @@ def load_backbone(
     image_mean, image_std : sequence of float, optional
         Preprocessing for a checkpoint file, which open_clip would otherwise load with default values.
     precision : {"fp32", "int8"}
-        ``int8`` quantises the Linear layers dynamically (CPU only): faster on CPUs, slightly different numbers,
-        so it is part of the backbone id and never the default.
+        ``int8`` quantises the image tower's Linear layers dynamically (CPU only): faster on CPUs, slightly
+        different image embeddings, so it is part of the backbone id and never the default.
     """
     import open_clip
 
