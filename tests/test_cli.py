@@ -32,6 +32,7 @@ def invoke(*args: str):  # type: ignore[no-untyped-def]
         ["demo"],
         ["features"],
         ["features", "extract"],
+        ["train"],
     ],
 )
 def test_every_verb_has_help(verb: list[str]) -> None:
@@ -287,3 +288,19 @@ def test_features_extract_through_the_cli(tmp_path: Path) -> None:
         f"local-dir:{tiny}",
     )
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_train_through_the_cli(tmp_path: Path) -> None:
+    from tests.test_models import made_up_matrix
+
+    matrix = made_up_matrix()
+    run = tmp_path / "run"
+    run.mkdir()
+    matrix.frame.to_parquet(run / "features.parquet")
+    matrix.save_sidecar(run)
+    result = invoke("train", str(run), "-o", str(tmp_path / "model"), "--n-estimators", "50")
+    assert result.exit_code == 0, result.output
+    assert "test accuracy" in result.output and "95 % bootstrap" in result.output
+    assert (tmp_path / "model" / "model.skops").exists()
+    missing = invoke("train", str(tmp_path / "nothing"))
+    assert missing.exit_code == 2 and "features.parquet" in missing.output

@@ -11,6 +11,7 @@ from conceptforest._version import package_version
 from conceptforest.cli import concepts, features
 from conceptforest.cli._common import new_app
 from conceptforest.cli.demo import demo
+from conceptforest.cli.train import train
 
 app = new_app(
     "conceptforest: interpretable image classification. An LLM builds a concept tree, CLIP scores images "
@@ -18,6 +19,7 @@ app = new_app(
 )
 app.add_typer(concepts.app, name="concepts")
 app.add_typer(features.app, name="features")
+app.command()(train)
 app.command()(demo)
 
 
