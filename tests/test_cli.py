@@ -219,14 +219,6 @@ def test_bad_input_exits_2_with_a_message(
     assert "Traceback" not in result.output
 
 
-def test_demo_writes_a_tree_and_pictures(tmp_path: Path) -> None:
-    result = invoke("demo", "-o", str(tmp_path / "demo"))
-    assert result.exit_code == 0, result.output
-    tree = ConceptTree.load(tmp_path / "demo" / "tree.json")
-    assert tree.provenance.generator == "template" and len(tree.labels) == 5
-    assert (tmp_path / "demo" / "trees" / "schema.dot").exists()
-
-
 def test_module_entry_point_runs_as_a_subprocess() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "conceptforest", "--version"], capture_output=True, text=True, check=False

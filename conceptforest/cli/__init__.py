@@ -10,7 +10,9 @@ import typer
 from conceptforest._version import package_version
 from conceptforest.cli import concepts, features
 from conceptforest.cli._common import new_app
-from conceptforest.cli.demo import demo
+from conceptforest.cli.explain import explain
+from conceptforest.cli.pipeline import demo, run
+from conceptforest.cli.predict import predict
 from conceptforest.cli.train import train
 
 app = new_app(
@@ -19,7 +21,10 @@ app = new_app(
 )
 app.add_typer(concepts.app, name="concepts")
 app.add_typer(features.app, name="features")
+app.command()(run)
 app.command()(train)
+app.command()(explain)
+app.command()(predict)
 app.command()(demo)
 
 

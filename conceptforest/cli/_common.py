@@ -9,6 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from conceptforest.errors import BadInputError, ConceptforestError
+from conceptforest.features.backbone import TINY_RANDOM
 
 BAD_INPUT_EXIT = 2
 
@@ -63,6 +64,26 @@ CacheDirOption = Annotated[
         metavar="DIR",
         help="Cache folder. Default: $CONCEPTFOREST_HOME/cache (~/.cache/conceptforest/cache).",
     ),
+]
+ClipOption = Annotated[
+    str | None,
+    typer.Option(
+        "--clip",
+        metavar="MODEL",
+        help="open_clip model name (default ViT-B-32), hf-hub:org/repo, "
+        f"local-dir:/path, or {TINY_RANDOM} (untrained; labelled as such in every output).",
+    ),
+]
+PretrainedOption = Annotated[
+    str | None,
+    typer.Option(
+        "--pretrained",
+        metavar="TAG",
+        help="Weights tag for --clip (default laion2b_s34b_b79k); downloaded on first use.",
+    ),
+]
+CheckpointOption = Annotated[
+    Path | None, typer.Option("--checkpoint", metavar="FILE", help="Local weights file for --clip (works offline).")
 ]
 ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars on stderr.")]
 

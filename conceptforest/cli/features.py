@@ -7,36 +7,25 @@ from typing import Annotated
 
 import typer
 
-from conceptforest.cli._common import CacheDirOption, ConfigOption, ProgressOption, echo, new_app, warn
+from conceptforest.cli._common import (
+    CacheDirOption,
+    CheckpointOption,
+    ClipOption,
+    ConfigOption,
+    PretrainedOption,
+    ProgressOption,
+    echo,
+    new_app,
+    warn,
+)
 from conceptforest.concepts.tree import ConceptTree
 from conceptforest.config import load_config
-from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING, TINY_RANDOM, load_backbone
+from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING, load_backbone
 from conceptforest.features.dataset import load_dataset
 from conceptforest.features.extract import SKIPPED_FILE, extract_features
 from conceptforest.features.images import DEFAULT_MAX_PIXELS
 
 app = new_app("Stage 2: score images against a concept tree's sentences with CLIP.")
-
-ClipOption = Annotated[
-    str | None,
-    typer.Option(
-        "--clip",
-        metavar="MODEL",
-        help="open_clip model name (default ViT-B-32), hf-hub:org/repo, "
-        f"local-dir:/path, or {TINY_RANDOM} (untrained; labelled as such in every output).",
-    ),
-]
-PretrainedOption = Annotated[
-    str | None,
-    typer.Option(
-        "--pretrained",
-        metavar="TAG",
-        help="Weights tag for --clip (default laion2b_s34b_b79k); downloaded on first use.",
-    ),
-]
-CheckpointOption = Annotated[
-    Path | None, typer.Option("--checkpoint", metavar="FILE", help="Local weights file for --clip (works offline).")
-]
 
 
 @app.command()

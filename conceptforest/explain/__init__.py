@@ -1,10 +1,30 @@
-"""Stage 4: importance and rankings. Confusion analysis, SHAP and reports are not built yet (issue 4)."""
+"""Stage 4: importance, roll-up, confusion analysis, SHAP and the report."""
 
+from conceptforest.explain.build import descriptor_averaging, explain_model, explain_run, method_comparison
+from conceptforest.explain.confusion import confused_pairs, confusion_tables, top_concepts_overlap, why_a_not_b
 from conceptforest.explain.importance import (
     concept_groups,
     gini_table,
     group_permutation_table,
     permutation_table,
 )
+from conceptforest.explain.report import Report
+from conceptforest.explain.shap_values import ConceptShap, explain_shap
 
-__all__ = ["concept_groups", "gini_table", "group_permutation_table", "permutation_table"]
+__all__ = [
+    "ConceptShap",
+    "Report",
+    "concept_groups",
+    "confused_pairs",
+    "confusion_tables",
+    "descriptor_averaging",
+    "explain_model",
+    "explain_run",
+    "explain_shap",
+    "gini_table",
+    "group_permutation_table",
+    "method_comparison",
+    "permutation_table",
+    "top_concepts_overlap",
+    "why_a_not_b",
+]

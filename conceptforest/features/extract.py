@@ -53,9 +53,8 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def concept_embeddings(tree: ConceptTree, backbone: Backbone, store: EmbeddingStore) -> np.ndarray:
-    """One L2-normalised embedding per concept sentence, encoded once per backbone and cached."""
-    sentences = [c.sentence for c in tree.concepts()]
+def sentence_embeddings(sentences: Sequence[str], backbone: Backbone, store: EmbeddingStore) -> np.ndarray:
+    """One L2-normalised embedding per sentence, encoded once per backbone and cached by the text's sha256."""
     keys = [text_sha256(s) for s in sentences]
     cached = store.get(keys)
     missing = sorted({k: s for k, s in zip(keys, sentences, strict=True) if k not in cached}.items())
@@ -63,7 +62,14 @@ def concept_embeddings(tree: ConceptTree, backbone: Backbone, store: EmbeddingSt
         vectors = backbone.encode_texts([s for _, s in missing])
         store.put([k for k, _ in missing], vectors)
         cached.update(zip([k for k, _ in missing], vectors, strict=True))
+    if not keys:
+        return np.zeros((0, backbone.embed_dim), dtype=np.float32)
     return np.stack([cached[k] for k in keys]).astype(np.float32)
+
+
+def concept_embeddings(tree: ConceptTree, backbone: Backbone, store: EmbeddingStore) -> np.ndarray:
+    """The embeddings of the tree's concept sentences, in ``tree.concepts()`` order."""
+    return sentence_embeddings([c.sentence for c in tree.concepts()], backbone, store)
 
 
 def _read(record: ImageRecord) -> tuple[bytes | None, str | None]:

@@ -71,6 +71,8 @@ def save_bundle(
         else matrix.concept_ids,
         "labels": [str(label) for label in model.classes_],
         "backbone_id": matrix.backbone_id,
+        "backbone": matrix.meta.get("backbone", {}),
+        "concepts": [{"id": c["id"], "sentence": c["sentence"]} for c in matrix.meta["concepts"]],
         "random_weights": bool(matrix.meta.get("random_weights")),
         "tree_hash": matrix.tree_hash,
         "params": {k: v for k, v in model.get_params().items() if k != "param_grid"},

@@ -1,0 +1,112 @@
+"""Figures for reports. Each takes computed results and returns a matplotlib Figure; nothing here computes."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from conceptforest.explain.shap_values import ConceptShap
+
+
+def close(figure: Figure) -> None:
+    plt.close(figure)
+
+
+def _short(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def importance_bars(
+    table: pd.DataFrame,
+    name_column: str,
+    value_column: str,
+    *,
+    error: tuple[str, str] | None = None,
+    top: int = 15,
+    title: str = "",
+) -> Figure:
+    """Horizontal bars of the top rows, largest on top; ``error`` names the low/high interval columns."""
+    rows = table.head(top).iloc[::-1]
+    figure, axis = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.2))
+    values = rows[value_column].to_numpy(dtype=float)
+    xerr = None
+    if error is not None:
+        xerr = np.vstack([values - rows[error[0]].to_numpy(dtype=float), rows[error[1]].to_numpy(dtype=float) - values])
+        xerr = np.clip(xerr, 0, None)
+    axis.barh([_short(str(n)) for n in rows[name_column]], values, xerr=xerr, color="#d7301f", alpha=0.8)
+    axis.set_title(title)
+    axis.tick_params(axis="y", labelsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def confusion_heatmap(normalized: pd.DataFrame) -> Figure:
+    size = max(4.0, 0.6 * len(normalized) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    image = axis.imshow(normalized.to_numpy(), cmap="Reds", vmin=0, vmax=1)
+    axis.set_xticks(
+        range(len(normalized.columns)),
+        [_short(str(c), 20) for c in normalized.columns],
+        rotation=45,
+        ha="right",
+        fontsize=8,
+    )
+    axis.set_yticks(range(len(normalized.index)), [_short(str(c), 20) for c in normalized.index], fontsize=8)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    for (i, j), value in np.ndenumerate(normalized.to_numpy()):
+        if value > 0:
+            axis.text(
+                j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value > 0.5 else "black"
+            )
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.tight_layout()
+    return figure
+
+
+def class_beeswarm(explanation: ConceptShap, label: str, *, top: int = 12) -> Figure:
+    """Per-class SHAP distribution: one row per concept, dots coloured by the concept's score."""
+    values = explanation.for_class(label)
+    order = np.argsort(-np.abs(values).mean(axis=0))[:top][::-1]
+    figure, axis = plt.subplots(figsize=(8, 0.35 * len(order) + 1.4))
+    rng = np.random.default_rng(0)
+    for row, column in enumerate(order):
+        data = explanation.data.iloc[:, column].to_numpy(dtype=float)
+        span = np.ptp(data) or 1.0
+        axis.scatter(
+            values[:, column],
+            row + rng.uniform(-0.25, 0.25, len(data)),
+            c=(data - data.min()) / span,
+            cmap="coolwarm",
+            s=10,
+            vmin=0,
+            vmax=1,
+        )
+    axis.set_yticks(range(len(order)), [_short(explanation.concept_ids[c]) for c in order], fontsize=8)
+    axis.axvline(0, color="#999", linewidth=0.8)
+    axis.set_xlabel(f"SHAP value for '{_short(label, 30)}' (colour: concept score, blue low, red high)")
+    figure.tight_layout()
+    return figure
+
+
+def contribution_pair(
+    explanation: ConceptShap, row: int, true_label: str, predicted_label: str, *, top: int = 8
+) -> Figure:
+    """One image's top concept contributions to its true label and to the predicted label, side by side."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 0.35 * top + 1.6), sharex=False)
+    for axis, label in zip(axes, (true_label, predicted_label), strict=True):
+        contributions = explanation.for_class(label)[row]
+        order = np.argsort(-np.abs(contributions))[:top][::-1]
+        colours = ["#d7301f" if contributions[c] > 0 else "#2b8cbe" for c in order]
+        axis.barh([_short(explanation.concept_ids[c], 45) for c in order], contributions[order], color=colours)
+        axis.axvline(0, color="#999", linewidth=0.8)
+        axis.set_title(f"towards '{_short(label, 30)}'", fontsize=9)
+        axis.tick_params(axis="y", labelsize=7)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,55 @@
+"""SHAP values of the concept forest, computed apart from any plotting (as shap separates them)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class ConceptShap:
+    """SHAP values for rows of X: ``values[row, concept, class]``, plus base values and what they explain."""
+
+    values: np.ndarray
+    base_values: np.ndarray
+    data: pd.DataFrame
+    classes: list[str]
+
+    @property
+    def concept_ids(self) -> list[str]:
+        return list(map(str, self.data.columns))
+
+    def for_class(self, label: str) -> np.ndarray:
+        return self.values[:, :, self.classes.index(label)]
+
+    def mean_abs(self) -> pd.DataFrame:
+        """Per-class mean |SHAP| of each concept (rows: concepts, columns: classes)."""
+        return pd.DataFrame(np.abs(self.values).mean(axis=0), index=self.concept_ids, columns=self.classes)
+
+    def grouped(self, groups: Mapping[str, Sequence[str]]) -> ConceptShap:
+        """SHAP values summed over concept groups (e.g. parts); exact, because SHAP values are additive."""
+        index = {c: i for i, c in enumerate(self.concept_ids)}
+        summed = np.stack(
+            [self.values[:, [index[c] for c in members], :].sum(axis=1) for members in groups.values()], axis=1
+        )
+        data = pd.DataFrame({name: self.data[list(members)].mean(axis=1) for name, members in groups.items()})
+        return ConceptShap(values=summed, base_values=self.base_values, data=data, classes=self.classes)
+
+
+def explain_shap(model: Any, X: pd.DataFrame) -> ConceptShap:
+    """TreeExplainer on the fitted forest; values have shape (rows, concepts, classes) and sum, with the base
+    values, to ``predict_proba``."""
+    import shap
+
+    data = X.astype(np.float32)
+    explainer = shap.TreeExplainer(model.forest_)
+    values = np.asarray(explainer.shap_values(data.to_numpy()))
+    classes = [str(c) for c in model.classes_]
+    if values.ndim == 3 and values.shape[0] == len(classes) and values.shape[2] != len(classes):
+        values = np.transpose(values, (1, 2, 0))  # older shap: a list per class
+    base = np.asarray(explainer.expected_value, dtype=float).reshape(-1)
+    return ConceptShap(values=values, base_values=base, data=data, classes=classes)

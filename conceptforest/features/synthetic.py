@@ -1,0 +1,67 @@
+"""Made-up labelled images for the offline demo and tests: coloured shapes with textures and counts."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SHAPES = {
+    "red disc": ("disc", (215, 40, 40)),
+    "blue tile": ("tile", (40, 70, 210)),
+    "green wedge": ("wedge", (40, 160, 60)),
+    "yellow star": ("star", (235, 200, 30)),
+    "purple ring": ("ring", (140, 50, 170)),
+}
+
+
+def _star(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
+    points = []
+    for k in range(10):
+        radius = r if k % 2 == 0 else r * 0.45
+        angle = math.pi / 2 + k * math.pi / 5
+        points.append((cx + radius * math.cos(angle), cy - radius * math.sin(angle)))
+    return points
+
+
+def draw_shape(label: str, rng: np.random.Generator, size: int = 96) -> Image.Image:
+    """One image of ``label``: random background shade, position, size, count (1-3) and optional stripes."""
+    kind, colour = SHAPES[label]
+    shade = int(rng.integers(170, 250))
+    image = Image.new("RGB", (size, size), (shade, shade, int(rng.integers(170, 250))))
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(1, 4))):
+        r = float(rng.uniform(size * 0.12, size * 0.25))
+        cx, cy = rng.uniform(r, size - r, size=2)
+        jitter = tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in colour)
+        box = [cx - r, cy - r, cx + r, cy + r]
+        if kind == "disc":
+            draw.ellipse(box, fill=jitter)
+        elif kind == "tile":
+            draw.rectangle(box, fill=jitter)
+        elif kind == "wedge":
+            draw.polygon([(cx - r, cy + r), (cx + r, cy + r), (cx, cy - r)], fill=jitter)
+        elif kind == "star":
+            draw.polygon(_star(cx, cy, r), fill=jitter)
+        else:
+            draw.ellipse(box, outline=jitter, width=max(2, int(r / 3)))
+    if rng.random() < 0.3:
+        for x in range(0, size, 8):
+            draw.line([(x, 0), (x, size)], fill=(shade - 30, shade - 30, shade - 30), width=1)
+    return image
+
+
+def make_shape_images(
+    root: str | Path, *, per_label: int = 60, labels: list[str] | None = None, seed: int = 0, size: int = 96
+) -> Path:
+    """Write ``per_label`` PNGs per label into ``root/<label>/`` (deterministic for a seed)."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for label in labels or list(SHAPES):
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_label):
+            draw_shape(label, rng, size).save(folder / f"{i:04d}.png")
+    return root

@@ -1,0 +1,215 @@
+"""Stage 4: SHAP additivity, the report's contents and safety, the pipeline end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conceptforest.cli import app
+from conceptforest.explain import (
+    Report,
+    confused_pairs,
+    confusion_tables,
+    descriptor_averaging,
+    explain_model,
+    explain_shap,
+    why_a_not_b,
+)
+from conceptforest.models import load_bundle, train_model
+from tests.test_models import LABELS, made_up_matrix
+
+SECTIONS = [
+    "Summary",
+    "Method comparison",
+    "Importance",
+    "Roll-up",
+    "Confusion",
+    "Per label",
+    "Examples with SHAP",
+    "Trees",
+    "Skipped files",
+]
+runner = CliRunner()
+
+
+def test_shap_values_add_up_to_the_probabilities_in_every_class() -> None:
+    matrix = made_up_matrix(n=160)
+    model, _ = train_model(matrix, n_estimators=40)
+    rows = matrix.X("test").iloc[:6]
+    explanation = explain_shap(model, rows)
+    assert explanation.values.shape == (6, len(matrix.concept_ids), 3)
+    total = explanation.values.sum(axis=1) + explanation.base_values
+    assert np.allclose(total, model.predict_proba(rows), atol=1e-6)
+    parts = explanation.grouped(
+        {
+            "ears": [c for c in matrix.concept_ids if c.startswith("head/ears")],
+            "rest": [c for c in matrix.concept_ids if not c.startswith("head/ears")],
+        }
+    )
+    assert np.allclose(parts.values.sum(axis=1) + parts.base_values, model.predict_proba(rows), atol=1e-6)
+    top = explanation.mean_abs().idxmax()
+    assert all(str(concept).startswith("head/ears:shape") for concept in top)
+
+
+def test_confusion_helpers() -> None:
+    truth = ["a", "a", "b", "b", "c"]
+    predicted = ["a", "b", "a", "b", "c"]
+    tables = confusion_tables(truth, predicted, ["a", "b", "c"])
+    assert tables["raw"].loc["a", "b"] == 1 and tables["normalized"].loc["a", "a"] == 0.5
+    pairs = confused_pairs(tables["raw"])
+    assert pairs.iloc[0][["label_a", "label_b", "total"]].tolist() == ["a", "b", 2]
+    X = pd.DataFrame({"x": [1.0, 1.0, 0.0, 0.0, 0.5], "y": [0.0] * 5})
+    why = why_a_not_b(X, truth, "a", "b")
+    assert why["concept"][0] == "x" and why["difference"][0] == 1.0
+
+
+def test_descriptor_averaging_uses_each_labels_own_concepts() -> None:
+    matrix = made_up_matrix(n=60)
+    for concept in matrix.meta["concepts"]:
+        concept["labels"] = [LABELS[int(concept["value"][1]) - 1]]  # v1 -> husky, v2 -> pug, v3 -> beagle
+    predicted = descriptor_averaging(matrix, "test")
+    assert set(predicted) <= set(LABELS) and len(predicted) == len(matrix.rows("test"))
+
+
+def test_report_has_every_section_escapes_text_and_stays_offline(tmp_path: Path) -> None:
+    matrix = made_up_matrix(n=200)
+    hostile = "<script>alert(1)</script>"
+    matrix.meta["concepts"][0]["id"] = f"head/ears:shape={hostile}"
+    matrix.frame = matrix.frame.rename(columns={"head/ears:shape=v1": f"head/ears:shape={hostile}"})
+    matrix.meta["random_weights"] = True
+    train_model(matrix, tmp_path / "model", n_estimators=60)
+    skipped = pd.DataFrame({"path": ["<img src=x onerror=alert(2)>.jpg"], "reason": ["empty file (0 bytes)"]})
+    report = explain_model(load_bundle(tmp_path / "model"), matrix, tmp_path / "report", n_repeats=3, skipped=skipped)
+    assert report.section_titles == SECTIONS
+    html = (tmp_path / "report" / "index.html").read_text()
+    for section in SECTIONS:
+        assert f">{section}</h2>" in html
+    assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(2)&gt;" in html
+    assert not re.search(r"""(src|href)=["'](?!data:|#)""", html), "the report must not load anything external"
+    assert "RANDOM WEIGHTS" in html.split("<h1>")[0]  # the banner comes first
+    assert len(html) < 20_000_000
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert data["sections"] == SECTIONS and data["metrics"]["n"] == len(matrix.rows("test"))
+    assert {m["method"] for m in data["methods"]} >= {"concept forest", "logistic regression on concepts"}
+    for name in ("permutation_importance", "gini_importance", "rollup_part", "confused_pairs", "methods"):
+        assert (tmp_path / "report" / "tables" / f"{name}.csv").exists()
+    assert (tmp_path / "report" / "figures" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "## Roll-up" in markdown and "RANDOM WEIGHTS" in markdown
+
+
+def test_report_builder_is_chainable(tmp_path: Path) -> None:
+    path = (
+        Report("t")
+        .add_text("A", "x")
+        .add_metrics("A", "m", {"accuracy": 0.5, "ci": [0.1, 0.9]})
+        .add_table("B", "tab", pd.DataFrame({"a": [1, 2]}))
+        .save(tmp_path)
+    )
+    assert path.exists() and "0.1 – 0.9" in path.read_text()
+
+
+def test_demo_offline_end_to_end_with_predict(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = runner.invoke(
+        app,
+        [
+            "demo",
+            "-o",
+            str(out),
+            "--offline",
+            "--per-label",
+            "20",
+            "--n-estimators",
+            "40",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "RANDOM WEIGHTS" in result.output and "Report:" in result.output
+    for path in (
+        "tree.json",
+        "features.parquet",
+        "concepts.json",
+        "skipped.csv",
+        "model/model.skops",
+        "model/manifest.json",
+        "report/index.html",
+        "report/report.json",
+    ):
+        assert (out / path).exists(), path
+    html = (out / "report" / "index.html").read_text()
+    assert "RANDOM WEIGHTS" in html and ">Trees</h2>" in html
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"")
+    image = next((out / "images" / "red disc").glob("*.png"))
+    predicted = runner.invoke(
+        app, ["predict", str(out / "model"), str(image), str(broken), "--json", "--explain-dir", str(tmp_path / "why")]
+    )
+    assert predicted.exit_code == 0, predicted.output
+    rows = [json.loads(line) for line in predicted.output.splitlines() if line.startswith("{")]
+    assert rows[0]["label"] in {"red disc", "blue tile", "green wedge", "yellow star", "purple ring"}
+    assert abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-6 and len(rows[0]["contributions"]) == 5
+    assert rows[0]["random_weights"] is True
+    assert "empty" in rows[1]["error"]
+    assert len(list((tmp_path / "why").glob("*.png"))) == 1
+    rerun = runner.invoke(
+        app,
+        [
+            "explain",
+            str(out / "model"),
+            str(out),
+            "-o",
+            str(tmp_path / "again"),
+            "--tree",
+            str(out / "tree.json"),
+            "--repeats",
+            "2",
+        ],
+    )
+    assert rerun.exit_code == 0, rerun.output
+    assert (tmp_path / "again" / "index.html").exists()
+
+
+def test_predict_refuses_a_different_backbone(tmp_path: Path) -> None:
+    from conceptforest.features import save_tiny_backbone
+
+    out = tmp_path / "demo"
+    assert (
+        runner.invoke(
+            app,
+            [
+                "demo",
+                "-o",
+                str(out),
+                "--offline",
+                "--per-label",
+                "8",
+                "--n-estimators",
+                "10",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--no-progress",
+            ],
+        ).exit_code
+        == 0
+    )
+    other = save_tiny_backbone(tmp_path / "other", seed=1)
+    image = next((out / "images" / "red disc").glob("*.png"))
+    result = runner.invoke(app, ["predict", str(out / "model"), str(image), "--clip", f"local-dir:{other}"])
+    assert result.exit_code == 2 and "not the one the model was trained on" in result.output
+
+
+@pytest.mark.parametrize("verb", [["run"], ["explain"], ["predict"]])
+def test_new_verbs_have_help(verb: list[str]) -> None:
+    result = runner.invoke(app, [*verb, "--help"])
+    assert result.exit_code == 0 and "Usage:" in result.output
