@@ -17,6 +17,7 @@ from conceptforest.explain.build import explain_model, load_skipped
 from conceptforest.features.backbone import Backbone
 from conceptforest.features.dataset import load_dataset
 from conceptforest.features.extract import ExtractionStats, extract_features
+from conceptforest.models.baselines import baseline_predictions
 from conceptforest.models.bundle import load_bundle
 from conceptforest.models.train import train_model
 
@@ -71,12 +72,16 @@ def run_pipeline(
     dataset = load_dataset(images, labels=tree.labels, seed=seed)
     matrix, stats = extract_features(dataset, tree, backbone, out, cache_dir=cache_dir, progress=progress)
     _, metrics = train_model(matrix, out / "model", n_estimators=n_estimators, random_state=seed)
+    baselines = baseline_predictions(
+        matrix, tree, backbone, cache_dir=cache_dir, seed=seed, n_estimators=min(n_estimators, 200)
+    )
     explain_model(
         load_bundle(out / "model"),
         matrix,
         out / "report",
         tree=tree,
         skipped=load_skipped(out),
+        baselines=baselines,
         n_repeats=n_repeats,
         random_state=seed,
     )

@@ -149,6 +149,17 @@ def test_demo_offline_end_to_end_with_predict(tmp_path: Path) -> None:
         assert (out / path).exists(), path
     html = (out / "report" / "index.html").read_text()
     assert "RANDOM WEIGHTS" in html and ">Trees</h2>" in html
+    methods = {m["method"]: m for m in json.loads((out / "report" / "report.json").read_text())["methods"]}
+    for name in (
+        "concept forest",
+        "vanilla CLIP zero-shot",
+        "CLIP zero-shot, prompt ensemble",
+        "linear probe on image embeddings",
+        "control: forest on random-word concepts",
+        "control: forest on a shuffled tree",
+        "descriptor averaging (DCLIP-style)",
+    ):
+        assert 0.0 <= methods[name]["accuracy"] <= 1.0, name
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"")
     image = next((out / "images" / "red disc").glob("*.png"))
@@ -174,6 +185,8 @@ def test_demo_offline_end_to_end_with_predict(tmp_path: Path) -> None:
             str(out / "tree.json"),
             "--repeats",
             "2",
+            "--cache-dir",
+            str(tmp_path / "cache"),
         ],
     )
     assert rerun.exit_code == 0, rerun.output
@@ -213,3 +226,19 @@ def test_predict_refuses_a_different_backbone(tmp_path: Path) -> None:
 def test_new_verbs_have_help(verb: list[str]) -> None:
     result = runner.invoke(app, [*verb, "--help"])
     assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_controls_are_built_as_described() -> None:
+    from conceptforest.concepts.template import template_tree
+    from conceptforest.models.baselines import random_word_sentences, shuffled_tree
+    from tests.test_tree import dog_tree
+
+    words = random_word_sentences(12, seed=3)
+    assert len(words) == 12 and words == random_word_sentences(12, seed=3) and len(set(words)) > 1
+    tree = dog_tree()
+    shuffled = shuffled_tree(tree, seed=1)
+    assert sorted(
+        v for lab in shuffled.values.values() for p in lab.values() for vs in p.values() for v in vs
+    ) == sorted(v for lab in tree.values.values() for p in lab.values() for vs in p.values() for v in vs)
+    assert shuffled.tree_hash() != tree.tree_hash()
+    assert shuffled_tree(template_tree("x", ["a", "b"])).labels == ["a", "b"]

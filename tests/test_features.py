@@ -158,7 +158,7 @@ def test_extraction_scores_good_images_and_lists_skipped_ones(backbone: Backbone
     good = len(dataset) - len(hostile)
     assert stats.scored == good == len(matrix.frame)
     assert {Path(p).name for p in matrix.frame["path"]} >= set(awkward)
-    assert list(matrix.frame.columns) == ["path", "label", "split", *(c.id for c in tree.concepts())]
+    assert list(matrix.frame.columns) == ["path", "label", "split", "sha256", *(c.id for c in tree.concepts())]
     assert matrix.concept_ids == [c.id for c in tree.concepts()]
     assert matrix.labels == LABELS
     assert matrix.meta["tree_hash"] == tree.tree_hash() and matrix.backbone_id == backbone.backbone_id

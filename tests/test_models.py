@@ -55,6 +55,7 @@ def made_up_matrix(n: int = 360, seed: int = 0) -> FeatureMatrix:
     for i, label in enumerate(y):
         scores[i, [c["id"] for c in concepts].index(signal[label])] += 0.1
     frame = pd.DataFrame(scores, columns=[c["id"] for c in concepts])
+    frame.insert(0, "sha256", [f"{i:064x}" for i in range(n)])
     frame.insert(0, "split", np.where(np.arange(n) % 4 == 0, "test", "train"))
     frame.insert(0, "label", [LABELS[i] for i in y])
     frame.insert(0, "path", [f"img{i}.jpg" for i in range(n)])
@@ -121,6 +122,10 @@ def test_a_learnable_signal_is_learnt_and_found() -> None:
     parts = group_permutation_table(model, X_test, y_test, concept_groups(matrix.meta["concepts"], "part"), n_repeats=5)
     assert parts["group"][0] == SIGNAL_PART
     assert parts["mean"][0] > 0.3 and parts["mean"][1:].abs().max() < 0.1
+    noise = [c for c in matrix.concept_ids if c not in signal_ids(matrix)]
+    control = ConceptForestClassifier(n_estimators=100).fit(matrix.X("train")[noise], matrix.y("train"))
+    chance = matrix.y("test").value_counts(normalize=True).max()
+    assert control.score(matrix.X("test")[noise], matrix.y("test")) < chance + 0.15  # a control stays near chance
     kinds = group_permutation_table(
         model, X_test, y_test, concept_groups(matrix.meta["concepts"], "attribute"), n_repeats=3
     )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from conceptforest.cli._common import echo
+from conceptforest.cli._common import CacheDirOption, echo
 from conceptforest.explain.build import explain_run
 
 
@@ -22,10 +22,27 @@ def explain(
     repeats: Annotated[int, typer.Option(min=1, help="Permutation repeats.")] = 10,
     top_k: Annotated[int, typer.Option(min=1, help="Concepts per top/bottom list.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of permutations and bootstraps.")] = 0,
+    baselines: Annotated[
+        bool,
+        typer.Option(
+            help="Also compute zero-shot CLIP, the linear probe and the controls "
+            "(needs --tree, the model's backbone and the run's cached embeddings)."
+        ),
+    ] = True,
+    cache_dir: CacheDirOption = None,
 ) -> None:
     """Write the report: metrics beside baselines, importance, roll-up, confusion, SHAP, trees, skipped files."""
     report = explain_run(
-        model_dir, run_dir, out, tree_path=tree, split=split, n_repeats=repeats, top_k=top_k, random_state=seed
+        model_dir,
+        run_dir,
+        out,
+        tree_path=tree,
+        with_baselines=baselines,
+        cache_dir=cache_dir,
+        split=split,
+        n_repeats=repeats,
+        top_k=top_k,
+        random_state=seed,
     )
     echo(
         f"Wrote {out}/index.html ({len(report.section_titles)} sections), report.md, report.json, tables/ and figures/."

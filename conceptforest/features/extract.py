@@ -102,8 +102,10 @@ class _Extractor:
         except ImageDecodeError as exc:
             return str(exc)
 
-    def embed_chunk(self, chunk: Sequence[ImageRecord], stats: ExtractionStats) -> tuple[list[ImageRecord], np.ndarray]:
-        """Embeddings of the chunk's usable images (cached or newly encoded), in record order."""
+    def embed_chunk(
+        self, chunk: Sequence[ImageRecord], stats: ExtractionStats
+    ) -> tuple[list[tuple[ImageRecord, str]], np.ndarray]:
+        """(record, content sha256) and embedding of the chunk's usable images, in record order."""
         read = list(self.pool.map(_read, chunk))
         keys: list[str | None] = []
         for record, (data, problem) in zip(chunk, read, strict=True):
@@ -130,7 +132,7 @@ class _Extractor:
             self.store.put([k for k, _ in batch], vectors)
             known.update(zip([k for k, _ in batch], vectors, strict=True))
         stats.encoded += len(good)
-        kept: list[ImageRecord] = []
+        kept: list[tuple[ImageRecord, str]] = []
         rows: list[np.ndarray] = []
         for record, key in zip(chunk, keys, strict=True):
             if key is None:
@@ -140,7 +142,7 @@ class _Extractor:
                 continue
             if key not in todo:
                 stats.from_cache += 1
-            kept.append(record)
+            kept.append((record, key))
             rows.append(known[key])
         dim = self.backbone.embed_dim
         return kept, (np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32))
@@ -205,13 +207,14 @@ def extract_features(
                 kept, vectors = extractor.embed_chunk(chunk, stats)
                 scores = (vectors @ concept_matrix.T).astype(np.float32)
                 columns: dict[str, Any] = {
-                    "path": [str(r.path) for r in kept],
-                    "label": [r.label for r in kept],
-                    "split": [r.split for r in kept],
+                    "path": [str(r.path) for r, _ in kept],
+                    "label": [r.label for r, _ in kept],
+                    "split": [r.split for r, _ in kept],
+                    "sha256": [key for _, key in kept],
                 }
                 columns.update({c.id: scores[:, i] for i, c in enumerate(concepts)})
                 writer.write_table(pa.table(columns, schema=schema))
-                is_train = np.array([r.split == "train" for r in kept], dtype=bool)
+                is_train = np.array([r.split == "train" for r, _ in kept], dtype=bool)
                 sums += scores[is_train].sum(axis=0)
                 squares += np.square(scores[is_train].astype(np.float64)).sum(axis=0)
                 train_rows += int(is_train.sum())

@@ -15,16 +15,17 @@ from conceptforest.errors import BadInputError
 
 FEATURES_FILE = "features.parquet"
 SIDECAR_FILE = "concepts.json"
-ID_COLUMNS = ("path", "label", "split")
-# dictionary encoding only for the id columns: on float score columns it costs 5x the write time and saves nothing
-PARQUET_WRITE_OPTIONS: dict[str, Any] = {"use_dictionary": list(ID_COLUMNS)}
+ID_COLUMNS = ("path", "label", "split", "sha256")
+# dictionary encoding only for the label and split columns: on float score columns it costs 5x the write time
+PARQUET_WRITE_OPTIONS: dict[str, Any] = {"use_dictionary": ["label", "split"]}
 
 
 @dataclass
 class FeatureMatrix:
     """Concept scores of images, with what made them.
 
-    ``frame`` holds ``path``, ``label``, ``split`` and one column per concept id (cosine similarity of the
+    ``frame`` holds ``path``, ``label``, ``split``, ``sha256`` (of the image bytes: the embedding cache key) and
+    one column per concept id (cosine similarity of the
     image embedding with the concept sentence embedding). ``meta`` is the sidecar: concepts, label order,
     backbone id, tree hash, whether the weights were random, optional standardisation, versions.
     """
