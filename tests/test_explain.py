@@ -191,6 +191,61 @@ def test_demo_offline_end_to_end_with_predict(tmp_path: Path) -> None:
     )
     assert rerun.exit_code == 0, rerun.output
     assert (tmp_path / "again" / "index.html").exists()
+    compared = runner.invoke(
+        app,
+        [
+            "compare",
+            str(out / "model"),
+            str(out),
+            "--tree",
+            str(out / "tree.json"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "-o",
+            str(tmp_path / "methods.csv"),
+        ],
+    )
+    assert compared.exit_code == 0, compared.output
+    assert "control: forest on a shuffled tree" in compared.output and "random backbone" in compared.output
+    assert len(pd.read_csv(tmp_path / "methods.csv")) == 9
+
+
+def test_run_with_an_llm_tree_on_the_stub(stub, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from conceptforest.features import save_tiny_backbone
+    from conceptforest.features.synthetic import make_shape_images
+
+    images = make_shape_images(tmp_path / "images", per_label=10, labels=["red disc", "blue tile", "green wedge"])
+    tiny = save_tiny_backbone(tmp_path / "tiny")
+    args = [
+        "run",
+        "--images",
+        str(images),
+        "--domain",
+        "toy shape",
+        "--llm",
+        "stub-model",
+        "--llm-base-url",
+        stub.base_url,
+        "--clip",
+        f"local-dir:{tiny}",
+        "-o",
+        str(tmp_path / "run"),
+        "--n-estimators",
+        "30",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--no-progress",
+    ]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert (tmp_path / "run" / "report" / "index.html").exists() and (tmp_path / "run" / "config.json").exists()
+    tree = json.loads((tmp_path / "run" / "tree.json").read_text())
+    assert tree["provenance"]["generator"] == "llm" and tree["labels"] == ["blue tile", "green wedge", "red disc"]
+    requests = len(stub.state.requests)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert len(stub.state.requests) == requests  # the tree came from the LLM cache
+    assert "30 from cache" in again.output  # and no image was encoded again
 
 
 def test_predict_refuses_a_different_backbone(tmp_path: Path) -> None:
@@ -222,7 +277,7 @@ def test_predict_refuses_a_different_backbone(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "not the one the model was trained on" in result.output
 
 
-@pytest.mark.parametrize("verb", [["run"], ["explain"], ["predict"]])
+@pytest.mark.parametrize("verb", [["run"], ["explain"], ["predict"], ["compare"]])
 def test_new_verbs_have_help(verb: list[str]) -> None:
     result = runner.invoke(app, [*verb, "--help"])
     assert result.exit_code == 0 and "Usage:" in result.output

@@ -10,6 +10,7 @@ import typer
 from conceptforest._version import package_version
 from conceptforest.cli import concepts, features
 from conceptforest.cli._common import new_app
+from conceptforest.cli.compare import compare
 from conceptforest.cli.explain import explain
 from conceptforest.cli.pipeline import demo, run
 from conceptforest.cli.predict import predict
@@ -25,6 +26,7 @@ app.command()(run)
 app.command()(train)
 app.command()(explain)
 app.command()(predict)
+app.command()(compare)
 app.command()(demo)
 
 

@@ -18,7 +18,7 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image on stdout.")] = False,
     top: Annotated[int, typer.Option(min=1, help="Concept contributions to show.")] = 5,
     explain_dir: Annotated[
-        Path | None, typer.Option(metavar="DIR", help="Write a contribution chart per image.")
+        Path | None, typer.Option(metavar="DIR", help="Write a SHAP waterfall PNG per image.")
     ] = None,
     clip: ClipOption = None,
     pretrained: PretrainedOption = None,

@@ -110,3 +110,20 @@ def contribution_pair(
         axis.tick_params(axis="y", labelsize=7)
     figure.tight_layout()
     return figure
+
+
+def waterfall(explanation: ConceptShap, row: int, label: str, *, top: int = 10) -> Figure:
+    """shap's waterfall of one row's contributions to ``label``: from the base value to the predicted probability."""
+    import shap
+
+    column = explanation.classes.index(label)
+    single = shap.Explanation(
+        values=explanation.values[row, :, column],
+        base_values=float(explanation.base_values[column]),
+        data=explanation.data.iloc[row].to_numpy(dtype=float),
+        feature_names=[_short(c, 50) for c in explanation.concept_ids],
+    )
+    shap.plots.waterfall(single, max_display=top, show=False)
+    figure = plt.gcf()
+    figure.suptitle(f"P({_short(label, 40)})", fontsize=10)
+    return figure

@@ -107,8 +107,8 @@ def predict_images(
                 "random_weights": bool(bundle.manifest.get("random_weights")),
             }
         )
-        if explain_dir is not None and len(classes) > 1:
-            figure = plots.contribution_pair(explanation, 0, label, classes[order[1]], top=top)
+        if explain_dir is not None:
+            figure = plots.waterfall(explanation, 0, label, top=max(top, 8))
             Path(explain_dir).mkdir(parents=True, exist_ok=True)
             figure.savefig(Path(explain_dir) / f"{number:03d}-{path.stem}.png", dpi=90, bbox_inches="tight")
             plots.close(figure)
