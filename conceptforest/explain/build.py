@@ -23,6 +23,7 @@ from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.models.bundle import ModelBundle
 from conceptforest.models.metrics import classification_metrics, per_label_table
 
+MAX_EMBEDDED_TREES = 11  # the schema and ten labels
 NOT_COMPUTED = (
     "vanilla CLIP zero-shot",
     "linear probe on image embeddings",
@@ -295,7 +296,14 @@ def explain_model(
         weights = {str(r.concept): max(float(r.mean), 0.0) for r in permutation.itertuples(index=False)}
         rendered = render_tree(tree, out / "trees", formats=["svg"] if dot_available() else ["dot"], importance=weights)
         svgs = [p for p in rendered.written if p.suffix == ".svg"]
-        for path in svgs:
+        if len(svgs) > MAX_EMBEDDED_TREES:
+            report.add_text(
+                "Trees",
+                f"{len(svgs) - MAX_EMBEDDED_TREES} more tree pictures are in the trees/ folder "
+                "beside this report (kept out of the page to keep it small).",
+                note=True,
+            )
+        for path in svgs[:MAX_EMBEDDED_TREES]:
             report.add_figure(
                 "Trees",
                 f"tree_{path.stem}",
