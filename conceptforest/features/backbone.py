@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -137,9 +138,15 @@ def _preprocess_id(preprocess: Any) -> str:
 def _create_tiny(seed: int) -> Any:
     import open_clip
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return open_clip.create_model(DEFAULT_MODEL, pretrained=None, **TINY_CONFIG)
+    root_logger = logging.getLogger()
+    level = root_logger.level
+    root_logger.setLevel(logging.ERROR)  # open_clip warns that no weights were loaded: we label that ourselves
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return open_clip.create_model(DEFAULT_MODEL, pretrained=None, **TINY_CONFIG)
+    finally:
+        root_logger.setLevel(level)
 
 
 def save_tiny_backbone(directory: str | Path, *, seed: int = 0) -> Path:
