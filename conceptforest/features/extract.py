@@ -122,16 +122,22 @@ class _Extractor:
         for key, (data, _) in zip(keys, read, strict=True):
             if key is not None and key not in known and data is not None:
                 todo.setdefault(key, data)
-        todo_keys = list(todo)
-        prepared = list(self.pool.map(self._prepare, (todo[k] for k in todo_keys)))
-        bad: dict[str, str] = {k: p for k, p in zip(todo_keys, prepared, strict=True) if isinstance(p, str)}
-        good = [(k, p) for k, p in zip(todo_keys, prepared, strict=True) if not isinstance(p, str)]
-        for start in range(0, len(good), self.batch_size):
-            batch = good[start : start + self.batch_size]
-            vectors = self.backbone.encode_images(torch.stack([t for _, t in batch]))
-            self.store.put([k for k, _ in batch], vectors)
-            known.update(zip([k for k, _ in batch], vectors, strict=True))
-        stats.encoded += len(good)
+        # decoding runs ahead in the pool while the model encodes the batch before it
+        futures = [(key, self.pool.submit(self._prepare, data)) for key, data in todo.items()]
+        bad: dict[str, str] = {}
+        batch: list[tuple[str, torch.Tensor]] = []
+        for position, (key, future) in enumerate(futures):
+            prepared = future.result()
+            if isinstance(prepared, str):
+                bad[key] = prepared
+            else:
+                batch.append((key, prepared))
+            if batch and (len(batch) == self.batch_size or position == len(futures) - 1):
+                vectors = self.backbone.encode_images(torch.stack([t for _, t in batch]))
+                self.store.put([k for k, _ in batch], vectors)
+                known.update(zip([k for k, _ in batch], vectors, strict=True))
+                stats.encoded += len(batch)
+                batch = []
         kept: list[tuple[ImageRecord, str]] = []
         rows: list[np.ndarray] = []
         for record, key in zip(chunk, keys, strict=True):
