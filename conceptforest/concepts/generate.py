@@ -249,7 +249,6 @@ def generate_tree(
             parts=parts,
             values=values,
             sentence_template=sentence_template,
-            provenance=_provenance(llm, limits, llm_sentences, []),
         )
         if llm_sentences:
             tree.sentences = _ask_sentences(session, tree)
