@@ -11,7 +11,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -19,6 +19,9 @@ from conceptforest.concepts.generate import GenerationLimits
 from conceptforest.concepts.llm import LLMClient, sanitize_base_url
 from conceptforest.concepts.tree import DEFAULT_SENTENCE_TEMPLATE, check_sentence_template
 from conceptforest.errors import BadInputError
+
+if TYPE_CHECKING:
+    from conceptforest.features.backbone import Backbone
 
 MODEL_ENV = "CONCEPTFOREST_LLM_MODEL"
 NO_LLM = "none"
@@ -121,6 +124,19 @@ class RunConfig(_Section):
             cache_dir=self.cache_dir,
             price_per_1k_prompt=cfg.price_per_1k_prompt,
             price_per_1k_completion=cfg.price_per_1k_completion,
+        )
+
+    def backbone(self, *, device: str | None = None, precision: str = "fp32") -> Backbone:
+        """The configured CLIP backbone (``[clip]`` model, pretrained tag or checkpoint, and ``cache_dir``)."""
+        from conceptforest.features.backbone import load_backbone
+
+        return load_backbone(
+            self.clip.model,
+            self.clip.pretrained,
+            checkpoint=self.clip.checkpoint,
+            device=device,
+            cache_dir=self.cache_dir,
+            precision=precision,
         )
 
     def public_dict(self) -> dict[str, Any]:

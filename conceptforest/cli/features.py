@@ -20,7 +20,7 @@ from conceptforest.cli._common import (
 )
 from conceptforest.concepts.tree import ConceptTree
 from conceptforest.config import load_config
-from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING, load_backbone
+from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING
 from conceptforest.features.dataset import load_dataset
 from conceptforest.features.extract import SKIPPED_FILE, extract_features
 from conceptforest.features.images import DEFAULT_MAX_PIXELS
@@ -75,14 +75,7 @@ def extract(
     dataset = load_dataset(
         images, labels=concept_tree.labels, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
     )
-    backbone = load_backbone(
-        cfg.clip.model,
-        cfg.clip.pretrained,
-        checkpoint=cfg.clip.checkpoint,
-        device=device,
-        cache_dir=cfg.cache_dir,
-        precision=precision,
-    )
+    backbone = cfg.backbone(device=device, precision=precision)
     if backbone.random_weights:
         warn(RANDOM_WEIGHTS_WARNING)
     matrix, stats = extract_features(

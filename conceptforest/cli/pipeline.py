@@ -92,9 +92,7 @@ def run(
         },
     )
     label_list = read_labels(read_text_file(labels, "labels file", LABELS_HINT)) if labels else cfg.concepts.labels
-    backbone = load_backbone(
-        cfg.clip.model, cfg.clip.pretrained, checkpoint=cfg.clip.checkpoint, device=device, cache_dir=cfg.cache_dir
-    )
+    backbone = cfg.backbone(device=device)
     result = run_pipeline(
         images,
         domain,

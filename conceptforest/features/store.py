@@ -52,9 +52,6 @@ class EmbeddingStore:
     def __len__(self) -> int:
         return len(self._load())
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._load()
-
     def get(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
         vectors = self._load()
         return {key: vectors[key] for key in keys if key in vectors}
