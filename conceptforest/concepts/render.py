@@ -6,9 +6,7 @@ machine without Graphviz still gets every picture as DOT and a clear message say
 
 from __future__ import annotations
 
-import re
 import shutil
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ import pydot
 from conceptforest.atomic import atomic_write_bytes, atomic_write_text
 from conceptforest.concepts.tree import ConceptTree, concept_id
 from conceptforest.errors import BadInputError
+from conceptforest.text import safe_filename
 
 FORMATS = ("svg", "png", "dot")
 _LOW = (255, 255, 255)
@@ -33,10 +32,11 @@ class RenderResult:
 
 
 def slugify(text: str) -> str:
-    """A file-name-safe form of a label (letters of any script kept)."""
-    text = unicodedata.normalize("NFKC", text).strip().lower()
-    text = re.sub(r"[^\w.-]+", "-", text, flags=re.UNICODE).strip("-.")
-    return text or "label"
+    """A file-name-safe form of a label (letters of any script kept), at most 120 UTF-8 bytes.
+
+    See :func:`conceptforest.text.safe_filename`, which also keeps names unique within a folder.
+    """
+    return safe_filename(text)
 
 
 def _quote(text: str) -> str:
@@ -121,6 +121,9 @@ def render_tree(
 ) -> RenderResult:
     """Write ``schema.*`` and one ``label-<slug>.*`` per label into ``out_dir``.
 
+    The slug is :func:`~conceptforest.text.safe_filename` of the label: at most 120 UTF-8 bytes, any script,
+    unique within the folder (a short hash of the label is appended when two would collide).
+
     Parameters
     ----------
     formats : sequence of {"svg", "png", "dot"}
@@ -147,14 +150,9 @@ def render_tree(
             "Install Graphviz (apt-get install graphviz, brew install graphviz, or conda install graphviz) "
             "to get SVG/PNG, or open the .dot files in any Graphviz viewer."
         )
-    used: set[str] = set()
+    used: set[str] = set()  # file names bounded in bytes and distinct even when long labels share a prefix
     jobs: list[tuple[str, str | None]] = [("schema", None)]
-    for label in chosen:
-        stem = f"label-{slugify(label)}"
-        while stem in used:
-            stem += "_"
-        used.add(stem)
-        jobs.append((stem, label))
+    jobs += [(f"label-{safe_filename(label, used)}", label) for label in chosen]
     for stem, job_label in jobs:
         graph = build_graph(tree, job_label, importance)
         result.written.append(atomic_write_text(out / f"{stem}.dot", graph.to_string()))

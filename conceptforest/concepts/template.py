@@ -27,15 +27,22 @@ def template_vocabulary() -> dict[str, dict[str, list[str]]]:
 def template_tree(
     domain: str, labels: Sequence[str], *, sentence_template: str = DEFAULT_SENTENCE_TEMPLATE
 ) -> ConceptTree:
-    """A tree of the generic vocabulary for ``labels``, built without an LLM."""
+    """A tree of the generic vocabulary for ``labels``, built without an LLM.
+
+    Raises
+    ------
+    TreeValidationError
+        A label is empty or given twice, or the sentence template is refused.
+    """
     vocabulary = template_vocabulary()
     parts = [Part(name=name, attributes=list(attrs)) for name, attrs in vocabulary.items()]
     values: dict[str, Any] = {label: vocabulary for label in labels}
-    return ConceptTree(
-        domain=domain,
-        labels=list(labels),
-        parts=parts,
-        values=values,
-        sentence_template=sentence_template,
-        provenance=Provenance(generator="template", package_version=package_version(), note=TEMPLATE_NOTE),
-    )
+    data = {
+        "domain": domain,
+        "labels": list(labels),
+        "parts": parts,
+        "values": values,
+        "sentence_template": sentence_template,
+        "provenance": Provenance(generator="template", package_version=package_version(), note=TEMPLATE_NOTE),
+    }
+    return ConceptTree.from_dict(data, source="template tree")

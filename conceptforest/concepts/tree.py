@@ -6,32 +6,63 @@ from it, so an edited file reloads into a consistent tree.
 
 from __future__ import annotations
 
-import json
+import functools
 import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from conceptforest.atomic import atomic_write_text
 from conceptforest.cache import stable_hash
+from conceptforest.concepts.provenance import CallRecord, Provenance, UsageTotals
+from conceptforest.concepts.tree_files import check_tree_data, one_line, read_tree_file
+from conceptforest.concepts.tree_text import SENTENCE_FIELDS, check_sentence_template, format_tree
 from conceptforest.errors import BadInputError, TreeValidationError
+from conceptforest.text import strip_control
+
+__all__ = [
+    "DEFAULT_SENTENCE_TEMPLATE",
+    "SENTENCE_FIELDS",
+    "CallRecord",
+    "Concept",
+    "ConceptTree",
+    "Leakage",
+    "Part",
+    "Provenance",
+    "UsageTotals",
+    "check_sentence_template",
+    "clean_label",
+    "concept_id",
+    "format_tree",
+    "mentions",
+    "normalize_text",
+]
 
 MAX_PART_DEPTH = 3
+MAX_PROBLEMS_SHOWN = 5
 DEFAULT_SENTENCE_TEMPLATE = "the {attribute} of the {part} is {value}"
-SENTENCE_FIELDS = ("part", "part_path", "attribute", "value", "domain")
 _FORBIDDEN_IN_NAMES = re.compile(r"[/:=]")
 _SPACES = re.compile(r"\s+")
 
 
 def normalize_text(text: str) -> str:
-    """Lower-case, NFC-normalise and collapse whitespace; the canonical form of names and values."""
-    return _SPACES.sub(" ", unicodedata.normalize("NFC", text)).strip().lower()
+    """Strip control characters, lower-case, NFC-normalise and collapse whitespace: the canonical form of names
+    and values."""
+    return _SPACES.sub(" ", unicodedata.normalize("NFC", strip_control(text))).strip().lower()
+
+
+def clean_label(label: str) -> str:
+    """A label without control characters, with single spaces (case is kept)."""
+    return _SPACES.sub(" ", strip_control(label)).strip()
+
+
+def clean_sentence(sentence: str) -> str:
+    """A sentence without control characters, with single spaces (case is kept)."""
+    return _SPACES.sub(" ", strip_control(sentence)).strip()
 
 
 def _check_name(kind: str, name: str) -> str:
@@ -72,42 +103,6 @@ class Part(BaseModel):
         return self
 
 
-class UsageTotals(BaseModel):
-    """Token counts summed over a tree's LLM calls."""
-
-    calls: int = 0
-    cached_calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float | None = None
-
-
-class CallRecord(BaseModel):
-    """One LLM call made (or answered from the cache) while building a tree."""
-
-    step: str
-    subject: str
-    cached: bool
-    attempts: int = 1
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-class Provenance(BaseModel):
-    """What made a tree."""
-
-    generator: Literal["llm", "template", "manual"] = "manual"
-    llm_model: str | None = None
-    llm_base_url: str | None = None
-    prompt_templates: dict[str, str] = Field(default_factory=dict)
-    params: dict[str, Any] = Field(default_factory=dict)
-    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    package_version: str | None = None
-    usage: UsageTotals = Field(default_factory=UsageTotals)
-    calls: list[CallRecord] = Field(default_factory=list)
-    note: str | None = None
-
-
 LabelValues = dict[str, dict[str, list[str]]]
 """For one label: part path -> attribute -> values."""
 
@@ -137,6 +132,14 @@ class Leakage:
     attribute: str
     value: str
     leaked_label: str
+
+
+@functools.lru_cache(maxsize=64)
+def _checked_template(template: str) -> None:
+    try:
+        check_sentence_template(template)
+    except ValueError as exc:
+        raise TreeValidationError(str(exc), hint="use only the plain placeholders listed.") from exc
 
 
 def concept_id(part_path: str, attribute: str, value: str) -> str:
@@ -194,7 +197,7 @@ class ConceptTree(BaseModel):
     @field_validator("labels")
     @classmethod
     def _labels(cls, labels: list[str]) -> list[str]:
-        cleaned = [_SPACES.sub(" ", label).strip() for label in labels]
+        cleaned = [clean_label(label) for label in labels]
         if any(not label for label in cleaned):
             raise ValueError("a label is empty")
         seen: dict[str, str] = {}
@@ -208,8 +211,14 @@ class ConceptTree(BaseModel):
     @field_validator("sentence_template")
     @classmethod
     def _template(cls, template: str) -> str:
+        template = strip_control(template)
         check_sentence_template(template)
         return template
+
+    @field_validator("sentences")
+    @classmethod
+    def _sentences(cls, sentences: dict[str, str]) -> dict[str, str]:
+        return {strip_control(cid): clean_sentence(text) for cid, text in sentences.items()}
 
     @model_validator(mode="after")
     def _consistent(self) -> ConceptTree:
@@ -219,25 +228,28 @@ class ConceptTree(BaseModel):
             if depth > MAX_PART_DEPTH:
                 raise ValueError(f"part {part[0]!r} is nested {depth} deep; the limit is {MAX_PART_DEPTH}")
         cleaned: dict[str, LabelValues] = {}
-        for label, by_part in self.values.items():
+        for raw_label, by_part in self.values.items():
+            label = clean_label(raw_label)
             if label not in self.labels:
                 raise ValueError(f"values are given for {label!r}, which is not in labels {self.labels}")
-            cleaned[label] = {}
-            for part_path, by_attribute in by_part.items():
+            by_label = cleaned.setdefault(label, {})
+            for raw_path, by_attribute in by_part.items():
+                part_path = "/".join(normalize_text(name) for name in raw_path.split("/"))
                 if part_path not in leaves:
                     raise ValueError(
                         f"label {label!r} has values for part {part_path!r}, which is not a leaf part "
                         f"(leaf parts: {sorted(leaves)})"
                     )
-                cleaned[label][part_path] = {}
-                for attribute, values in by_attribute.items():
+                by_attr = by_label.setdefault(part_path, {})
+                for raw_attribute, values in by_attribute.items():
+                    attribute = normalize_text(raw_attribute)
                     if attribute not in leaves[part_path]:
                         raise ValueError(
                             f"label {label!r} has values for attribute {attribute!r} of part {part_path!r}, "
                             f"which has attributes {leaves[part_path]}"
                         )
-                    kept = [normalize_text(v) for v in values if normalize_text(v)]
-                    cleaned[label][part_path][attribute] = list(dict.fromkeys(kept))
+                    kept = [*by_attr.get(attribute, []), *(normalize_text(v) for v in values)]
+                    by_attr[attribute] = list(dict.fromkeys(v for v in kept if v))
         self.values = cleaned
         return self
 
@@ -296,7 +308,8 @@ class ConceptTree(BaseModel):
         ]
 
     def sentence_for(self, part_path: str, attribute: str, value: str) -> str:
-        """The template sentence of one concept."""
+        """The template sentence of one concept (the template is re-checked: it may have been assigned)."""
+        _checked_template(self.sentence_template)
         return self.sentence_template.format(
             part=part_path.rsplit("/", 1)[-1],
             part_path=part_path.replace("/", " "),
@@ -352,83 +365,29 @@ class ConceptTree(BaseModel):
         path = Path(path)
         if not path.is_file():
             raise BadInputError(
-                f"Concept tree file {str(path)!r} does not exist.",
+                f"Concept tree file {str(path)!r} does not exist (or is not a regular file).",
                 hint="give the path of a tree.json written by 'conceptforest concepts generate'.",
             )
-        text = path.read_text(encoding="utf-8")
-        try:
-            data = yaml.safe_load(text) if path.suffix.lower() in {".yaml", ".yml"} else json.loads(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise BadInputError(
-                f"Concept tree file {str(path)!r} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: {exc}",
-                hint="fix the syntax (a trailing comma or a missing quote is the usual cause) and reload.",
-            ) from exc
-        return cls.from_dict(data, source=str(path))
+        return cls._validated(read_tree_file(path), source=str(path))
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "tree") -> ConceptTree:
+        """Validate plain data (e.g. parsed JSON) into a tree, with a clear error naming ``source``."""
+        check_tree_data(data, source)
+        return cls._validated(data, source=source)
+
+    @classmethod
+    def _validated(cls, data: Any, *, source: str) -> ConceptTree:
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-            )
+            errors = exc.errors()
+            problems = [
+                one_line(f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}")
+                for err in errors[:MAX_PROBLEMS_SHOWN]
+            ]
+            more = f"; and {len(errors) - MAX_PROBLEMS_SHOWN} more" if len(errors) > MAX_PROBLEMS_SHOWN else ""
             raise TreeValidationError(
-                f"Concept tree {source!r} is not a valid tree: {problems}.",
+                f"Concept tree {source!r} is not a valid tree: {'; '.join(problems)}{more}.",
                 hint="edit the file so that every value refers to a leaf part and one of its attributes.",
             ) from exc
-
-
-def check_sentence_template(template: str) -> None:
-    """Refuse a sentence template with unknown fields or a label placeholder."""
-    fields = set(re.findall(r"{(\w*)}", template))
-    if "label" in fields:
-        raise ValueError("the sentence template must not contain {label}: sentences are class-free")
-    unknown = fields - set(SENTENCE_FIELDS)
-    if unknown:
-        raise ValueError(f"the sentence template has unknown fields {sorted(unknown)}; known: {list(SENTENCE_FIELDS)}")
-    if "value" not in fields:
-        raise ValueError("the sentence template must contain {value}")
-
-
-def format_tree(tree: ConceptTree) -> str:
-    """A readable text dump of a tree, with counts."""
-    concepts = tree.concepts()
-    lines = [
-        f"domain: {tree.domain}",
-        f"labels ({len(tree.labels)}): {', '.join(tree.labels)}",
-        f"generator: {tree.provenance.generator}"
-        + (f" (model {tree.provenance.llm_model})" if tree.provenance.llm_model else ""),
-        f"tree hash: {tree.tree_hash()[:16]}",
-        f"concepts: {len(concepts)} distinct",
-        "",
-        "parts:",
-    ]
-    for path, part in tree.iter_parts():
-        indent = "  " * path.count("/")
-        attrs = f"  [{', '.join(part.attributes)}]" if part.attributes else ""
-        lines.append(f"  {indent}{part.name}{attrs}")
-    lines.append("")
-    lines.append("values:")
-    for label in tree.labels:
-        lines.append(f"  {label}:")
-        for part_path, by_attribute in tree.values.get(label, {}).items():
-            for attribute, values in by_attribute.items():
-                lines.append(f"    {part_path} {attribute}: {'; '.join(values)}")
-    usage = tree.provenance.usage
-    if usage.calls:
-        lines += [
-            "",
-            f"LLM calls: {usage.calls} ({usage.cached_calls} from cache), "
-            f"tokens: {usage.prompt_tokens} prompt + {usage.completion_tokens} completion",
-        ]
-    missing = tree.missing_values()
-    if missing:
-        lines.append(f"missing values: {len(missing)} (label, part, attribute) triples")
-    leaks = tree.leakage()
-    if leaks:
-        lines.append(f"WARNING: {len(leaks)} value(s) name a label (class-name leakage):")
-        lines += [
-            f"  {lk.label}: {lk.part_path} {lk.attribute} = {lk.value!r} names {lk.leaked_label!r}" for lk in leaks
-        ]
-    return "\n".join(lines) + "\n"
