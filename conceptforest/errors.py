@@ -31,6 +31,10 @@ class BadInputError(ConceptforestError):
     """A file, value or option given by the user is wrong."""
 
 
+class EstimatorInputError(BadInputError, ValueError):
+    """Input refused by an estimator; a ``ValueError`` too, as scikit-learn's estimator contract expects."""
+
+
 class LLMError(ConceptforestError):
     """The LLM never produced a valid answer, or the server could not be reached."""
 

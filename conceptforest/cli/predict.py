@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from conceptforest.cli._common import CheckpointOption, ClipOption, PretrainedOption, echo, warn
-from conceptforest.explain.predict import predict_images
+from conceptforest.cli._common import CacheDirOption, CheckpointOption, ClipOption, PretrainedOption, echo
+from conceptforest.errors import BadInputError
+from conceptforest.text import strip_control
 
 
 def predict(
@@ -24,8 +25,15 @@ def predict(
     pretrained: PretrainedOption = None,
     checkpoint: CheckpointOption = None,
     device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
+    cache_dir: CacheDirOption = None,
 ) -> None:
-    """Predict each image's label and say which concepts pushed it there (SHAP contributions)."""
+    """Predict each image's label and say which concepts pushed it there (SHAP contributions).
+
+    Every readable image is explained; if any image could not be read, each gets one line on stderr and the
+    exit code is 2.
+    """
+    from conceptforest.explain.predict import ImageSkipped, predict_images
+
     results = predict_images(
         model_dir,
         images,
@@ -35,17 +43,23 @@ def predict(
         pretrained=pretrained,
         checkpoint=checkpoint,
         device=device,
+        cache_dir=cache_dir,
     )
+    skipped = [result for result in results if isinstance(result, ImageSkipped)]
     for result in results:
         if as_json:
-            echo(json.dumps(result, ensure_ascii=False))
-            continue
-        if "error" in result:
-            warn(f"{result['path']}: skipped: {result['error']}")
-            continue
-        probabilities = ", ".join(f"{k} {v:.2f}" for k, v in result["probabilities"].items())
-        echo(f"{result['path']}: {result['label']}  ({probabilities})")
-        for item in result["contributions"]:
-            echo(f"    {item['shap']:+.3f}  {item['concept']}  (score {item['score']:.3f})")
-        if result.get("random_weights"):
-            echo("    (random backbone weights: these numbers mean nothing about the image)")
+            echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        elif not isinstance(result, ImageSkipped):
+            probabilities = ", ".join(f"{strip_control(k)} {v:.2f}" for k, v in result.probabilities.items())
+            echo(f"{strip_control(result.path)}: {strip_control(result.label)}  ({probabilities})")
+            for item in result.contributions:
+                echo(f"    {item.shap:+.3f}  {strip_control(item.concept)}  (score {item.score:.3f})")
+            if result.random_weights:
+                echo("    (random backbone weights: these numbers mean nothing about the image)")
+    for result in skipped:
+        typer.echo(f"Error: {strip_control(result.path)}: could not be read: {strip_control(result.reason)}", err=True)
+    if skipped:
+        raise BadInputError(
+            f"{len(skipped)} of {len(results)} image(s) could not be read; the others were predicted.",
+            hint="check that these paths are readable image files.",
+        )

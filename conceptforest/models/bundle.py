@@ -1,7 +1,12 @@
-"""Model bundles: ``model.skops`` + ``manifest.json``. Loading never unpickles: skops refuses unknown types."""
+"""Model bundles: ``model.skops`` + ``manifest.json``. Loading never unpickles: skops refuses unknown types.
+
+The two files are bound: the manifest records the sha256 of the model file's bytes and is written last, so a kill
+between the two writes (or a file copied from another run) leaves a pair that ``load_bundle`` refuses.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,9 +21,11 @@ from conceptforest.errors import BadInputError
 from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.models.forest import ConceptForestClassifier
 
+FORMAT_VERSION = 2
 MODEL_FILE = "model.skops"
 MANIFEST_FILE = "manifest.json"
 TRUSTED_TYPES = frozenset({"conceptforest.models.forest.ConceptForestClassifier", "sklearn.tree._tree.Tree"})
+RETRAIN_HINT = "retrain the model with 'conceptforest train' (or 'conceptforest run') into this folder."
 
 
 @dataclass
@@ -60,12 +67,14 @@ class ModelBundle:
 def save_bundle(
     model: ConceptForestClassifier, folder: str | Path, *, matrix: FeatureMatrix, metrics: dict[str, Any] | None = None
 ) -> Path:
-    """Write ``model.skops`` and ``manifest.json`` (concept and label order, backbone, tree hash, metrics,
-    seeds, versions) atomically into ``folder``."""
+    """Write ``model.skops`` and then ``manifest.json`` (concept and label order, backbone, tree hash, metrics,
+    seeds, versions, and the sha256 of the model file) atomically into ``folder``."""
     folder = Path(folder)
+    model_bytes = sio.dumps(model)
     manifest = {
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
         "concept_ids": list(map(str, model.feature_names_in_))
         if hasattr(model, "feature_names_in_")
         else matrix.concept_ids,
@@ -82,13 +91,15 @@ def save_bundle(
         "metrics": metrics or {},
         "versions": library_versions(),
     }
-    atomic_write_bytes(folder / MODEL_FILE, sio.dumps(model))
-    atomic_write_json(folder / MANIFEST_FILE, manifest)
+    atomic_write_bytes(folder / MODEL_FILE, model_bytes)
+    atomic_write_json(folder / MANIFEST_FILE, manifest)  # last: it vouches for the model file
     return folder
 
 
 def load_bundle(folder: str | Path) -> ModelBundle:
-    """Load a bundle; a file holding any type outside the trusted list is refused before anything runs."""
+    """Load a bundle, refusing (with a :class:`BadInputError` that names the file) a missing, unreadable,
+    untrusted or mismatched pair. A file holding any type outside the trusted list is refused before anything runs.
+    """
     folder = Path(folder)
     model_path, manifest_path = folder / MODEL_FILE, folder / MANIFEST_FILE
     for path in (model_path, manifest_path):
@@ -96,18 +107,110 @@ def load_bundle(folder: str | Path) -> ModelBundle:
             raise BadInputError(
                 f"{str(path)!r} does not exist.", hint="point at a model folder written by 'conceptforest train'."
             )
-    untrusted = set(sio.get_untrusted_types(file=model_path))
+    manifest = _read_manifest(manifest_path)
+    model_bytes = _read_bytes(model_path)
+    trusted = _trusted_types_of(model_path, model_bytes)
+    if hashlib.sha256(model_bytes).hexdigest() != manifest["model_sha256"]:
+        raise BadInputError(
+            f"{str(model_path)!r} is not the model that {str(manifest_path)!r} describes (a run was interrupted "
+            "between writing the two, or one of them was replaced).",
+            hint=RETRAIN_HINT,
+        )
+    model = _unpack_model(model_path, model_bytes, trusted)
+    _check_model_matches_manifest(model, manifest, folder)
+    return ModelBundle(model=model, manifest=manifest)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise BadInputError(f"{str(path)!r} could not be read: {exc}.", hint=RETRAIN_HINT) from exc
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest as a dict with the keys loading relies on, or a clear error naming the file."""
+    try:
+        manifest = json.loads(_read_bytes(path).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BadInputError(
+            f"{str(path)!r} is not valid JSON (it was cut short or edited): {exc}.", hint=RETRAIN_HINT
+        ) from exc
+    if not isinstance(manifest, dict):
+        raise BadInputError(f"{str(path)!r} is not a model manifest (a JSON object).", hint=RETRAIN_HINT)
+    if not isinstance(manifest.get("model_sha256"), str):
+        raise BadInputError(
+            f"{str(path)!r} does not record the sha256 of its model file, so the pair cannot be checked (it was "
+            "written by a conceptforest version before bundle format 2, or edited).",
+            hint=RETRAIN_HINT,
+        )
+    problems = [key for key in ("concept_ids", "labels") if not _is_str_list(manifest.get(key))]
+    concepts = manifest.get("concepts")
+    if not isinstance(concepts, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("id"), str) and isinstance(c.get("sentence"), str) for c in concepts
+    ):
+        problems.append("concepts")
+    if not isinstance(manifest.get("backbone_id"), str):
+        problems.append("backbone_id")
+    if problems:
+        raise BadInputError(f"{str(path)!r} lacks or garbles the field(s) {problems}.", hint=RETRAIN_HINT)
+    return manifest
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _trusted_types_of(path: Path, data: bytes) -> list[str]:
+    """The types the skops bytes hold, each checked against :data:`TRUSTED_TYPES` (nothing is run)."""
+    try:
+        untrusted = set(sio.get_untrusted_types(data=data))
+    except Exception as exc:  # skops raises zipfile, JSON and key errors on a damaged file
+        raise BadInputError(
+            f"{str(path)!r} is not a readable skops model file (it was cut short or is not a model): "
+            f"{type(exc).__name__}: {exc}.",
+            hint=RETRAIN_HINT,
+        ) from exc
     refused = sorted(untrusted - TRUSTED_TYPES)
     if refused:
         raise BadInputError(
-            f"{str(model_path)!r} contains types conceptforest does not trust: {refused}.",
+            f"{str(path)!r} contains types conceptforest does not trust: {refused}.",
             hint="only load model files written by conceptforest; retrain the model if in doubt.",
         )
-    model = sio.load(model_path, trusted=sorted(untrusted))
+    return sorted(untrusted)
+
+
+def _unpack_model(path: Path, data: bytes, trusted: list[str]) -> ConceptForestClassifier:
+    try:
+        model = sio.loads(data, trusted=trusted)
+    except Exception as exc:  # a file whose schema lists only trusted types can still be malformed inside
+        raise BadInputError(
+            f"{str(path)!r} could not be unpacked: {type(exc).__name__}: {exc}.", hint=RETRAIN_HINT
+        ) from exc
     if not isinstance(model, ConceptForestClassifier):
         raise BadInputError(
-            f"{str(model_path)!r} does not hold a ConceptForestClassifier.",
+            f"{str(path)!r} does not hold a ConceptForestClassifier.",
             hint="point at a model folder written by 'conceptforest train'.",
         )
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    return ModelBundle(model=model, manifest=manifest)
+    return model
+
+
+def _check_model_matches_manifest(model: ConceptForestClassifier, manifest: dict[str, Any], folder: Path) -> None:
+    """The manifest's concept ids and labels must be the model's features and classes, in the same order."""
+    problems = []
+    concept_ids = manifest["concept_ids"]
+    if hasattr(model, "feature_names_in_"):
+        if list(map(str, model.feature_names_in_)) != concept_ids:
+            problems.append("its concept ids are not the model's features (feature_names_in_)")
+    elif getattr(model, "n_features_in_", None) != len(concept_ids):
+        problems.append(f"it lists {len(concept_ids)} concepts, the model has {getattr(model, 'n_features_in_', 0)}")
+    if [c["id"] for c in manifest["concepts"]] != concept_ids:
+        problems.append("its concept sentences do not follow its concept ids")
+    classes = [str(label) for label in getattr(model, "classes_", [])]
+    if classes != manifest["labels"]:
+        problems.append(f"its labels {manifest['labels']} are not the model's classes {classes}")
+    if problems:
+        raise BadInputError(
+            f"The manifest in {str(folder)!r} does not describe its model: " + "; ".join(problems) + ".",
+            hint=RETRAIN_HINT,
+        )

@@ -10,7 +10,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from conceptforest.errors import BadInputError
+from conceptforest.errors import EstimatorInputError
 
 
 class ConceptForestClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
@@ -86,18 +86,12 @@ class ConceptForestClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[m
         X, y = validate_data(self, X, y, dtype=np.float32)
         labels, counts = np.unique(y, return_counts=True)
         if len(labels) < 2:
-            raise BadInputError(
-                f"Training needs at least 2 labels; got {labels.tolist()}.",
+            raise EstimatorInputError(
+                f"Training needs at least 2 labels; got 1 class only: {labels.tolist()}.",
                 hint="check the split: every label needs training images.",
             )
         if self.param_grid:
-            smallest = int(counts.min())
-            if smallest < self.cv:
-                raise BadInputError(
-                    f"Label {labels[counts.argmin()]!r} has {smallest} training row(s); {self.cv}-fold "
-                    "cross-validation needs at least as many as folds.",
-                    hint="lower cv, add images of that label, or train without param_grid.",
-                )
+            self._check_fold_counts(labels, counts)
             folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
             search = GridSearchCV(self._forest(), self.param_grid, cv=folds, n_jobs=self.n_jobs, refit=True)
             search.fit(X, y)
@@ -109,6 +103,19 @@ class ConceptForestClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[m
             self.best_params_ = {}
         self.classes_ = self.forest_.classes_
         return self
+
+    def _check_fold_counts(self, labels: np.ndarray, counts: np.ndarray) -> None:
+        """Stratified k-fold needs at least ``cv`` rows of every label: name each label that has fewer."""
+        short = [
+            f"{label!r} has {count} training row(s)"
+            for label, count in zip(labels, counts, strict=True)
+            if count < self.cv
+        ]
+        if short:
+            raise EstimatorInputError(
+                f"Label {'; label '.join(short)}; {self.cv}-fold cross-validation needs at least as many as folds.",
+                hint="lower cv, add images of those labels, or train without param_grid.",
+            )
 
     def predict_proba(self, X: Any) -> np.ndarray:
         check_is_fitted(self)

@@ -5,11 +5,50 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from conceptforest.errors import BadInputError
 from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.models.bundle import save_bundle
 from conceptforest.models.forest import ConceptForestClassifier
 from conceptforest.models.metrics import classification_metrics
+
+
+def _rows_elsewhere(counts: pd.DataFrame, label: str) -> str:
+    """``'3 test, 1 val'``: a label's rows outside the train split, or ``'none'``."""
+    other = {split: int(n) for split, n in counts.loc[label].items() if split != "train" and n > 0}
+    return ", ".join(f"{n} {split}" for split, n in other.items()) or "none"
+
+
+def check_training_rows(matrix: FeatureMatrix, params: dict[str, Any] | None = None) -> None:
+    """Refuse, before fitting, a matrix where some label has no training rows (or too few for the grid search's
+    stratified folds), naming each such label and where its rows are."""
+    frame = matrix.rows()
+    if matrix.rows("train").empty:
+        raise BadInputError(
+            "The feature matrix has no training rows.",
+            hint="extract features with a train split (the default split gives 70 % to train).",
+        )
+    labels = list(dict.fromkeys([*matrix.labels, *map(str, frame["label"].unique())]))
+    counts = pd.crosstab(frame["label"].astype(str), frame["split"].astype(str)).reindex(labels, fill_value=0)
+    train = counts["train"] if "train" in counts else pd.Series(0, index=labels)
+    empty = [label for label in labels if train[label] == 0]
+    if empty:
+        where = "; ".join(f"{label!r} (rows in other splits: {_rows_elsewhere(counts, label)})" for label in empty)
+        raise BadInputError(
+            f"{len(empty)} label(s) have no training rows, so the model could never predict them: {where}.",
+            hint="add readable images of these labels (see skipped.csv for the ones that could not be read), give "
+            "them 'train' rows in the manifest's split column, or remove the labels from the tree.",
+        )
+    folds = int((params or {}).get("cv", 5))
+    if (params or {}).get("param_grid"):
+        short = [f"{label!r} has {int(train[label])}" for label in labels if train[label] < folds]
+        if short:
+            raise BadInputError(
+                f"The grid search's {folds}-fold stratified cross-validation needs at least {folds} training rows "
+                f"of every label: {', '.join(short)}.",
+                hint="add images of these labels, lower cv, or train without param_grid.",
+            )
 
 
 def train_model(
@@ -19,12 +58,7 @@ def train_model(
 
     ``params`` go to :class:`ConceptForestClassifier`. Returns the model and its metrics.
     """
-    train_rows = matrix.rows("train")
-    if train_rows.empty:
-        raise BadInputError(
-            "The feature matrix has no training rows.",
-            hint="extract features with a train split (the default split gives 70 % to train).",
-        )
+    check_training_rows(matrix, params)
     model = ConceptForestClassifier(**params).fit(matrix.X("train"), matrix.y("train"))
     metrics: dict[str, Any] = {"eval_split": eval_split, "random_weights": bool(matrix.meta.get("random_weights"))}
     if not matrix.rows(eval_split).empty:
