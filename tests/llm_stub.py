@@ -29,6 +29,7 @@ WORDS = [
 FAULTS = (
     "ok",
     "401",
+    "404",
     "429",
     "500",
     "slow",
@@ -40,6 +41,11 @@ FAULTS = (
     "schema_ignored",
     "runaway_distinct",
     "overlong",
+    "drip",
+    "drip_headers",
+    "hostile_names",
+    "echo401",
+    "echo500",
 )
 
 
@@ -68,7 +74,7 @@ def canned_answer(step: str, body: dict[str, Any]) -> dict[str, Any]:
         return {"attributes": ["shape", "colour"]}
     if step == "values":
         label = re.search(r"describe how a (.+?) looks", prompt).group(1)  # type: ignore[union-attr]
-        pairs = re.findall(r"^- (\S+): (.+)$", prompt, flags=re.MULTILINE)
+        pairs = re.findall(r"^- ([^:\n]+): (.+)$", prompt, flags=re.MULTILINE)
         seed = int(hashlib.sha256(label.encode()).hexdigest(), 16)
         keyed = {}
         for i, (part, attribute) in enumerate(pairs):
@@ -107,6 +113,11 @@ def faulty_answer(fault: str, step: str, body: dict[str, Any]) -> tuple[str, str
         return json.dumps(good), "stop"
     if fault == "schema_ignored":
         return "Sure! A dog has a head, a tail and four legs.", "stop"
+    if fault == "hostile_names" and step == "parts":
+        parts = [{"name": "head/neck", "subparts": []}, {"name": "</script>"}, {"name": "\x1b[31mtail\x1b[0m"}]
+        return json.dumps({"parts": parts}), "stop"
+    if fault == "hostile_names":
+        return json.dumps({"attributes": ["size/shape", "colour:hue", "tone=dark", "\x1b[2Jgloss"]}), "stop"
     raise ValueError(fault)
 
 
@@ -118,6 +129,7 @@ class StubState:
     reject_status: int = 400
     retry_after: str = "2"
     slow_seconds: float = 1.5
+    drip_seconds: float = 1.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_fault(self, kind: str, step: str | None = None, times: int = 1) -> None:
@@ -164,6 +176,24 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout test)
 
+    def _drip(self, payload: dict[str, Any], interval: float, headers_too: bool = False) -> None:
+        """Send a 200 answer one byte at a time, ``interval`` seconds apart (a stalling server); with
+        ``headers_too`` the status line and headers trickle as well."""
+        data = json.dumps(payload).encode()
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+        try:
+            if headers_too:
+                data = head.encode() + data
+            else:
+                self.wfile.write(head.encode())
+                self.wfile.flush()
+            for index in range(len(data)):
+                self.wfile.write(data[index : index + 1])
+                self.wfile.flush()
+                time.sleep(interval)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up, as it should
+
     def do_POST(self) -> None:
         state = self.server.state
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
@@ -187,37 +217,46 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "401":
             self._send(401, {"error": {"message": "Incorrect API key provided"}})
             return
+        if fault == "404":
+            self._send(404, {"error": {"message": f"model {body.get('model')!r} not found"}})
+            return
+        if fault in ("echo401", "echo500"):
+            # a server that quotes the request's Authorization header back in its error
+            message = f"Invalid header Authorization: {self.headers.get('Authorization')}"
+            self._send(int(fault[4:]), {"error": {"message": message, "type": "invalid_request_error"}})
+            return
         if fault == "500":
             self._send(500, {"error": {"message": "internal error"}})
             return
         if fault == "slow":
             time.sleep(state.slow_seconds)
-        if fault in (None, "ok", "slow"):
+        if fault in (None, "ok", "slow", "drip", "drip_headers"):
             content, finish = json.dumps(canned_answer(step, body)), "stop"
         else:
             content, finish = faulty_answer(fault, step, body)
         prompt_chars = sum(len(m.get("content") or "") for m in body.get("messages", []))
-        self._send(
-            200,
-            {
-                "id": f"chatcmpl-{len(state.requests)}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body.get("model", "stub"),
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": finish,
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_chars // 4,
-                    "completion_tokens": len(content) // 4,
-                    "total_tokens": prompt_chars // 4 + len(content) // 4,
-                },
+        payload: dict[str, Any] = {
+            "id": f"chatcmpl-{len(state.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "stub"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_chars // 4,
+                "completion_tokens": len(content) // 4,
+                "total_tokens": prompt_chars // 4 + len(content) // 4,
             },
-        )
+        }
+        if fault in ("drip", "drip_headers"):
+            self._drip(payload, state.drip_seconds, headers_too=fault == "drip_headers")
+        else:
+            self._send(200, payload)
 
 
 def start_stub() -> StubServer:

@@ -6,22 +6,31 @@ still missing, and adding labels to a tree asks only for the new labels' values.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
 from tqdm.auto import tqdm
 
 from conceptforest._version import package_version
+from conceptforest.concepts.labels import check_labels, read_labels
 from conceptforest.concepts.llm import LLMClient
+from conceptforest.concepts.plan import (
+    SENTENCE_BATCH,
+    GenerationLimits,
+    GenerationPlan,
+    make_plan,
+    pairs_text,
+    plan_new_tree,
+    plan_sentences,
+    plan_values,
+)
 from conceptforest.concepts.prompts import load_prompt
 from conceptforest.concepts.schemas import (
     AttributesAnswer,
     PartsAnswer,
     SentencesAnswer,
     ValuesAnswer,
-    pair_key,
     values_schema,
 )
 from conceptforest.concepts.template import template_tree
@@ -35,37 +44,19 @@ from conceptforest.concepts.tree import (
     UsageTotals,
     normalize_text,
 )
-from conceptforest.errors import BadInputError
+from conceptforest.concepts.tree_text import check_sentence_template
+from conceptforest.errors import BadInputError, LLMError
 
-SENTENCE_BATCH = 20
-
-
-@dataclass(frozen=True)
-class GenerationLimits:
-    """Bounds on what the LLM may return; part of the prompts and the cache keys."""
-
-    max_parts: int = 6
-    max_subparts: int = 3
-    max_attributes: int = 4
-    max_values: int = 2
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "max_parts": self.max_parts,
-            "max_subparts": self.max_subparts,
-            "max_attributes": self.max_attributes,
-            "max_values": self.max_values,
-        }
-
-
-def _check_labels(labels: Sequence[str]) -> list[str]:
-    cleaned = [label.strip() for label in labels if label.strip()]
-    if len(cleaned) < 2:
-        raise BadInputError(
-            f"A concept tree needs at least 2 labels; got {len(cleaned)} ({cleaned}).",
-            hint="list one label per line in the labels file.",
-        )
-    return cleaned
+__all__ = [
+    "GenerationLimits",
+    "GenerationPlan",
+    "check_labels",
+    "extend_tree",
+    "generate_tree",
+    "plan_generation",
+    "read_labels",
+    "usage_totals",
+]
 
 
 class _Session:
@@ -113,10 +104,6 @@ def usage_totals(records: Iterable[CallRecord], llm: LLMClient | None) -> UsageT
     )
 
 
-def _pairs_text(pairs: Sequence[tuple[str, str]]) -> str:
-    return "\n".join(f"- {pair_key(part, attribute)}" for part, attribute in pairs)
-
-
 def _ask_values(
     session: _Session,
     tree_domain: str,
@@ -132,7 +119,7 @@ def _ask_values(
             "domain": tree_domain,
             "label": label,
             "other_labels": ", ".join(others),
-            "pairs": _pairs_text(pairs),
+            "pairs": pairs_text(pairs),
             "max_values": limits.max_values,
         },
         ValuesAnswer,
@@ -167,6 +154,74 @@ def _ask_sentences(session: _Session, tree: ConceptTree, ids: set[str] | None = 
     return sentences
 
 
+def _check_inputs(domain: str, labels: Sequence[str], sentence_template: str) -> tuple[str, list[str]]:
+    """The normalised domain and the checked labels; BadInputError before any request when one is unusable."""
+    checked = check_labels(labels, minimum=2)
+    normalized = normalize_text(domain) if isinstance(domain, str) else ""
+    if not normalized:
+        raise BadInputError(f"The domain {domain!r} is empty.", hint="pass --domain, e.g. --domain dog.")
+    try:
+        check_sentence_template(sentence_template)
+    except ValueError as exc:
+        raise BadInputError(str(exc), hint="use --sentence-template with {part}, {attribute} and {value}.") from exc
+    return normalized, checked
+
+
+def _build_tree(
+    domain: str, labels: list[str], parts: list[Part], values: dict[str, LabelValues], sentence_template: str
+) -> ConceptTree:
+    """The tree from validated answers; a rule they still break is a clear LLMError, never a traceback."""
+    try:
+        return ConceptTree(
+            domain=domain, labels=labels, parts=parts, values=values, sentence_template=sentence_template
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+        raise LLMError(
+            f"The LLM's answers for domain {domain!r} do not form a valid concept tree: {problems}.",
+            hint="rerun (answers already received are cached), use a stronger model, or --llm none.",
+        ) from None
+
+
+def _ask_structure(
+    session: _Session, domain: str, labels: list[str], limits: GenerationLimits
+) -> tuple[list[Part], dict[str, list[str]]]:
+    """Steps 1 and 2: the parts, then the attributes of each leaf part (keyed by leaf path, in tree order)."""
+    label_list = ", ".join(labels)
+    parts_answer: PartsAnswer = session.ask(
+        "parts",
+        {"domain": domain, "labels": label_list, "max_parts": limits.max_parts, "max_subparts": limits.max_subparts},
+        PartsAnswer,
+        subject=f"domain {domain!r}",
+        context={"max_parts": limits.max_parts, "max_subparts": limits.max_subparts, "labels": labels},
+    )
+    leaf_paths = [path for p in parts_answer.parts for path in ([f"{p.name}/{s}" for s in p.subparts] or [p.name])]
+    session.add_total(len(leaf_paths))
+    attributes: dict[str, list[str]] = {}
+    for path in leaf_paths:
+        answer: AttributesAnswer = session.ask(
+            "attributes",
+            {
+                "domain": domain,
+                "labels": label_list,
+                "part": path.rsplit("/", 1)[-1],
+                "part_path": path.replace("/", " "),
+                "max_attributes": limits.max_attributes,
+            },
+            AttributesAnswer,
+            subject=f"part {path!r}",
+            context={"max_attributes": limits.max_attributes},
+        )
+        attributes[path] = answer.attributes
+    parts = [
+        Part(name=p.name, parts=[Part(name=s, attributes=attributes[f"{p.name}/{s}"]) for s in p.subparts])
+        if p.subparts
+        else Part(name=p.name, attributes=attributes[p.name])
+        for p in parts_answer.parts
+    ]
+    return parts, attributes
+
+
 def generate_tree(
     domain: str,
     labels: Sequence[str],
@@ -197,59 +252,16 @@ def generate_tree(
     progress : bool
         Show a progress bar on stderr.
     """
-    labels = _check_labels(labels)
+    domain, labels = _check_inputs(domain, labels, sentence_template)
     if llm is None:
         return template_tree(domain, labels, sentence_template=sentence_template)
     limits = limits or GenerationLimits()
-    domain = normalize_text(domain)
-    label_list = ", ".join(labels)
     session = _Session(llm, total=1 + len(labels), progress=progress)
     try:
-        parts_answer: PartsAnswer = session.ask(
-            "parts",
-            {
-                "domain": domain,
-                "labels": label_list,
-                "max_parts": limits.max_parts,
-                "max_subparts": limits.max_subparts,
-            },
-            PartsAnswer,
-            subject=f"domain {domain!r}",
-            context={"max_parts": limits.max_parts, "max_subparts": limits.max_subparts, "labels": labels},
-        )
-        leaf_paths = [path for p in parts_answer.parts for path in ([f"{p.name}/{s}" for s in p.subparts] or [p.name])]
-        session.add_total(len(leaf_paths))
-        attributes: dict[str, list[str]] = {}
-        for path in leaf_paths:
-            answer: AttributesAnswer = session.ask(
-                "attributes",
-                {
-                    "domain": domain,
-                    "labels": label_list,
-                    "part": path.rsplit("/", 1)[-1],
-                    "part_path": path.replace("/", " "),
-                    "max_attributes": limits.max_attributes,
-                },
-                AttributesAnswer,
-                subject=f"part {path!r}",
-                context={"max_attributes": limits.max_attributes},
-            )
-            attributes[path] = answer.attributes
-        parts = [
-            Part(name=p.name, parts=[Part(name=s, attributes=attributes[f"{p.name}/{s}"]) for s in p.subparts])
-            if p.subparts
-            else Part(name=p.name, attributes=attributes[p.name])
-            for p in parts_answer.parts
-        ]
-        pairs = [(path, attribute) for path in leaf_paths for attribute in attributes[path]]
+        parts, attributes = _ask_structure(session, domain, labels, limits)
+        pairs = [(path, attribute) for path, names in attributes.items() for attribute in names]
         values = {label: _ask_values(session, domain, label, labels, pairs, limits) for label in labels}
-        tree = ConceptTree(
-            domain=domain,
-            labels=labels,
-            parts=parts,
-            values=values,
-            sentence_template=sentence_template,
-        )
+        tree = _build_tree(domain, labels, parts, values, sentence_template)
         if llm_sentences:
             tree.sentences = _ask_sentences(session, tree)
     finally:
@@ -266,7 +278,7 @@ def extend_tree(
     A template tree is extended without an LLM. Existing labels keep their values untouched.
     """
     existing = {normalize_text(label) for label in tree.labels}
-    added = [label.strip() for label in new_labels if label.strip() and normalize_text(label) not in existing]
+    added = [label for label in check_labels(new_labels) if normalize_text(label) not in existing]
     if not added:
         return tree.model_copy(deep=True)
     labels = [*tree.labels, *added]
@@ -314,17 +326,44 @@ def _provenance(llm: LLMClient, limits: GenerationLimits, llm_sentences: bool, r
     )
 
 
-def read_labels(text: str) -> list[str]:
-    """Labels from a text file's contents: one per line; blank lines and ``#`` comments ignored.
+def plan_generation(
+    domain: str,
+    labels: Sequence[str],
+    *,
+    limits: GenerationLimits | None = None,
+    llm_sentences: bool = False,
+    llm: LLMClient | None = None,
+    tree: ConceptTree | None = None,
+) -> GenerationPlan:
+    """How many requests (and prompt tokens, and dollars) :func:`generate_tree` or :func:`extend_tree` would
+    need at most; makes no request and reads no cache.
 
-    A JSON list of strings is accepted too.
+    Parameters
+    ----------
+    domain, labels
+        As for :func:`generate_tree` (checked the same way: BadInputError for empty or repeated labels).
+    limits : GenerationLimits, optional
+        The limits of a new tree; the counts assume every answer is as long as they allow.
+    llm_sentences : bool
+        Whether step 4 runs.
+    llm : LLMClient, optional
+        Gives the prices for ``estimated_cost_usd`` (``None`` without prices).
+    tree : ConceptTree, optional
+        Plan :func:`extend_tree` instead: only the labels the tree lacks are asked about, with its real
+        parts and attributes, and its own limits and ``llm_sentences``.
     """
-    stripped = text.strip()
-    if stripped.startswith("["):
-        try:
-            loaded = json.loads(stripped)
-        except json.JSONDecodeError:
-            loaded = None
-        if isinstance(loaded, list) and all(isinstance(x, str) for x in loaded):
-            return [x.strip() for x in loaded if x.strip()]
-    return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
+    if tree is None:
+        domain, checked = _check_inputs(domain, labels, DEFAULT_SENTENCE_TEMPLATE)
+        counts, prompt, answer = plan_new_tree(domain, checked, limits or GenerationLimits(), llm_sentences)
+        return make_plan(counts, prompt, answer, llm)
+    existing = {normalize_text(label) for label in tree.labels}
+    added = [label for label in check_labels(labels) if normalize_text(label) not in existing]
+    pairs = [(path, attribute) for path, attributes in tree.leaf_attributes().items() for attribute in attributes]
+    max_values = int(tree.provenance.params.get("max_values", GenerationLimits().max_values))
+    prompt, answer = plan_values(tree.domain, [*tree.labels, *added], added, pairs, max_values)
+    counts = [0, 0, len(added), 0]
+    if added and tree.provenance.params.get("llm_sentences"):
+        counts[3], sentence_prompt, sentence_answer = plan_sentences(tree.domain, len(pairs) * max_values * len(added))
+        prompt += sentence_prompt
+        answer += sentence_answer
+    return make_plan(counts, prompt, answer, llm)

@@ -7,7 +7,6 @@ provenance, not in logs.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import os
 import time
@@ -15,15 +14,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import openai
 from pydantic import BaseModel, ValidationError
 
 from conceptforest.cache import DiskCache, conceptforest_home
+from conceptforest.concepts.llm_transport import (
+    call_with_deadline,
+    deadline_http_client,
+    failure_hint,
+    redact_secrets,
+    retry_after_seconds,
+    sanitize_base_url,
+)
 from conceptforest.concepts.prompts import PromptTemplate
 from conceptforest.concepts.tree import CallRecord
 from conceptforest.errors import LLMError
+
+__all__ = ["LLMAnswer", "LLMClient", "StructuredMode", "extract_json", "sanitize_base_url"]
 
 StructuredMode = Literal["auto", "json_schema", "json_object", "prompt"]
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
@@ -40,17 +48,6 @@ class LLMAnswer(Generic[AnswerT]):
 
     value: AnswerT
     record: CallRecord
-
-
-def sanitize_base_url(base_url: str | None) -> str | None:
-    """The base URL without credentials or query string, safe to record in provenance."""
-    if not base_url:
-        return None
-    parts = urlsplit(base_url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def extract_json(text: str | None) -> Any:
@@ -81,23 +78,25 @@ def _wrap_bare_list(value: Any, answer_model: type[BaseModel]) -> Any:
     return value
 
 
-def _retry_after_seconds(error: openai.APIStatusError) -> float | None:
-    header = error.response.headers.get("retry-after") if error.response is not None else None
-    if not header:
-        return None
-    try:
-        return max(0.0, float(header))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(header)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
-
-
 def _validation_feedback(exc: ValidationError | ValueError) -> str:
     if isinstance(exc, ValidationError):
         return "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'answer'}: {err['msg']}" for err in exc.errors()[:8]
         )
     return str(exc)
+
+
+def _repair_messages(content: str | None, problem: str, truncated: bool) -> list[dict[str, str]]:
+    """The invalid answer and the request to correct it, appended to the conversation for a repair."""
+    return [
+        {"role": "assistant", "content": (content or "")[:_MAX_FEEDBACK_CHARS]},
+        {
+            "role": "user",
+            "content": f"That answer was not valid: {problem}. "
+            + ("Answer more briefly. " if truncated else "")
+            + "Answer again with one JSON object that follows the schema, and nothing else.",
+        },
+    ]
 
 
 class LLMClient:
@@ -112,7 +111,8 @@ class LLMClient:
     api_key : str, optional
         Defaults to ``$OPENAI_API_KEY``; a local server without one gets a placeholder. Never stored.
     timeout : float
-        Seconds per HTTP request.
+        Seconds per HTTP request, a deadline for the request as a whole (a server that trickles its answer
+        byte by byte is cut off too).
     max_attempts : int
         HTTP attempts per call on 429, 5xx, timeouts and connection errors.
     max_repairs : int
@@ -178,7 +178,13 @@ class LLMClient:
                     "(e.g. http://localhost:11434/v1 for Ollama).",
                 )
             key = "not-needed"
-        self._client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=0)
+        self._client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=key,
+            timeout=timeout,
+            max_retries=0,
+            http_client=deadline_http_client(timeout),
+        )
         self._mode: Literal["json_schema", "json_object", "prompt"] = (
             "json_schema" if structured == "auto" else structured
         )
@@ -229,41 +235,45 @@ class LLMClient:
             "answer": answer_model.__name__,
             "schema": schema,
         }
-        if self.cache is not None:
-            stored = self.cache.get(key)
-            if stored is not None:
-                try:
-                    value = answer_model.model_validate(stored["answer"], context=context)
-                    return LLMAnswer(value, CallRecord(step=template.step, subject=subject, cached=True, attempts=0))
-                except (ValidationError, KeyError, TypeError):
-                    pass  # a record from an older schema: ask again
+        stored = self.cache.get(key) if self.cache is not None else None
+        if stored is not None:
+            try:
+                value = answer_model.model_validate(stored["answer"], context=context)
+                return LLMAnswer(value, CallRecord(step=template.step, subject=subject, cached=True, attempts=0))
+            except (ValidationError, KeyError, TypeError):
+                pass  # a record from an older schema: ask again
         schema = schema or answer_model.model_json_schema()
         messages: list[dict[str, str]] = template.messages(**variables, schema=json.dumps(schema))
         record = CallRecord(step=template.step, subject=subject, cached=False, attempts=0)
+        value = self._ask_server(record, messages, schema, answer_model, context)
+        if self.cache is not None:
+            self.cache.put(key, {"answer": value.model_dump(mode="json")})
+        return LLMAnswer(value, record)
+
+    # -- internals -------------------------------------------------------------------------------------------
+
+    def _ask_server(
+        self,
+        record: CallRecord,
+        messages: list[dict[str, str]],
+        schema: dict[str, Any],
+        answer_model: type[AnswerT],
+        context: dict[str, Any],
+    ) -> AnswerT:
+        """Request until an answer validates: bounded retries on transport failures, repairs on invalid answers."""
         transport_failures = 0
         repairs = 0
         while True:
             record.attempts += 1
             try:
-                response = self._create(template.step, messages, schema)
+                response = self._create(record.step, messages, schema)
             except (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError) as exc:
-                if isinstance(exc, openai.APIStatusError):
-                    if self._rejects_structured_output(exc):
-                        self._mode = _DOWNGRADE[self._mode]  # the server refused this way of asking for JSON
-                        continue
-                    if exc.status_code in (401, 403, 404):
-                        raise LLMError(
-                            f"LLM step '{template.step}' for {subject}: the server at "
-                            f"{self.safe_base_url or 'the OpenAI API'} refused model {self.model!r}: "
-                            f"{self._describe(exc)}",
-                            hint="check the model name, the base URL and OPENAI_API_KEY.",
-                        ) from exc
-                    if exc.status_code != 429 and exc.status_code < 500:
-                        raise self._give_up(template.step, subject, record, self._describe(exc)) from exc
-                # 429, 5xx, timeouts and connection errors are worth another try after a pause
+                if isinstance(exc, openai.APIStatusError) and self._rejects_structured_output(exc):
+                    self._mode = _DOWNGRADE[self._mode]  # the server refused this way of asking for JSON
+                    continue
                 transport_failures += 1
-                if transport_failures >= self.max_attempts:
-                    raise self._give_up(template.step, subject, record, self._describe(exc)) from exc
+                if not self._worth_retrying(exc) or transport_failures >= self.max_attempts:
+                    raise self._transport_error(record, exc) from exc
                 self.sleep(self._backoff(exc, transport_failures))
                 continue
             usage = response.usage
@@ -272,32 +282,18 @@ class LLMClient:
             choice = response.choices[0] if response.choices else None
             content = choice.message.content if choice else None
             try:
-                parsed = _wrap_bare_list(extract_json(content), answer_model)
-                value = answer_model.model_validate(parsed, context=context)
+                return answer_model.model_validate(
+                    _wrap_bare_list(extract_json(content), answer_model), context=context
+                )
             except (ValidationError, ValueError) as exc:
                 truncated = choice is not None and choice.finish_reason == "length"
-                last_problem = ("the answer hit the token limit and was cut off; " if truncated else "") + (
+                problem = ("the answer hit the token limit and was cut off; " if truncated else "") + (
                     _validation_feedback(exc)
                 )
                 if repairs >= self.max_repairs:
-                    raise self._give_up(template.step, subject, record, last_problem, content) from exc
+                    raise self._give_up(record, problem, self._hint(None, truncated=truncated), content) from exc
                 repairs += 1
-                messages = [
-                    *messages,
-                    {"role": "assistant", "content": (content or "")[:_MAX_FEEDBACK_CHARS]},
-                    {
-                        "role": "user",
-                        "content": f"That answer was not valid: {last_problem}. "
-                        + ("Answer more briefly. " if truncated else "")
-                        + "Answer again with one JSON object that follows the schema, and nothing else.",
-                    },
-                ]
-                continue
-            if self.cache is not None:
-                self.cache.put(key, {"answer": value.model_dump(mode="json")})
-            return LLMAnswer(value, record)
-
-    # -- internals -------------------------------------------------------------------------------------------
+                messages = [*messages, *_repair_messages(content, problem, truncated)]
 
     def _create(self, step: str, messages: list[dict[str, str]], schema: dict[str, Any]) -> Any:
         kwargs: dict[str, Any] = {
@@ -316,7 +312,9 @@ class LLMClient:
         elif self._mode == "json_object":
             # llama.cpp's server reads "schema" here; other servers ignore it (the schema is in the prompt too)
             kwargs["response_format"] = {"type": "json_object", "schema": schema}
-        return self._client.chat.completions.create(**kwargs)
+        return call_with_deadline(
+            lambda: self._client.chat.completions.create(**kwargs), self.timeout, str(self._client.base_url)
+        )
 
     def _rejects_structured_output(self, exc: openai.APIStatusError) -> bool:
         """Whether the server refused our ``response_format`` (llama.cpp answers 500, others 400/422)."""
@@ -328,28 +326,63 @@ class LLMClient:
 
     def _backoff(self, exc: Exception, failures: int) -> float:
         if isinstance(exc, openai.APIStatusError):
-            retry_after = _retry_after_seconds(exc)
+            retry_after = retry_after_seconds(exc)
             if retry_after is not None:
                 return min(retry_after, self.backoff_max)
         return float(min(self.backoff_base * 2 ** (failures - 1), self.backoff_max))
+
+    @staticmethod
+    def _worth_retrying(exc: Exception) -> bool:
+        """429, 5xx, timeouts and connection errors are worth another try after a pause; other statuses not."""
+        if isinstance(exc, openai.APIStatusError):
+            return exc.status_code == 429 or exc.status_code >= 500
+        return True
+
+    @property
+    def _server(self) -> str:
+        return self.safe_base_url or "the OpenAI API"
 
     def _describe(self, exc: Exception) -> str:
         if isinstance(exc, openai.APITimeoutError):
             return f"the request timed out after {self.timeout:g} s"
         if isinstance(exc, openai.APIConnectionError):
-            return f"could not connect to {self.safe_base_url or 'the OpenAI API'}"
+            return f"could not connect to {self._server}"
         if isinstance(exc, openai.APIStatusError):
             body = exc.response.text[:300] if exc.response is not None else ""
             return f"HTTP {exc.status_code} from the server: {body}".strip()
         return str(exc)
 
-    def _give_up(
-        self, step: str, subject: str, record: CallRecord, problem: str, content: str | None = None
-    ) -> LLMError:
+    def _hint(self, exc: Exception | None, *, truncated: bool = False) -> str:
+        return failure_hint(
+            exc,
+            server=self._server,
+            model=self.model,
+            timeout=self.timeout,
+            max_tokens=self.max_tokens,
+            max_attempts=self.max_attempts,
+            max_repairs=self.max_repairs,
+            truncated=truncated,
+        )
+
+    def _error(self, message: str, hint: str) -> LLMError:
+        """An LLMError with the API key and anything that looks like a token redacted (servers echo them)."""
+        secrets = [self._client.api_key]
+        return LLMError(redact_secrets(message, secrets), hint=redact_secrets(hint, secrets))
+
+    def _transport_error(self, record: CallRecord, exc: Exception) -> LLMError:
+        if isinstance(exc, openai.APIStatusError) and exc.status_code in (401, 403, 404):
+            return self._error(
+                f"LLM step '{record.step}' for {record.subject}: the server at {self._server} refused model "
+                f"{self.model!r}: {self._describe(exc)}",
+                self._hint(exc),
+            )
+        return self._give_up(record, self._describe(exc), self._hint(exc))
+
+    def _give_up(self, record: CallRecord, problem: str, hint: str, content: str | None = None) -> LLMError:
         said = f" The last answer began: {content[:200]!r}." if content else ""
-        return LLMError(
-            f"LLM step '{step}' for {subject} failed after {record.attempts} request(s) to "
-            f"{self.safe_base_url or 'the OpenAI API'} (model {self.model!r}): {problem}.{said} "
+        return self._error(
+            f"LLM step '{record.step}' for {record.subject} failed after {record.attempts} request(s) to "
+            f"{self._server} (model {self.model!r}): {problem}.{said} "
             "Answers already received are kept in the cache, so a rerun continues from here.",
-            hint="retry later, raise --max-attempts, use a stronger model, or use --llm none for a template tree.",
+            hint,
         )

@@ -1,0 +1,176 @@
+"""HTTP plumbing of the LLM client: a deadline for each request as a whole, and secrets kept out of messages.
+
+httpx's timeouts bound each network operation, so a server that sends one byte a second never times out. Two
+guards make ``timeout`` a deadline: the response body is read through a stream that gives up once the deadline
+has passed, and the request runs in a worker thread that the caller stops waiting for shortly after it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx2
+import openai
+
+ResultT = TypeVar("ResultT")
+DEADLINE_EXTENSION = "conceptforest_deadline"
+# how long past its deadline the caller waits for the worker, which should have given up by itself by then
+_WORKER_GRACE_SECONDS = 2.0
+REDACTED = "[redacted]"
+_TOKEN_PATTERNS = (
+    re.compile(r"(?i)(\bbearer\s+)[^\s\"',;}\]]+"),
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"),
+    re.compile(r"(?i)(\bapi[-_ ]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}\]]+"),
+)
+
+
+def sanitize_base_url(base_url: str | None) -> str | None:
+    """The base URL without credentials or query string, safe to record in provenance."""
+    if not base_url:
+        return None
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def retry_after_seconds(error: openai.APIStatusError) -> float | None:
+    """Seconds a 429's ``Retry-After`` header asks to wait (a number or an HTTP date), if any."""
+    header = error.response.headers.get("retry-after") if error.response is not None else None
+    if not header:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(header)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def redact_secrets(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` with the given secrets and anything that looks like a token (``Bearer ...``, ``sk-...``,
+    ``api_key=...``) replaced by ``[redacted]``."""
+    for secret in secrets:
+        if secret and len(secret) >= 8:  # shorter ones are placeholders, not secrets
+            text = text.replace(secret, REDACTED)
+    for pattern in _TOKEN_PATTERNS:
+        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
+    return text
+
+
+class _DeadlineStream(httpx2.SyncByteStream):
+    """A response body that raises ``ReadTimeout`` when a chunk arrives after the request's deadline."""
+
+    def __init__(self, stream: httpx2.SyncByteStream, deadline: float, request: httpx2.Request) -> None:
+        self._stream = stream
+        self._deadline = deadline
+        self._request = request
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._stream:
+            if time.monotonic() > self._deadline:
+                raise httpx2.ReadTimeout("the whole request took longer than its timeout", request=self._request)
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def _start_clock(seconds: float) -> Callable[[httpx2.Request], None]:
+    def hook(request: httpx2.Request) -> None:
+        request.extensions = {**request.extensions, DEADLINE_EXTENSION: time.monotonic() + seconds}
+
+    return hook
+
+
+def _bound_body(response: httpx2.Response) -> None:
+    deadline = response.request.extensions.get(DEADLINE_EXTENSION)
+    if deadline is not None and isinstance(response.stream, httpx2.SyncByteStream):
+        response.stream = _DeadlineStream(response.stream, float(deadline), response.request)
+
+
+def deadline_http_client(timeout: float) -> httpx2.Client:
+    """An HTTP client with the openai package's defaults whose response bodies stop at ``timeout`` seconds."""
+    return openai.DefaultHttpxClient(
+        timeout=timeout, event_hooks={"request": [_start_clock(timeout)], "response": [_bound_body]}
+    )
+
+
+def call_with_deadline(call: Callable[[], ResultT], timeout: float, base_url: str) -> ResultT:
+    """Run ``call`` in a worker thread; raise ``openai.APITimeoutError`` when it has not returned in time.
+
+    The worker is a daemon: a request still stuck on a stalling server never holds up the program's exit.
+    """
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # handed over to the calling thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="conceptforest-llm-request", daemon=True)
+    worker.start()
+    worker.join(timeout + _WORKER_GRACE_SECONDS)
+    if worker.is_alive():
+        raise openai.APITimeoutError(request=httpx2.Request("POST", base_url))
+    if "error" in outcome:
+        raise outcome["error"]
+    value: ResultT = outcome["value"]
+    return value
+
+
+def failure_hint(
+    exc: Exception | None,
+    *,
+    server: str,
+    model: str,
+    timeout: float,
+    max_tokens: int,
+    max_attempts: int,
+    max_repairs: int,
+    truncated: bool = False,
+) -> str:
+    """What to try next, for the way a request failed (``exc``) or for an answer that never validated (``None``)."""
+    if isinstance(exc, openai.APITimeoutError):
+        return (
+            f"raise --timeout (now {timeout:g} s) or lower --max-tokens (now {max_tokens}); small local models "
+            "are slow, and a busy server needs a longer timeout."
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return f"is the server running at {server}? Start it, or point --llm-base-url at the right address."
+    if isinstance(exc, openai.APIStatusError):
+        return _status_hint(exc.status_code, server=server, model=model, max_attempts=max_attempts)
+    if truncated:
+        return (
+            f"raise --max-tokens (now {max_tokens}) so that answers are not cut off, or ask for less "
+            "(--max-parts, --max-attributes, --max-values)."
+        )
+    return (
+        f"use a stronger model, or allow more repair requests (max_repairs under [llm] in the config file, "
+        f"now {max_repairs}); --llm none builds a template tree without an LLM."
+    )
+
+
+def _status_hint(status: int, *, server: str, model: str, max_attempts: int) -> str:
+    if status in (401, 403):
+        return f"check the API key: export OPENAI_API_KEY with a key that {server} accepts for model {model!r}."
+    if status == 404:
+        return (
+            f"check the model name (--llm {model}) and the base URL (--llm-base-url, usually ending in /v1): "
+            f"{server} knows no such model or route."
+        )
+    if status == 429:
+        return f"the server is rate-limiting: retry later, or raise --max-attempts (now {max_attempts})."
+    if status >= 500:
+        return f"the server failed: look at its log, retry later, or raise --max-attempts (now {max_attempts})."
+    return (
+        f"the server refused the request: check that --llm-base-url ({server}) is an OpenAI-compatible "
+        "endpoint and that the model serves chat completions."
+    )
