@@ -5,6 +5,8 @@ Besides the CLI, this is the one module that knows all four stages.
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from conceptforest.atomic import atomic_write_json
 from conceptforest.concepts.generate import GenerationLimits, extend_tree, generate_tree
 from conceptforest.concepts.llm import LLMClient
 from conceptforest.concepts.tree import ConceptTree
+from conceptforest.errors import BadInputError
 from conceptforest.explain.build import explain_model, load_skipped
 from conceptforest.features.backbone import Backbone
 from conceptforest.features.dataset import load_dataset
@@ -20,6 +23,25 @@ from conceptforest.features.extract import ExtractionStats, extract_features
 from conceptforest.models.baselines import baseline_predictions
 from conceptforest.models.bundle import load_bundle
 from conceptforest.models.train import train_model
+
+logger = logging.getLogger(__name__)
+
+TREE_FILE = "tree.json"
+PREVIOUS_TREE_FILE = "tree.previous.json"
+
+
+def save_run_tree(tree: ConceptTree, path: Path) -> None:
+    """Write the run's tree; an existing, different tree is kept as ``tree.previous.json``, never lost."""
+    if path.is_file():
+        try:
+            old = ConceptTree.load(path)
+        except BadInputError:
+            old = None
+        if old is not None and old.tree_hash() == tree.tree_hash():
+            return
+        os.replace(path, path.with_name(PREVIOUS_TREE_FILE))
+        logger.warning("The run folder's previous tree was moved to %s.", path.with_name(PREVIOUS_TREE_FILE))
+    tree.save(path)
 
 
 @dataclass
@@ -68,7 +90,7 @@ def run_pipeline(
         tree = generate_tree(domain, found, llm, limits=limits, progress=progress)
     elif missing := [label for label in found if label not in tree.labels]:
         tree = extend_tree(tree, missing, llm, progress=progress)
-    tree.save(out / "tree.json")
+    save_run_tree(tree, out / TREE_FILE)
     dataset = load_dataset(images, labels=tree.labels, seed=seed)
     matrix, stats = extract_features(dataset, tree, backbone, out, cache_dir=cache_dir, progress=progress)
     _, metrics = train_model(matrix, out / "model", n_estimators=n_estimators, random_state=seed)

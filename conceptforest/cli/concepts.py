@@ -5,30 +5,50 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from conceptforest.cli._common import (
+    TREE_SETTINGS,
     CacheDirOption,
     ConfigOption,
     LLMBaseURLOption,
     LLMOption,
+    LLMSentencesOption,
+    MaxAttemptsOption,
+    MaxAttributesOption,
+    MaxPartsOption,
+    MaxRepairsOption,
+    MaxSubpartsOption,
+    MaxTokensOption,
+    MaxValuesOption,
+    PlainHelpCommand,
     ProgressOption,
+    SentenceTemplateOption,
+    TimeoutOption,
+    YesOption,
     echo,
     new_app,
+    overrides,
     read_text_file,
     warn,
 )
-from conceptforest.concepts.generate import extend_tree, generate_tree, read_labels
-from conceptforest.concepts.render import FORMATS, render_tree
-from conceptforest.concepts.tree import ConceptTree, format_tree
-from conceptforest.config import load_config
+from conceptforest.defaults import LABELS_HINT, RENDER_FORMATS
 from conceptforest.errors import BadInputError
+
+if TYPE_CHECKING:
+    from conceptforest.concepts.llm import LLMClient
+    from conceptforest.concepts.tree import ConceptTree
+    from conceptforest.config import RunConfig
 
 app = new_app("Stage 1: build, draw and inspect concept trees.")
 
-LABELS_HINT = "give a text file with one label per line (blank lines and # comments are ignored)."
+# Past this many LLM requests, generation asks for --yes (or a yes on a terminal) before it starts.
+CONFIRM_REQUESTS = 200
+_KEY_COLUMNS = ("key", "concept", "group")
+_VALUE_COLUMNS = ("importance", "mean", "gini")
+_CSV_GUARD = "'"
 
 
 def summarize(tree: ConceptTree, path: Path) -> None:
@@ -51,42 +71,71 @@ def summarize(tree: ConceptTree, path: Path) -> None:
         )
 
 
-@app.command()
+def read_label_file(labels: Path | None, fallback: list[str] | None) -> list[str] | None:
+    """Labels from ``--labels FILE`` (checked: no empty or duplicate labels), else ``fallback``."""
+    from conceptforest.concepts.generate import check_labels, read_labels
+
+    found = read_labels(read_text_file(labels, "labels file", LABELS_HINT)) if labels else fallback
+    if found is not None:
+        check_labels(found)
+    return found
+
+
+def confirm_plan(
+    cfg: RunConfig, client: LLMClient | None, labels: list[str], *, yes: bool, base: ConceptTree | None = None
+) -> None:
+    """Print how many requests a generation makes (cached answers are not requested again); past
+    CONFIRM_REQUESTS, ask for --yes, or a yes on a terminal, before the first request."""
+    if client is None or not labels:
+        return
+    from conceptforest.concepts.generate import plan_generation
+
+    plan = plan_generation(
+        cfg.concepts.domain or (base.domain if base else ""),
+        labels,
+        limits=cfg.concepts.limits,
+        llm_sentences=cfg.concepts.llm_sentences,
+        llm=client,
+        tree=base,
+    )
+    echo(f"Plan: {plan.summary()}; cached answers are not requested again.")
+    if plan.requests <= CONFIRM_REQUESTS or yes:
+        return
+    if not typer.get_text_stream("stdin").isatty() or not typer.confirm("Go ahead?", default=False):
+        raise BadInputError(
+            f"This generation needs up to {plan.requests:,} LLM requests (more than {CONFIRM_REQUESTS}).",
+            hint="pass --yes to go ahead, or use fewer labels or smaller limits (--max-parts, --max-attributes).",
+        )
+
+
+@app.command(cls=PlainHelpCommand, short_help="Build a concept tree with an LLM (or the template tree).")
 def generate(
-    domain: Annotated[str | None, typer.Option(help="What the labels are kinds of, e.g. 'dog'.")] = None,
+    domain: Annotated[
+        str | None, typer.Option(metavar="TEXT", help="What the labels are kinds of, e.g. 'dog'.")
+    ] = None,
     labels: Annotated[
         Path | None, typer.Option("--labels", metavar="FILE", help="Text file, one label per line.")
     ] = None,
-    out: Annotated[Path, typer.Option("-o", "--out", metavar="PATH", help="Where to write the tree (JSON).")] = Path(
+    out: Annotated[Path, typer.Option("-o", "--out", metavar="FILE", help="Where to write the tree (JSON).")] = Path(
         "tree.json"
     ),
     llm: LLMOption = None,
     llm_base_url: LLMBaseURLOption = None,
     extend: Annotated[
         Path | None,
-        typer.Option(metavar="TREE", help="An existing tree: keep it and ask the LLM only about labels it lacks."),
+        typer.Option(metavar="FILE", help="An existing tree: keep it and ask the LLM only about labels it lacks."),
     ] = None,
-    max_parts: Annotated[int | None, typer.Option(help="Most top-level parts (default 6).")] = None,
-    max_subparts: Annotated[int | None, typer.Option(help="Most sub-parts per part (default 3; 0 for none).")] = None,
-    max_attributes: Annotated[int | None, typer.Option(help="Most attributes per leaf part (default 4).")] = None,
-    max_values: Annotated[int | None, typer.Option(help="Most values per label and attribute (default 2).")] = None,
-    sentence_template: Annotated[
-        str | None,
-        typer.Option(
-            help="Sentence for each concept; fields {part} {part_path} {attribute} {value} "
-            "{domain}. Default: 'the {attribute} of the {part} is {value}'."
-        ),
-    ] = None,
-    llm_sentences: Annotated[
-        bool | None,
-        typer.Option(
-            "--llm-sentences/--template-sentences",
-            help="Let the LLM phrase each concept's sentence (step 4).",
-        ),
-    ] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds per LLM request (default 60).")] = None,
-    max_attempts: Annotated[int | None, typer.Option(help="HTTP attempts per LLM call (default 4).")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Most tokens per LLM answer (default 1024).")] = None,
+    max_parts: MaxPartsOption = None,
+    max_subparts: MaxSubpartsOption = None,
+    max_attributes: MaxAttributesOption = None,
+    max_values: MaxValuesOption = None,
+    sentence_template: SentenceTemplateOption = None,
+    llm_sentences: LLMSentencesOption = None,
+    timeout: TimeoutOption = None,
+    max_attempts: MaxAttemptsOption = None,
+    max_repairs: MaxRepairsOption = None,
+    max_tokens: MaxTokensOption = None,
+    yes: YesOption = False,
     config: ConfigOption = None,
     cache_dir: CacheDirOption = None,
     progress: ProgressOption = True,
@@ -94,36 +143,26 @@ def generate(
     """Build a concept tree for a domain and its labels with an LLM (or --llm none for the template tree).
 
     Every valid LLM answer is cached: a rerun makes no requests, and a run that failed half-way continues
-    where it stopped.
+    where it stopped. Before a large generation the number of requests is printed, and past 200 it asks for --yes.
     """
-    cfg = load_config(
-        config,
-        {
-            "llm.model": llm,
-            "llm.base_url": llm_base_url,
-            "llm.timeout": timeout,
-            "llm.max_attempts": max_attempts,
-            "llm.max_tokens": max_tokens,
-            "concepts.domain": domain,
-            "concepts.max_parts": max_parts,
-            "concepts.max_subparts": max_subparts,
-            "concepts.max_attributes": max_attributes,
-            "concepts.max_values": max_values,
-            "concepts.sentence_template": sentence_template,
-            "concepts.llm_sentences": llm_sentences,
-            "cache_dir": cache_dir,
-        },
-    )
-    label_list = read_labels(read_text_file(labels, "labels file", LABELS_HINT)) if labels else cfg.concepts.labels
+    from conceptforest.concepts.generate import extend_tree, generate_tree
+    from conceptforest.concepts.tree import ConceptTree
+    from conceptforest.config import load_config
+
+    cfg = load_config(config, overrides(locals(), TREE_SETTINGS))
+    label_list = read_label_file(labels, cfg.concepts.labels)
     client = cfg.llm_client()
     if extend is not None:
         base = ConceptTree.load(extend)
+        new = [label for label in label_list or [] if label not in base.labels]
+        confirm_plan(cfg, client, new, yes=yes, base=base)
         tree = extend_tree(base, label_list or [], client, progress=progress)
     else:
         if not cfg.concepts.domain:
             raise BadInputError("No domain was given.", hint="pass --domain, e.g. --domain dog.")
         if not label_list:
             raise BadInputError("No labels were given.", hint="pass --labels FILE; " + LABELS_HINT)
+        confirm_plan(cfg, client, label_list, yes=yes)
         tree = generate_tree(
             cfg.concepts.domain,
             label_list,
@@ -136,25 +175,34 @@ def generate(
     summarize(tree, tree.save(out))
 
 
+def _unguard(cell: str) -> str:
+    """Undo the spreadsheet guard the report puts before cells that start with = + - @."""
+    return cell[1:] if cell.startswith(_CSV_GUARD) and cell[1:2] in ("=", "+", "-", "@") else cell
+
+
 def read_importance(path: Path) -> dict[str, float]:
-    """A CSV with columns ``key,importance`` (key: concept id, ``part:attribute`` or part path)."""
+    """An importance table: ``key,importance``, or a report table (``concept``/``group`` with ``mean``/``gini``)."""
     text = read_text_file(path, "importance table", "give a CSV with columns key,importance.")
     rows = list(csv.DictReader(text.splitlines()))
-    if not rows or not {"key", "importance"} <= set(rows[0]):
+    columns = set(rows[0]) if rows else set()
+    key = next((name for name in _KEY_COLUMNS if name in columns), None)
+    value = next((name for name in _VALUE_COLUMNS if name in columns), None)
+    if key is None or value is None:
         raise BadInputError(
-            f"The importance table {str(path)!r} needs the columns key,importance.",
-            hint="write one row per concept id, part:attribute or part path.",
+            f"The importance table {str(path)!r} needs a key column ({', '.join(_KEY_COLUMNS)}) and a value column "
+            f"({', '.join(_VALUE_COLUMNS)}); it has: {', '.join(sorted(columns)) or 'no rows'}.",
+            hint="pass a report table such as report/tables/permutation_importance.csv, or key,importance rows.",
         )
     try:
-        return {row["key"]: float(row["importance"]) for row in rows}
-    except ValueError as exc:
+        return {_unguard(row[key]): float(row[value]) for row in rows}
+    except (TypeError, ValueError) as exc:
         raise BadInputError(
-            f"The importance table {str(path)!r} has a non-numeric importance: {exc}.",
-            hint="use plain numbers in the importance column.",
+            f"The importance table {str(path)!r} has a non-numeric {value!r}: {exc}.",
+            hint="use plain numbers in that column.",
         ) from exc
 
 
-@app.command()
+@app.command(cls=PlainHelpCommand, short_help="Draw the schema and one tree per label (DOT, SVG, PNG).")
 def render(
     tree_file: Annotated[Path, typer.Argument(metavar="TREE", help="tree.json (or .yaml)")],
     out: Annotated[Path, typer.Option("-o", "--out", metavar="DIR", help="Folder for the pictures.")] = Path("trees"),
@@ -163,16 +211,25 @@ def render(
         typer.Option(
             "--format",
             "-f",
-            help=f"Picture format, repeatable: {', '.join(FORMATS)}. Default: svg and dot. DOT is always written.",
+            metavar="FORMAT",
+            help=f"Picture format, repeatable: {', '.join(RENDER_FORMATS)}. Default: svg and dot. "
+            "DOT is always written; SVG/PNG need Graphviz's 'dot'.",
         ),
     ] = None,
-    label: Annotated[list[str] | None, typer.Option(help="Draw only this label (repeatable).")] = None,
+    label: Annotated[list[str] | None, typer.Option(metavar="LABEL", help="Draw only this label (repeatable).")] = None,
     importance: Annotated[
         Path | None,
-        typer.Option(metavar="CSV", help="Shade nodes by importance: CSV with columns key,importance."),
+        typer.Option(
+            metavar="CSV",
+            help="Shade nodes by importance: a report table (tables/permutation_importance.csv, "
+            "gini_importance.csv, rollup_*.csv) or a CSV with columns key,importance.",
+        ),
     ] = None,
 ) -> None:
     """Draw the part/attribute schema and one tree per label (domain → parts → attributes → values)."""
+    from conceptforest.concepts.render import render_tree
+    from conceptforest.concepts.tree import ConceptTree
+
     tree = ConceptTree.load(tree_file)
     weights = read_importance(importance) if importance else None
     result = render_tree(tree, out, formats=fmt or ["svg", "dot"], labels=label or None, importance=weights)
@@ -181,13 +238,15 @@ def render(
     echo(f"Wrote {len(result.written)} files to {out}/.")
 
 
-@app.command()
+@app.command(cls=PlainHelpCommand, short_help="Print a tree, its concepts and any class-name leakage.")
 def show(
     tree_file: Annotated[Path, typer.Argument(metavar="TREE", help="tree.json (or .yaml)")],
     concepts: Annotated[bool, typer.Option("--concepts", help="List every concept id and its sentence.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the concepts as JSON lines.")] = False,
 ) -> None:
     """Print a tree as readable text, with counts and any class-name leakage."""
+    from conceptforest.concepts.tree import ConceptTree, format_tree
+
     tree = ConceptTree.load(tree_file)
     if as_json:
         for concept in tree.concepts():

@@ -7,37 +7,75 @@ from typing import Annotated
 
 import typer
 
-from conceptforest.cli._common import CacheDirOption, echo
-from conceptforest.explain.build import explain_run
+from conceptforest.cli._common import (
+    CacheDirOption,
+    CheckpointOption,
+    ClipOption,
+    DeviceOption,
+    PretrainedOption,
+    SeedOption,
+    TopKOption,
+    TreeOption,
+    default_tree,
+    echo,
+    warn,
+)
+
+ModelArgument = Annotated[Path, typer.Argument(metavar="MODEL", help="Model folder from 'conceptforest train'.")]
+RunArgument = Annotated[Path, typer.Argument(metavar="RUN", help="Run folder with features.parquet + concepts.json.")]
+SplitOption = Annotated[str, typer.Option(metavar="train|val|test", help="Which split to evaluate on.")]
 
 
 def explain(
-    model_dir: Annotated[Path, typer.Argument(metavar="MODEL", help="Model folder from 'conceptforest train'.")],
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Folder with features.parquet + concepts.json.")],
+    model_dir: ModelArgument,
+    run_dir: RunArgument,
     out: Annotated[Path, typer.Option("-o", "--out", metavar="DIR", help="Report folder.")] = Path("report"),
-    tree: Annotated[
-        Path | None, typer.Option(metavar="TREE", help="tree.json, to draw trees shaded by importance.")
-    ] = None,
-    split: Annotated[str, typer.Option(help="Which split to explain.")] = "test",
-    repeats: Annotated[int, typer.Option(min=1, help="Permutation repeats.")] = 10,
-    top_k: Annotated[int, typer.Option(min=1, help="Concepts per top/bottom list.")] = 10,
-    seed: Annotated[int, typer.Option(help="Seed of permutations and bootstraps.")] = 0,
+    tree: TreeOption = None,
+    split: SplitOption = "test",
+    repeats: Annotated[int, typer.Option(min=1, metavar="N", help="Permutation repeats.")] = 10,
+    top_k: TopKOption = 10,
+    seed: SeedOption = 0,
     baselines: Annotated[
         bool,
         typer.Option(
             help="Also compute zero-shot CLIP, the linear probe and the controls "
-            "(needs --tree, the model's backbone and the run's cached embeddings)."
+            "(needs the tree, the model's backbone and the run's cached embeddings)."
         ),
     ] = True,
+    clip: ClipOption = None,
+    pretrained: PretrainedOption = None,
+    checkpoint: CheckpointOption = None,
+    device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
 ) -> None:
-    """Write the report: metrics beside baselines, importance, roll-up, confusion, SHAP, trees, skipped files."""
+    """Write the report: metrics beside baselines, importance, roll-up, confusion, SHAP, trees, skipped files.
+
+    The model's backbone is reloaded for the baselines from what its manifest records; --clip, --pretrained and
+    --checkpoint override that record.
+    """
+    from conceptforest.explain.backbone_check import backbone_for
+    from conceptforest.explain.build import explain_run
+    from conceptforest.models.bundle import load_bundle
+
+    tree_path = default_tree(tree, run_dir)
+    backbone = None
+    if baselines and tree_path is not None:
+        backbone = backbone_for(
+            load_bundle(model_dir),
+            clip=clip,
+            pretrained=pretrained,
+            checkpoint=checkpoint,
+            device=device,
+            cache_dir=cache_dir,
+        )
+    elif baselines:
+        warn(f"no tree given and no {run_dir / 'tree.json'}: the baselines are not computed; pass --tree FILE.")
     report = explain_run(
         model_dir,
         run_dir,
         out,
-        tree_path=tree,
-        with_baselines=baselines,
+        tree_path=tree_path,
+        backbone=backbone,
         cache_dir=cache_dir,
         split=split,
         n_repeats=repeats,

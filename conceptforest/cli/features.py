@@ -8,36 +8,35 @@ from typing import Annotated
 import typer
 
 from conceptforest.cli._common import (
+    BACKBONE_SETTINGS,
     CacheDirOption,
     CheckpointOption,
     ClipOption,
     ConfigOption,
+    DeviceOption,
+    PlainHelpCommand,
     PretrainedOption,
     ProgressOption,
     echo,
     new_app,
+    overrides,
     warn,
 )
-from conceptforest.concepts.tree import ConceptTree
-from conceptforest.config import load_config
-from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING
-from conceptforest.features.dataset import load_dataset
-from conceptforest.features.extract import SKIPPED_FILE, extract_features
-from conceptforest.features.images import DEFAULT_MAX_PIXELS
+from conceptforest.defaults import DEFAULT_MAX_PIXELS, PRECISIONS, RANDOM_WEIGHTS_WARNING, SKIPPED_FILE
 
 app = new_app("Stage 2: score images against a concept tree's sentences with CLIP.")
 
 
-@app.command()
+@app.command(cls=PlainHelpCommand, short_help="Score every image against every concept sentence (cached).")
 def extract(
     images: Annotated[
         Path,
-        typer.Option(
-            metavar="DIR|MANIFEST",
+        typer.Argument(
+            metavar="IMAGES",
             help="Folder of label sub-folders, or a CSV/Parquet manifest with path,label[,split].",
         ),
     ],
-    tree: Annotated[Path, typer.Option(metavar="TREE", help="tree.json from 'concepts generate'.")],
+    tree: Annotated[Path, typer.Argument(metavar="TREE", help="tree.json from 'concepts generate'.")],
     out: Annotated[
         Path,
         typer.Option(
@@ -47,30 +46,40 @@ def extract(
     clip: ClipOption = None,
     pretrained: PretrainedOption = None,
     checkpoint: CheckpointOption = None,
-    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu (default: the best available).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
+    device: DeviceOption = None,
+    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Images per forward pass.")] = 64,
     precision: Annotated[
         str,
         typer.Option(
+            metavar="|".join(PRECISIONS),
             help="fp32, or int8 (CPU only: faster Linear layers, slightly "
-            "different scores, recorded in the backbone id)."
+            "different scores, recorded in the backbone id).",
         ),
     ] = "fp32",
-    max_pixels: Annotated[int, typer.Option(min=1, help="Skip images with more pixels (decompression bombs).")] = (
-        DEFAULT_MAX_PIXELS
-    ),
-    val_fraction: Annotated[float, typer.Option(help="Validation share when the data has no split column.")] = 0.15,
-    test_fraction: Annotated[float, typer.Option(help="Test share when the data has no split column.")] = 0.15,
-    seed: Annotated[int, typer.Option(help="Seed of the stratified split.")] = 0,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Skip images with more pixels (decompression bombs).")
+    ] = DEFAULT_MAX_PIXELS,
+    val_fraction: Annotated[
+        float, typer.Option(metavar="F", help="Validation share when the data has no split column.")
+    ] = 0.15,
+    test_fraction: Annotated[
+        float, typer.Option(metavar="F", help="Test share when the data has no split column.")
+    ] = 0.15,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the stratified split.")] = 0,
     config: ConfigOption = None,
     cache_dir: CacheDirOption = None,
     progress: ProgressOption = True,
 ) -> None:
-    """Score every image against every concept sentence; cached by image content, resumable after a kill."""
-    cfg = load_config(
-        config,
-        {"clip.model": clip, "clip.pretrained": pretrained, "clip.checkpoint": checkpoint, "cache_dir": cache_dir},
-    )
+    """Score every image against every concept sentence; cached by image content, resumable after a kill.
+
+    Unreadable files (corrupt, truncated, too large, not images) are skipped and listed in skipped.csv.
+    """
+    from conceptforest.concepts.tree import ConceptTree
+    from conceptforest.config import load_config
+    from conceptforest.features.dataset import load_dataset
+    from conceptforest.features.extract import extract_features
+
+    cfg = load_config(config, overrides(locals(), BACKBONE_SETTINGS))
     concept_tree = ConceptTree.load(tree)
     dataset = load_dataset(
         images, labels=concept_tree.labels, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed

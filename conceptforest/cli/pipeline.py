@@ -3,37 +3,45 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from conceptforest.cli._common import (
+    BACKBONE_SETTINGS,
+    TREE_SETTINGS,
     CacheDirOption,
     CheckpointOption,
     ClipOption,
     ConfigOption,
+    DeviceOption,
     LLMBaseURLOption,
     LLMOption,
+    LLMSentencesOption,
+    MaxAttemptsOption,
+    MaxAttributesOption,
+    MaxPartsOption,
+    MaxRepairsOption,
+    MaxSubpartsOption,
+    MaxTokensOption,
+    MaxValuesOption,
     PretrainedOption,
     ProgressOption,
+    SeedOption,
+    SentenceTemplateOption,
+    TimeoutOption,
+    YesOption,
     echo,
-    read_text_file,
+    overrides,
     warn,
 )
-from conceptforest.cli.concepts import LABELS_HINT
-from conceptforest.concepts.generate import read_labels
-from conceptforest.concepts.template import template_tree
-from conceptforest.config import load_config
-from conceptforest.features.backbone import (
-    DEFAULT_MODEL,
-    DEFAULT_PRETRAINED,
-    RANDOM_WEIGHTS_WARNING,
-    TINY_RANDOM,
-    Backbone,
-    load_backbone,
-)
-from conceptforest.features.synthetic import SHAPES, make_shape_images
-from conceptforest.pipeline import RunResult, run_pipeline
+from conceptforest.cli.concepts import confirm_plan, read_label_file
+from conceptforest.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED, RANDOM_WEIGHTS_WARNING, TINY_RANDOM
+from conceptforest.errors import BadInputError
+
+if TYPE_CHECKING:
+    from conceptforest.features.backbone import Backbone
+    from conceptforest.pipeline import RunResult
 
 DEMO_DOMAIN = "toy shape"
 
@@ -59,47 +67,79 @@ def _summary(result: RunResult, backbone: Backbone) -> None:
 
 
 def run(
-    images: Annotated[Path, typer.Option(metavar="DIR|MANIFEST", help="Folder of label sub-folders or a manifest.")],
-    domain: Annotated[str, typer.Option(help="What the labels are kinds of, e.g. 'dog'.")],
+    images: Annotated[
+        Path, typer.Argument(metavar="IMAGES", help="Folder of label sub-folders, or a CSV/Parquet manifest.")
+    ],
+    domain: Annotated[
+        str | None,
+        typer.Option(metavar="TEXT", help="What the labels are kinds of, e.g. 'dog' (not needed with a tree)."),
+    ] = None,
     out: Annotated[Path, typer.Option("-o", "--out", metavar="DIR", help="Run folder.")] = Path("runs/run"),
+    tree: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Use this concept tree (extended with labels it lacks; the file itself is never changed). "
+            "Default: the run folder's tree.json when it exists, else a new tree from the LLM.",
+        ),
+    ] = None,
     labels: Annotated[
         Path | None, typer.Option(metavar="FILE", help="Labels, one per line (default: the image folder names).")
     ] = None,
     llm: LLMOption = None,
     llm_base_url: LLMBaseURLOption = None,
+    timeout: TimeoutOption = None,
+    max_attempts: MaxAttemptsOption = None,
+    max_repairs: MaxRepairsOption = None,
+    max_tokens: MaxTokensOption = None,
+    max_parts: MaxPartsOption = None,
+    max_subparts: MaxSubpartsOption = None,
+    max_attributes: MaxAttributesOption = None,
+    max_values: MaxValuesOption = None,
+    sentence_template: SentenceTemplateOption = None,
+    llm_sentences: LLMSentencesOption = None,
+    yes: YesOption = False,
     clip: ClipOption = None,
     pretrained: PretrainedOption = None,
     checkpoint: CheckpointOption = None,
-    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
-    n_estimators: Annotated[int, typer.Option(min=1, help="Trees in the forest.")] = 500,
-    seed: Annotated[int, typer.Option(help="Seed of the split, the forest and the explanations.")] = 0,
+    device: DeviceOption = None,
+    n_estimators: Annotated[int, typer.Option(min=1, metavar="N", help="Trees in the forest.")] = 500,
+    seed: SeedOption = 0,
     config: ConfigOption = None,
     cache_dir: CacheDirOption = None,
     progress: ProgressOption = True,
 ) -> None:
-    """The whole pipeline: concept tree (cached), features (cached), forest, report. A rerun reuses every cache."""
-    cfg = load_config(
-        config,
-        {
-            "llm.model": llm,
-            "llm.base_url": llm_base_url,
-            "clip.model": clip,
-            "clip.pretrained": pretrained,
-            "clip.checkpoint": checkpoint,
-            "cache_dir": cache_dir,
-            "concepts.domain": domain,
-            "seed": seed,
-        },
-    )
-    label_list = read_labels(read_text_file(labels, "labels file", LABELS_HINT)) if labels else cfg.concepts.labels
+    """The whole pipeline: concept tree (cached), features (cached), forest, report. A rerun reuses every cache.
+
+    A tree is never overwritten: --tree FILE is used as it is, and a run folder's existing tree.json is reused
+    (and extended with new labels), so hand edits survive a rerun.
+    """
+    from conceptforest.concepts.tree import ConceptTree
+    from conceptforest.config import load_config
+    from conceptforest.features.dataset import load_dataset
+    from conceptforest.pipeline import run_pipeline
+
+    settings = {**overrides(locals(), TREE_SETTINGS), **overrides(locals(), BACKBONE_SETTINGS), "seed": seed}
+    cfg = load_config(config, settings)
+    label_list = read_label_file(labels, cfg.concepts.labels) or load_dataset(images, seed=seed).labels
+    existing = tree or (out / "tree.json" if (out / "tree.json").is_file() else None)
+    base = ConceptTree.load(existing) if existing else None
+    if base is not None:
+        echo(f"Using the concept tree {existing} ({len(base.labels)} labels); it is never overwritten.")
+    elif not cfg.concepts.domain:
+        raise BadInputError("No domain was given.", hint="pass --domain, e.g. --domain dog, or --tree FILE.")
+    missing = [label for label in label_list if base is None or label not in base.labels]
+    client = cfg.llm_client() if missing else None
+    confirm_plan(cfg, client, missing, yes=yes, base=base)
     backbone = cfg.backbone(device=device)
     result = run_pipeline(
         images,
-        domain,
+        cfg.concepts.domain or (base.domain if base else ""),
         out,
         backbone=backbone,
-        llm=cfg.llm_client(),
+        llm=client,
         labels=label_list,
+        tree=base,
         limits=cfg.concepts.limits,
         cache_dir=cfg.cache_dir,
         n_estimators=n_estimators,
@@ -121,8 +161,8 @@ def demo(
             f"{DEFAULT_MODEL}/{DEFAULT_PRETRAINED}; every output says so."
         ),
     ] = False,
-    per_label: Annotated[int, typer.Option(min=5, help="Images made per label.")] = 60,
-    n_estimators: Annotated[int, typer.Option(min=1, help="Trees in the forest.")] = 200,
+    per_label: Annotated[int, typer.Option(min=5, metavar="N", help="Images made per label.")] = 60,
+    n_estimators: Annotated[int, typer.Option(min=1, metavar="N", help="Trees in the forest.")] = 200,
     cache_dir: CacheDirOption = None,
     progress: ProgressOption = True,
 ) -> None:
@@ -130,20 +170,24 @@ def demo(
 
     The concept tree is the LLM-free template tree; the images are drawn with PIL.
     """
+    from conceptforest.concepts.template import template_tree
+    from conceptforest.features.backbone import load_backbone
+    from conceptforest.features.synthetic import SHAPES, make_shape_images
+    from conceptforest.pipeline import run_pipeline
+
     images = make_shape_images(out / "images", per_label=per_label)
     if offline:
         warn(f"--offline: using the untrained {TINY_RANDOM} backbone. {RANDOM_WEIGHTS_WARNING}")
         backbone = load_backbone(TINY_RANDOM)
     else:
         backbone = load_backbone(DEFAULT_MODEL, DEFAULT_PRETRAINED, cache_dir=cache_dir)
-    tree = template_tree(DEMO_DOMAIN, list(SHAPES))
     result = run_pipeline(
         images,
         DEMO_DOMAIN,
         out,
         backbone=backbone,
         llm=None,
-        tree=tree,
+        tree=template_tree(DEMO_DOMAIN, list(SHAPES)),
         cache_dir=cache_dir,
         n_estimators=n_estimators,
         n_repeats=5,

@@ -8,23 +8,30 @@ from typing import Annotated
 
 import typer
 
-from conceptforest.cli._common import CacheDirOption, CheckpointOption, ClipOption, PretrainedOption, echo
+from conceptforest.cli._common import (
+    CacheDirOption,
+    CheckpointOption,
+    ClipOption,
+    DeviceOption,
+    PretrainedOption,
+    TopKOption,
+    echo,
+)
 from conceptforest.errors import BadInputError
-from conceptforest.text import strip_control
 
 
 def predict(
     model_dir: Annotated[Path, typer.Argument(metavar="MODEL", help="Model folder from 'conceptforest train'.")],
-    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files.")],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE", help="Image files (one or more).")],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image on stdout.")] = False,
-    top: Annotated[int, typer.Option(min=1, help="Concept contributions to show.")] = 5,
+    top_k: TopKOption = 5,
     explain_dir: Annotated[
         Path | None, typer.Option(metavar="DIR", help="Write a SHAP waterfall PNG per image.")
     ] = None,
     clip: ClipOption = None,
     pretrained: PretrainedOption = None,
     checkpoint: CheckpointOption = None,
-    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
+    device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
 ) -> None:
     """Predict each image's label and say which concepts pushed it there (SHAP contributions).
@@ -33,11 +40,12 @@ def predict(
     exit code is 2.
     """
     from conceptforest.explain.predict import ImageSkipped, predict_images
+    from conceptforest.text import strip_control
 
     results = predict_images(
         model_dir,
         images,
-        top=top,
+        top=top_k,
         explain_dir=explain_dir,
         clip=clip,
         pretrained=pretrained,

@@ -7,10 +7,8 @@ from typing import Annotated
 
 import typer
 
-from conceptforest.cli._common import echo, warn
-from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING
-from conceptforest.features.matrix import FeatureMatrix
-from conceptforest.models.train import train_model
+from conceptforest.cli._common import SeedOption, echo, warn
+from conceptforest.defaults import RANDOM_WEIGHTS_WARNING
 
 
 def train(
@@ -18,16 +16,21 @@ def train(
     out: Annotated[
         Path, typer.Option("-o", "--out", metavar="DIR", help="Model folder (model.skops + manifest.json).")
     ] = Path("model"),
-    n_estimators: Annotated[int, typer.Option(min=1, help="Trees in the forest.")] = 500,
-    class_weight: Annotated[str | None, typer.Option(help="balanced or balanced_subsample.")] = None,
+    n_estimators: Annotated[int, typer.Option(min=1, metavar="N", help="Trees in the forest.")] = 500,
+    class_weight: Annotated[
+        str | None, typer.Option(metavar="balanced|balanced_subsample", help="Reweight rare labels.")
+    ] = None,
     search: Annotated[
         bool, typer.Option(help="Grid-search max_depth and min_samples_leaf with stratified CV.")
     ] = False,
-    cv: Annotated[int, typer.Option(min=2, help="Folds for --search.")] = 5,
-    seed: Annotated[int, typer.Option(help="The forest's random_state.")] = 0,
-    n_jobs: Annotated[int | None, typer.Option(help="Parallel jobs (-1: all cores).")] = None,
+    cv: Annotated[int, typer.Option(min=2, metavar="N", help="Folds for --search.")] = 5,
+    seed: SeedOption = 0,
+    n_jobs: Annotated[int | None, typer.Option(metavar="N", help="Parallel jobs (-1: all cores).")] = None,
 ) -> None:
     """Fit the concept forest on the training rows and report its held-out metrics."""
+    from conceptforest.features.matrix import FeatureMatrix
+    from conceptforest.models.train import train_model
+
     matrix = FeatureMatrix.load(run_dir)
     if matrix.meta.get("random_weights"):
         warn(RANDOM_WEIGHTS_WARNING)
