@@ -192,7 +192,7 @@ def test_cache_means_no_decoding_and_a_new_tree_encodes_no_image(
     first, stats = extract_features(dataset, tree, backbone, tmp_path / "r1", cache_dir=tmp_path / "c", progress=False)
     assert stats.encoded > 0
     calls = {"n": 0}
-    real_decode = extract_module.decode_image
+    real_decode = decode_image
 
     def counting(data: bytes, **kwargs: int) -> Image.Image:
         calls["n"] += 1

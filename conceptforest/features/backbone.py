@@ -12,7 +12,7 @@ import json
 import logging
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,19 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """The full sha256 (64 hex digits) of a checkpoint file, as recorded in ``Backbone.description``.
+
+    The backbone id's weights part is ``"sha256-" + checkpoint_sha256(path)[:16]`` (see :func:`checkpoint_weights`).
+    """
+    return file_sha256(Path(path))
+
+
+def checkpoint_weights(sha256: str) -> str:
+    """The weights part of a backbone id for a checkpoint file with this sha256."""
+    return f"sha256-{sha256[:16]}"
 
 
 @dataclass
@@ -169,6 +182,86 @@ def save_tiny_backbone(directory: str | Path, *, seed: int = 0) -> Path:
     return folder
 
 
+@dataclass(frozen=True)
+class _Weights:
+    """Where a backbone's weights come from and how the backbone id names them."""
+
+    source: str | None  # what open_clip's ``pretrained`` receives
+    tag: str  # the weights part of the backbone id
+    random: bool = False
+    checkpoint: dict[str, str] = field(default_factory=dict)  # path and full sha256 of a checkpoint file
+
+
+def _weights_for(name: str, pretrained: str | None, checkpoint: str | Path | None) -> _Weights:
+    """Resolve the weights of a named (non tiny-random) backbone, refusing what cannot be loaded."""
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise BadInputError(
+                f"Checkpoint file {str(path)!r} does not exist.",
+                hint="give the path of a .pt/.bin/.safetensors weights file for --clip MODEL.",
+            )
+        digest = checkpoint_sha256(path)
+        recorded = {"checkpoint": str(path.resolve()), "checkpoint_sha256": digest}
+        return _Weights(str(path), checkpoint_weights(digest), checkpoint=recorded)
+    if name.startswith("local-dir:"):
+        folder = Path(name.removeprefix("local-dir:"))
+        if not (folder / "open_clip_config.json").is_file():
+            raise BadInputError(
+                f"{str(folder)!r} is not an open_clip model folder (no open_clip_config.json).",
+                hint="point local-dir: at a folder with open_clip_config.json and weights.",
+            )
+        files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pth"))
+        config = json.loads((folder / "open_clip_config.json").read_text())
+        random_weights = bool(config.get("conceptforest", {}).get("random_weights", False))
+        return _Weights(None, "sha256-" + stable_hash([file_sha256(f) for f in files])[:16], random=random_weights)
+    if not pretrained and not name.startswith("hf-hub:"):
+        raise BadInputError(
+            f"No weights were given for CLIP model {name!r}.",
+            hint=f"pass --pretrained TAG (e.g. {DEFAULT_PRETRAINED}) or --checkpoint FILE; untrained "
+            f"weights exist only as --clip {TINY_RANDOM}.",
+        )
+    return _Weights(pretrained, pretrained or "none")
+
+
+def _create_named(
+    name: str,
+    weights: _Weights,
+    torch_device: torch.device,
+    cache_dir: str | Path | None,
+    image_mean: Sequence[float] | None,
+    image_std: Sequence[float] | None,
+) -> tuple[Any, Any, Any]:
+    """(model, preprocess, tokenizer) of a named backbone through open_clip's factory."""
+    import open_clip
+
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name,
+            pretrained=weights.source,
+            device=torch_device,
+            cache_dir=str(cache_dir) if cache_dir else None,
+            image_mean=tuple(image_mean) if image_mean is not None else None,
+            image_std=tuple(image_std) if image_std is not None else None,
+            require_pretrained=True,
+        )
+    except (RuntimeError, FileNotFoundError, ValueError, OSError, AssertionError, KeyError) as exc:
+        raise BadInputError(
+            f"Could not load CLIP model {name!r} with weights {weights.source or weights.tag!r}: {exc}",
+            hint="check the model name and tag (open_clip.list_pretrained()), or use a local file with "
+            "--checkpoint FILE or --clip local-dir:/path when offline.",
+        ) from exc
+    return model, preprocess, open_clip.get_tokenizer(name)
+
+
+def _model_name(name: str) -> str:
+    if name == TINY_RANDOM:
+        return "tiny-random"
+    if name.startswith("local-dir:"):
+        return "local-dir"  # the folder's place on disk is not part of what the model is
+    return name.replace("/", "_")
+
+
 def load_backbone(
     name: str = DEFAULT_MODEL,
     pretrained: str | None = DEFAULT_PRETRAINED,
@@ -190,7 +283,8 @@ def load_backbone(
     pretrained : str, optional
         A pretrained tag for a plain model name; downloaded on first use into ``cache_dir``.
     checkpoint : path, optional
-        A local weights file for ``name`` (overrides ``pretrained``). Its sha256 enters the backbone id.
+        A local weights file for ``name`` (overrides ``pretrained``). Its sha256 enters the backbone id, and its
+        absolute path and full sha256 enter ``description`` (``checkpoint``, ``checkpoint_sha256``).
     device : str, optional
         Default: cuda, then mps, then cpu.
     image_mean, image_std : sequence of float, optional
@@ -209,82 +303,31 @@ def load_backbone(
             f"int8 precision runs on the CPU only, not on {torch_device.type}.",
             hint="pass --device cpu, or use --precision fp32 on an accelerator.",
         )
-    random_weights = False
     if name == TINY_RANDOM:
+        weights = _Weights(None, "random-seed0", random=True)
         model = _create_tiny(0)
         preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
         tokenizer = open_clip.get_tokenizer(DEFAULT_MODEL)
-        weights = "random-seed0"
-        random_weights = True
     else:
-        weights_source: str | None
-        if checkpoint is not None:
-            path = Path(checkpoint)
-            if not path.is_file():
-                raise BadInputError(
-                    f"Checkpoint file {str(path)!r} does not exist.",
-                    hint="give the path of a .pt/.bin/.safetensors weights file for --clip MODEL.",
-                )
-            weights_source, weights = str(path), f"sha256-{file_sha256(path)[:16]}"
-        elif name.startswith("local-dir:"):
-            folder = Path(name.removeprefix("local-dir:"))
-            if not (folder / "open_clip_config.json").is_file():
-                raise BadInputError(
-                    f"{str(folder)!r} is not an open_clip model folder (no open_clip_config.json).",
-                    hint="point local-dir: at a folder with open_clip_config.json and weights.",
-                )
-            files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pth"))
-            weights_source, weights = None, "sha256-" + stable_hash([file_sha256(f) for f in files])[:16]
-            config = json.loads((folder / "open_clip_config.json").read_text())
-            random_weights = bool(config.get("conceptforest", {}).get("random_weights", False))
-        else:
-            weights_source, weights = pretrained, pretrained or "none"
-            if not pretrained and not name.startswith("hf-hub:"):
-                raise BadInputError(
-                    f"No weights were given for CLIP model {name!r}.",
-                    hint=f"pass --pretrained TAG (e.g. {DEFAULT_PRETRAINED}) or --checkpoint FILE; untrained "
-                    f"weights exist only as --clip {TINY_RANDOM}.",
-                )
-        try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                name,
-                pretrained=weights_source,
-                device=torch_device,
-                cache_dir=str(cache_dir) if cache_dir else None,
-                image_mean=tuple(image_mean) if image_mean is not None else None,
-                image_std=tuple(image_std) if image_std is not None else None,
-                require_pretrained=True,
-            )
-        except (RuntimeError, FileNotFoundError, ValueError, OSError, AssertionError, KeyError) as exc:
-            raise BadInputError(
-                f"Could not load CLIP model {name!r} with weights {weights_source or weights!r}: {exc}",
-                hint="check the model name and tag (open_clip.list_pretrained()), or use a local file with "
-                "--checkpoint FILE or --clip local-dir:/path when offline.",
-            ) from exc
-        tokenizer = open_clip.get_tokenizer(name)
+        weights = _weights_for(name, pretrained, checkpoint)
+        model, preprocess, tokenizer = _create_named(name, weights, torch_device, cache_dir, image_mean, image_std)
     model = model.to(torch_device).eval()
     if precision == "int8":
         model = quantize_linear_int8(model)
-    preprocess_id = _preprocess_id(preprocess)
-    if name == TINY_RANDOM:
-        model_name = "tiny-random"
-    elif name.startswith("local-dir:"):
-        model_name = "local-dir"  # the folder's place on disk is not part of what the model is
-    else:
-        model_name = name.replace("/", "_")
-    backbone_id = f"{model_name}__{weights}__pre-{preprocess_id}" + ("__int8" if precision == "int8" else "")
+    backbone_id = f"{_model_name(name)}__{weights.tag}__pre-{_preprocess_id(preprocess)}"
     return Backbone(
         model=model,
         preprocess=preprocess,
         tokenizer=tokenizer,
-        backbone_id=backbone_id,
+        backbone_id=backbone_id + ("__int8" if precision == "int8" else ""),
         device=torch_device,
-        random_weights=random_weights,
+        random_weights=weights.random,
         description={
             "model": name,
-            "weights": weights,
+            "weights": weights.tag,
             "preprocess": repr(preprocess),
-            "random_weights": random_weights,
+            "random_weights": weights.random,
             "precision": precision,
+            **weights.checkpoint,  # where a checkpoint file was, and its sha256: predict can reload it from there
         },
     )

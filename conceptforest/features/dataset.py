@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +13,7 @@ import pandas as pd
 
 from conceptforest.concepts.tree import ConceptTree
 from conceptforest.errors import BadInputError
-from conceptforest.features.images import IMAGE_EXTENSIONS
+from conceptforest.features.images import IMAGE_EXTENSIONS, SkippedImage
 
 SPLITS = ("train", "val", "test")
 
@@ -25,13 +27,18 @@ class ImageRecord:
 
 @dataclass
 class ImageDataset:
-    """Images with labels and splits; ``labels`` fixes the label order recorded in every artefact."""
+    """Images with labels and splits; ``labels`` fixes the label order recorded in every artefact.
+
+    ``skipped`` lists the paths that are not regular files (dangling symbolic links, FIFOs, devices, folders,
+    missing files), with the reason; extraction writes them into ``skipped.csv``.
+    """
 
     source: Path
     records: list[ImageRecord]
     labels: list[str]
     split_seed: int | None = None
     notes: list[str] = field(default_factory=list)
+    skipped: list[SkippedImage] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -43,16 +50,49 @@ class ImageDataset:
         return table.reindex(index=self.labels, columns=[s for s in SPLITS if s in table.columns], fill_value=0)
 
 
-def _image_folder(root: Path) -> list[tuple[Path, str, str | None]]:
-    rows: list[tuple[Path, str, str | None]] = []
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a regular file that can be read as an image, or None; never opens the file."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if os.path.islink(path):
+            return f"dangling symbolic link (its target cannot be reached: {exc.strerror or exc})"
+        return f"cannot read the file: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _KINDS if test(mode)), "not a plain file")
+    return f"not a regular file: {kind}"
+
+
+# a row before splitting: path, label, split from the manifest (or None)
+Row = tuple[Path, str, str | None]
+
+
+def _image_folder(root: Path) -> tuple[list[Row], list[SkippedImage]]:
+    rows: list[Row] = []
+    skipped: list[SkippedImage] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for path in sorted(folder.rglob("*")):
-            if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+            if path.suffix.lower() not in IMAGE_EXTENSIONS or path.is_dir():
+                continue
+            problem = file_problem(path)
+            if problem is None:
                 rows.append((path, folder.name, None))
-    return rows
+            else:
+                skipped.append(SkippedImage(str(path), problem))
+    return rows, skipped
 
 
-def _manifest(path: Path) -> list[tuple[Path, str, str | None]]:
+def _manifest(path: Path) -> tuple[list[Row], list[SkippedImage]]:
     try:
         frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype=str)
     except Exception as exc:  # pandas raises many kinds for a bad file
@@ -66,7 +106,8 @@ def _manifest(path: Path) -> list[tuple[Path, str, str | None]]:
             f"The manifest {str(path)!r} lacks the column(s) {sorted(missing)}.",
             hint="give columns path,label and optionally split (train/val/test).",
         )
-    rows: list[tuple[Path, str, str | None]] = []
+    rows: list[Row] = []
+    skipped: list[SkippedImage] = []
     for i, row in enumerate(frame.itertuples(index=False), start=2):
         image_path, label = getattr(row, "path"), getattr(row, "label")  # noqa: B009
         if not isinstance(image_path, str) or not isinstance(label, str) or not label.strip():
@@ -80,8 +121,12 @@ def _manifest(path: Path) -> list[tuple[Path, str, str | None]]:
                 hint=f"use one of {list(SPLITS)} or leave the split column out.",
             )
         resolved = Path(image_path) if Path(image_path).is_absolute() else path.parent / image_path
-        rows.append((resolved, label.strip(), split))
-    return rows
+        problem = file_problem(resolved)  # a FIFO or a device would hang the read: refuse it from its mode
+        if problem is None:
+            rows.append((resolved, label.strip(), split))
+        else:
+            skipped.append(SkippedImage(str(resolved), problem))
+    return rows, skipped
 
 
 def _assign_splits(
@@ -133,10 +178,16 @@ def load_dataset(
             f"Split fractions val={val_fraction:g}, test={test_fraction:g} are not valid.",
             hint="use fractions in [0, 1) that sum to less than 1.",
         )
-    rows = _image_folder(source) if source.is_dir() else _manifest(source)
-    if not rows:
+    if not source.is_dir() and (problem := file_problem(source)) is not None:
         raise BadInputError(
-            f"No images found in {str(source)!r}.",
+            f"The manifest {str(source)!r} cannot be used: {problem}.",
+            hint="give a folder of label sub-folders, or a CSV/Parquet manifest file.",
+        )
+    rows, skipped = _image_folder(source) if source.is_dir() else _manifest(source)
+    if not rows:
+        listed = f" ({len(skipped)} path(s) are not regular files, e.g. {skipped[0].path!r})" if skipped else ""
+        raise BadInputError(
+            f"No images found in {str(source)!r}{listed}.",
             hint=f"put images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in one sub-folder per label.",
         )
     found = sorted({label for _, label, _ in rows})
@@ -162,7 +213,9 @@ def load_dataset(
         splits = _assign_splits([label for _, label, _ in rows], val_fraction, test_fraction, seed, present)
         seed_used = seed
     records = [ImageRecord(path, label, split) for (path, label, _), split in zip(rows, splits, strict=True)]
-    return ImageDataset(source=source, records=records, labels=present, split_seed=seed_used, notes=notes)
+    return ImageDataset(
+        source=source, records=records, labels=present, split_seed=seed_used, notes=notes, skipped=skipped
+    )
 
 
 def check_labels_match(dataset: ImageDataset, tree: ConceptTree) -> None:

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import os
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from conceptforest._version import library_versions
 from conceptforest.atomic import atomic_write_text
 from conceptforest.cache import conceptforest_home
-from conceptforest.concepts.tree import ConceptTree
+from conceptforest.concepts.tree import Concept, ConceptTree
 from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING, Backbone
 from conceptforest.features.dataset import ImageDataset, ImageRecord, check_labels_match
 from conceptforest.features.images import DEFAULT_MAX_PIXELS, ImageDecodeError, SkippedImage, decode_image
@@ -73,10 +74,18 @@ def concept_embeddings(tree: ConceptTree, backbone: Backbone, store: EmbeddingSt
 
 
 def _read(record: ImageRecord) -> tuple[bytes | None, str | None]:
+    """The file's bytes, or None and the reason; a path that became a FIFO or device is not waited on."""
     try:
-        return record.path.read_bytes(), None
+        # non-blocking open: a FIFO returns at once instead of waiting for a writer; fstat then refuses it
+        fd = os.open(record.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return None, "not a regular file"
+            return handle.read(), None
     except OSError as exc:
         return None, f"cannot read the file: {exc.strerror or exc}"
+    except Exception as exc:  # MemoryError on a huge file: skip this file, keep the run
+        return None, f"cannot read the file: {type(exc).__name__}: {exc}"
 
 
 def _chunks(items: Sequence[ImageRecord], size: int) -> Iterator[Sequence[ImageRecord]]:
@@ -97,10 +106,13 @@ class _Extractor:
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
 
     def _prepare(self, data: bytes) -> torch.Tensor | str:
+        """The preprocessed image, or the reason it is skipped: one bad image never ends the run."""
         try:
             return self.backbone.preprocess(decode_image(data, max_pixels=self.max_pixels))
         except ImageDecodeError as exc:
             return str(exc)
+        except Exception as exc:  # a failure in conversion or preprocessing (MemoryError included)
+            return f"could not prepare the image for the model: {type(exc).__name__}: {exc}"
 
     def embed_chunk(
         self, chunk: Sequence[ImageRecord], stats: ExtractionStats
@@ -165,6 +177,102 @@ def write_skipped(path: Path, skipped: Sequence[SkippedImage]) -> Path:
     return atomic_write_text(path, buffer.getvalue())
 
 
+@dataclass
+class _TrainMoments:
+    """Running sums of the train rows' scores: standardisation statistics without a second pass."""
+
+    sums: np.ndarray
+    squares: np.ndarray
+    rows: int = 0
+
+    def add(self, scores: np.ndarray, is_train: np.ndarray) -> None:
+        self.sums += scores[is_train].sum(axis=0)
+        self.squares += np.square(scores[is_train].astype(np.float64)).sum(axis=0)
+        self.rows += int(is_train.sum())
+
+    def standardization(self) -> dict[str, Any]:
+        mean = self.sums / max(self.rows, 1)
+        std = np.sqrt(np.maximum(self.squares / max(self.rows, 1) - mean**2, 0.0))
+        return {
+            "mean": mean.astype(np.float32).tolist(),
+            "std": np.where(std > 0, std, 1.0).astype(np.float32).tolist(),
+            "fitted_on": "train",
+            "rows": self.rows,
+        }
+
+
+def _write_scores(
+    records: Sequence[ImageRecord],
+    extractor: _Extractor,
+    concepts: Sequence[Concept],
+    concept_matrix: np.ndarray,
+    path: Path,
+    stats: ExtractionStats,
+    *,
+    chunk_size: int,
+    progress: bool,
+) -> _TrainMoments:
+    """Stream the records chunk by chunk through the cache and the model into the Parquet file ``path``."""
+    schema = pa.schema(
+        [*(pa.field(c, pa.string()) for c in ID_COLUMNS), *(pa.field(c.id, pa.float32()) for c in concepts)]
+    )
+    moments = _TrainMoments(np.zeros(len(concepts)), np.zeros(len(concepts)))
+    with (
+        tqdm(total=len(records), desc="features", unit="img", disable=not progress) as bar,
+        pq.ParquetWriter(path, schema, **PARQUET_WRITE_OPTIONS) as writer,
+    ):
+        for chunk in _chunks(records, chunk_size):
+            kept, vectors = extractor.embed_chunk(chunk, stats)
+            scores = (vectors @ concept_matrix.T).astype(np.float32)
+            columns: dict[str, Any] = {
+                "path": [str(r.path) for r, _ in kept],
+                "label": [r.label for r, _ in kept],
+                "split": [r.split for r, _ in kept],
+                "sha256": [key for _, key in kept],
+            }
+            columns.update({c.id: scores[:, i] for i, c in enumerate(concepts)})
+            writer.write_table(pa.table(columns, schema=schema))
+            moments.add(scores, np.array([r.split == "train" for r, _ in kept], dtype=bool))
+            stats.scored += len(kept)
+            bar.update(len(chunk))
+            bar.set_postfix(skipped=len(stats.skipped), cached=stats.from_cache)
+    return moments
+
+
+def _sidecar_meta(
+    dataset: ImageDataset, tree: ConceptTree, backbone: Backbone, stats: ExtractionStats, moments: _TrainMoments
+) -> dict[str, Any]:
+    """What ``concepts.json`` records: concepts, labels, backbone, tree, counts, standardisation, versions."""
+    return {
+        "format_version": 2,
+        "labels": dataset.labels,
+        "concepts": [
+            {
+                "id": c.id,
+                "part_path": c.part_path,
+                "attribute": c.attribute,
+                "value": c.value,
+                "sentence": c.sentence,
+                "labels": list(c.labels),
+            }
+            for c in tree.concepts()
+        ],
+        "backbone_id": backbone.backbone_id,
+        "backbone": backbone.description,
+        "random_weights": backbone.random_weights,
+        "warning": RANDOM_WEIGHTS_WARNING if backbone.random_weights else None,
+        "tree_hash": tree.tree_hash(),
+        "tree_generator": tree.provenance.generator,
+        "split_seed": dataset.split_seed,
+        "source": str(dataset.source),
+        "n_images": stats.images,
+        "n_scored": stats.scored,
+        "n_skipped": len(stats.skipped),
+        "standardization": moments.standardization(),
+        "versions": library_versions(),
+    }
+
+
 def extract_features(
     dataset: ImageDataset,
     tree: ConceptTree,
@@ -180,9 +288,10 @@ def extract_features(
 ) -> tuple[FeatureMatrix, ExtractionStats]:
     """Score every image of ``dataset`` against every concept of ``tree`` and write the FeatureMatrix.
 
-    Writes ``features.parquet``, ``concepts.json`` and ``skipped.csv`` into ``out_dir``. Images are hashed by
-    content; embeddings already in the cache are never recomputed, so a killed run resumes and a new tree
-    re-encodes no image. Peak memory is bounded by ``chunk_size``, not by the number of images.
+    Writes ``features.parquet``, ``skipped.csv`` and then ``concepts.json`` (bound to the table by its sha256)
+    into ``out_dir``. Images are hashed by content; embeddings already in the cache are never recomputed, so a
+    killed run resumes and a new tree re-encodes no image. Peak memory is bounded by ``chunk_size``, not by the
+    number of images.
     """
     check_labels_match(dataset, tree)
     out = Path(out_dir)
@@ -190,13 +299,8 @@ def extract_features(
     root = Path(cache_dir) if cache_dir else conceptforest_home() / "cache"
     concepts = tree.concepts()
     concept_matrix = concept_embeddings(tree, backbone, EmbeddingStore(root, backbone.backbone_id, "texts"))
-    schema = pa.schema(
-        [*(pa.field(c, pa.string()) for c in ID_COLUMNS), *(pa.field(c.id, pa.float32()) for c in concepts)]
-    )
-    stats = ExtractionStats(images=len(dataset.records))
-    sums = np.zeros(len(concepts), dtype=np.float64)
-    squares = np.zeros(len(concepts), dtype=np.float64)
-    train_rows = 0
+    # paths refused while listing (dangling links, FIFOs, devices) are counted and listed with the rest
+    stats = ExtractionStats(images=len(dataset.records) + len(dataset.skipped), skipped=list(dataset.skipped))
     extractor = _Extractor(
         backbone,
         EmbeddingStore(root, backbone.backbone_id, "images"),
@@ -206,69 +310,25 @@ def extract_features(
     )
     tmp_path = out / f".{FEATURES_FILE}.{os.getpid()}.tmp"
     started = time.perf_counter()
-    bar = tqdm(total=len(dataset.records), desc="features", unit="img", disable=not progress)
     try:
-        with pq.ParquetWriter(tmp_path, schema, **PARQUET_WRITE_OPTIONS) as writer:
-            for chunk in _chunks(dataset.records, chunk_size):
-                kept, vectors = extractor.embed_chunk(chunk, stats)
-                scores = (vectors @ concept_matrix.T).astype(np.float32)
-                columns: dict[str, Any] = {
-                    "path": [str(r.path) for r, _ in kept],
-                    "label": [r.label for r, _ in kept],
-                    "split": [r.split for r, _ in kept],
-                    "sha256": [key for _, key in kept],
-                }
-                columns.update({c.id: scores[:, i] for i, c in enumerate(concepts)})
-                writer.write_table(pa.table(columns, schema=schema))
-                is_train = np.array([r.split == "train" for r, _ in kept], dtype=bool)
-                sums += scores[is_train].sum(axis=0)
-                squares += np.square(scores[is_train].astype(np.float64)).sum(axis=0)
-                train_rows += int(is_train.sum())
-                stats.scored += len(kept)
-                bar.update(len(chunk))
-                bar.set_postfix(skipped=len(stats.skipped), cached=stats.from_cache)
+        moments = _write_scores(
+            dataset.records,
+            extractor,
+            concepts,
+            concept_matrix,
+            tmp_path,
+            stats,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
         os.replace(tmp_path, out / FEATURES_FILE)
     finally:
-        bar.close()
         extractor.close()
         tmp_path.unlink(missing_ok=True)
     stats.seconds = time.perf_counter() - started
-    mean = sums / max(train_rows, 1)
-    std = np.sqrt(np.maximum(squares / max(train_rows, 1) - mean**2, 0.0))
-    meta: dict[str, Any] = {
-        "format_version": 1,
-        "labels": dataset.labels,
-        "concepts": [
-            {
-                "id": c.id,
-                "part_path": c.part_path,
-                "attribute": c.attribute,
-                "value": c.value,
-                "sentence": c.sentence,
-                "labels": list(c.labels),
-            }
-            for c in concepts
-        ],
-        "backbone_id": backbone.backbone_id,
-        "backbone": backbone.description,
-        "random_weights": backbone.random_weights,
-        "warning": RANDOM_WEIGHTS_WARNING if backbone.random_weights else None,
-        "tree_hash": tree.tree_hash(),
-        "tree_generator": tree.provenance.generator,
-        "split_seed": dataset.split_seed,
-        "source": str(dataset.source),
-        "n_images": stats.images,
-        "n_scored": stats.scored,
-        "n_skipped": len(stats.skipped),
-        "standardization": {
-            "mean": mean.astype(np.float32).tolist(),
-            "std": np.where(std > 0, std, 1.0).astype(np.float32).tolist(),
-            "fitted_on": "train",
-            "rows": train_rows,
-        },
-        "versions": library_versions(),
-    }
     write_skipped(out / SKIPPED_FILE, stats.skipped)
-    matrix = FeatureMatrix(frame=pd.read_parquet(out / FEATURES_FILE), meta=meta)
-    matrix.save_sidecar(out)
+    matrix = FeatureMatrix(
+        frame=pd.read_parquet(out / FEATURES_FILE), meta=_sidecar_meta(dataset, tree, backbone, stats, moments)
+    )
+    matrix.save_sidecar(out)  # last: the sidecar records the sha256 of the table it describes
     return matrix, stats

@@ -10,6 +10,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 50_000_000
+# resizing the short side of a 1x2,000,000 strip to 224 pixels would allocate gigabytes: refuse such shapes first
+DEFAULT_MAX_ASPECT_RATIO = 100.0
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
@@ -48,20 +50,45 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode image bytes into an upright RGB image, or raise :class:`ImageDecodeError` with the reason."""
+def _check_size(width: int, height: int, max_pixels: int, max_aspect_ratio: float) -> None:
+    """Refuse sizes that would exhaust memory when decoded or resized, before any pixel is read."""
+    if width < 1 or height < 1:
+        raise ImageDecodeError(f"empty image size {width}x{height}")
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            f"decompression bomb guard: {width}x{height} = {width * height:,} pixels is over the limit of "
+            f"{max_pixels:,} (raise --max-pixels if the image is genuine)"
+        )
+    ratio = max(width, height) / min(width, height)
+    if ratio > max_aspect_ratio:
+        raise ImageDecodeError(
+            f"extreme aspect ratio: {width}x{height} is {ratio:,.0f}:1, over the limit of {max_aspect_ratio:g}:1 "
+            "(resizing its short side to the model's input size would exhaust memory)"
+        )
+
+
+def decode_image(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
+) -> Image.Image:
+    """Decode image bytes into an upright RGB image, or raise :class:`ImageDecodeError` with the reason.
+
+    Parameters
+    ----------
+    data : bytes
+        The file's content.
+    max_pixels : int
+        Larger images are refused from their header (decompression bombs).
+    max_aspect_ratio : float
+        Long side over short side; narrower strips are refused from their header, since resizing their short side
+        to the model's input size would allocate gigabytes.
+    """
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             opened = Image.open(io.BytesIO(data))
-            width, height = opened.size
-            if width * height > max_pixels:
-                raise ImageDecodeError(
-                    f"decompression bomb guard: {width}x{height} = {width * height:,} pixels is over the limit of "
-                    f"{max_pixels:,} (raise --max-pixels if the image is genuine)"
-                )
+            _check_size(*opened.size, max_pixels, max_aspect_ratio)
             opened.seek(0)  # animated images: the first frame
             opened.load()
             upright: Image.Image = ImageOps.exif_transpose(opened) or opened
@@ -74,3 +101,5 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
         raise ImageDecodeError(f"decompression bomb guard: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"truncated or corrupt image data: {exc}") from exc
+    except Exception as exc:  # any other failure of one file (MemoryError, a Pillow bug) skips only that file
+        raise ImageDecodeError(f"could not decode the image: {type(exc).__name__}: {exc}") from exc

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from conceptforest.atomic import atomic_write_json
 from conceptforest.errors import BadInputError
@@ -18,6 +22,9 @@ SIDECAR_FILE = "concepts.json"
 ID_COLUMNS = ("path", "label", "split", "sha256")
 # dictionary encoding only for the label and split columns: on float score columns it costs 5x the write time
 PARQUET_WRITE_OPTIONS: dict[str, Any] = {"use_dictionary": ["label", "split"]}
+# the sidecar records the sha256 of the features.parquet it describes: a table and sidecar from different runs
+# (a kill between the two writes) are refused on load
+BINDING_KEY = "features_sha256"
 
 
 @dataclass
@@ -70,6 +77,14 @@ class FeatureMatrix:
 
     @classmethod
     def load(cls, folder: str | Path) -> FeatureMatrix:
+        """Read ``features.parquet`` and ``concepts.json``, refusing a pair that does not belong together.
+
+        Raises
+        ------
+        BadInputError
+            When a file is missing, truncated or malformed, the two files come from different extractions (or
+            from a version that did not bind them), or a score is NaN or infinite. The message names the file.
+        """
         folder = Path(folder)
         features, sidecar = folder / FEATURES_FILE, folder / SIDECAR_FILE
         for path in (features, sidecar):
@@ -78,15 +93,124 @@ class FeatureMatrix:
                     f"{str(path)!r} does not exist.",
                     hint="point at the output folder of 'conceptforest features extract'.",
                 )
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        frame = pd.read_parquet(features)
+        meta = _read_sidecar(sidecar)
+        frame = _read_table(features)
+        _check_binding(features, sidecar, meta)
         expected = [*ID_COLUMNS, *(c["id"] for c in meta["concepts"])]
         if list(frame.columns) != expected:
             raise BadInputError(
-                f"{str(features)!r} does not match its sidecar {str(sidecar)!r}.",
-                hint="re-run 'conceptforest features extract' into an empty folder.",
+                f"{str(features)!r} does not match its sidecar {str(sidecar)!r}: their concept columns differ.",
+                hint=_RERUN_HINT,
             )
+        _check_scores(features, frame, expected[len(ID_COLUMNS) :])
         return cls(frame=frame, meta=meta)
 
+    def save(self, folder: str | Path) -> Path:
+        """Write ``features.parquet`` atomically, then the sidecar bound to it; returns the folder."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp_path = out / f".{FEATURES_FILE}.{os.getpid()}.tmp"
+        try:
+            pq.write_table(pa.Table.from_pandas(self.frame, preserve_index=False), tmp_path, **PARQUET_WRITE_OPTIONS)
+            os.replace(tmp_path, out / FEATURES_FILE)
+        finally:
+            tmp_path.unlink(missing_ok=True)
+        self.save_sidecar(out)
+        return out
+
     def save_sidecar(self, folder: str | Path) -> Path:
+        """Write ``concepts.json`` bound to the ``features.parquet`` already in ``folder`` (by its sha256).
+
+        Written last, so that a run killed between the two writes leaves a pair that :meth:`load` refuses.
+        """
+        features = Path(folder) / FEATURES_FILE
+        if not features.is_file():
+            raise BadInputError(
+                f"{str(features)!r} does not exist; the sidecar describes that file and is written after it.",
+                hint="write the table first (FeatureMatrix.save writes both).",
+            )
+        self.meta[BINDING_KEY] = file_sha256(features)
         return atomic_write_json(Path(folder) / SIDECAR_FILE, self.meta)
+
+
+_RERUN_HINT = "re-run 'conceptforest features extract' into this folder (cached embeddings make it quick)."
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's content, read in blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_sidecar(sidecar: Path) -> dict[str, Any]:
+    """The sidecar's JSON, checked for the keys every stage reads."""
+    try:
+        meta = json.loads(sidecar.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # truncated JSON, non-UTF-8 bytes, absurd nesting
+        raise BadInputError(
+            f"{str(sidecar)!r} is truncated or not valid JSON ({type(exc).__name__}: {str(exc)[:200]}).",
+            hint=_RERUN_HINT,
+        ) from None
+    concepts = meta.get("concepts") if isinstance(meta, dict) else None
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    valid = (
+        isinstance(concepts, list)
+        and all(isinstance(c, dict) and isinstance(c.get("id"), str) for c in concepts)
+        and isinstance(labels, list)
+        and all(isinstance(label, str) for label in labels)
+        and isinstance(meta.get("backbone_id"), str)
+    )
+    if not valid:
+        raise BadInputError(
+            f"{str(sidecar)!r} is not a concepts sidecar: it lacks valid 'concepts', 'labels' or 'backbone_id'.",
+            hint=_RERUN_HINT,
+        )
+    return dict(meta)
+
+
+def _read_table(features: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(features)
+    except Exception as exc:  # pyarrow raises several kinds for a truncated or foreign file
+        raise BadInputError(
+            f"{str(features)!r} is truncated or not a Parquet file ({type(exc).__name__}: {str(exc)[:200]}).",
+            hint=_RERUN_HINT,
+        ) from None
+
+
+def _check_binding(features: Path, sidecar: Path, meta: dict[str, Any]) -> None:
+    """Refuse a table and sidecar that were not written together by one extraction."""
+    recorded = meta.get(BINDING_KEY)
+    if not isinstance(recorded, str):
+        raise BadInputError(
+            f"{str(sidecar)!r} does not record which {FEATURES_FILE} it describes (an older version wrote it), "
+            f"so it cannot be trusted to match {str(features)!r}.",
+            hint="regenerate both: " + _RERUN_HINT,
+        )
+    if file_sha256(features) != recorded:
+        raise BadInputError(
+            f"{str(features)!r} and {str(sidecar)!r} do not belong together: the table changed after its sidecar "
+            "was written (for example an extraction interrupted between the two writes).",
+            hint=_RERUN_HINT,
+        )
+
+
+def _check_scores(features: Path, frame: pd.DataFrame, concept_ids: list[str]) -> None:
+    """Every concept column numeric and finite."""
+    scores = frame[concept_ids]
+    not_numeric = [c for c in concept_ids if not pd.api.types.is_numeric_dtype(scores[c])]
+    if not_numeric:
+        raise BadInputError(
+            f"{str(features)!r} has non-numeric concept column(s), e.g. {not_numeric[0]!r}.", hint=_RERUN_HINT
+        )
+    finite = np.isfinite(scores.to_numpy(dtype=np.float32))  # what the forest reads
+    if not finite.all():
+        bad_rows = int((~finite).any(axis=1).sum())
+        first = concept_ids[int(np.argmax(~finite.all(axis=0)))]
+        raise BadInputError(
+            f"{str(features)!r} has NaN or infinite scores in {bad_rows} row(s) (e.g. column {first!r}).",
+            hint=_RERUN_HINT,
+        )

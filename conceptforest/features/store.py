@@ -6,9 +6,12 @@ finished batch and never leaves a half-written shard that looks complete.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import re
 import uuid
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,6 +22,26 @@ from conceptforest.atomic import atomic_write_bytes
 
 def _safe_name(backbone_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", backbone_id)
+
+
+def _read_shard(shard: Path) -> dict[str, np.ndarray] | None:
+    """The rows of one shard, or None when it is truncated, corrupt or malformed (a cache miss)."""
+    try:
+        with np.load(shard, allow_pickle=False) as data:
+            keys, vectors = data["keys"], data["vectors"]
+        if keys.ndim != 1 or vectors.ndim != 2 or len(keys) != len(vectors):
+            return None
+        return dict(zip(keys.tolist(), vectors.astype(np.float32, copy=False), strict=True))
+    except Exception:  # BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError: all mean unreadable
+        return None
+
+
+def _move_aside(shard: Path) -> Path:
+    """Rename an unreadable shard to ``*.corrupt`` so that it is neither read again nor lost."""
+    target = shard.with_name(shard.name + ".corrupt")
+    with contextlib.suppress(OSError):  # a read-only cache still works: the shard is merely skipped
+        os.replace(shard, target)
+    return target
 
 
 class EmbeddingStore:
@@ -40,13 +63,20 @@ class EmbeddingStore:
     def _load(self) -> dict[str, np.ndarray]:
         if self._vectors is None:
             self._vectors = {}
+            corrupt: list[Path] = []
             for shard in sorted(self.folder.glob("shard-*.npz")):
-                try:
-                    with np.load(shard, allow_pickle=False) as data:
-                        keys, vectors = data["keys"], data["vectors"]
-                except (OSError, ValueError, KeyError):
-                    continue  # an unreadable shard is a miss; its rows are encoded again
-                self._vectors.update(zip(keys.tolist(), vectors, strict=True))
+                rows = _read_shard(shard)
+                if rows is None:
+                    corrupt.append(_move_aside(shard))
+                else:
+                    self._vectors.update(rows)
+            if corrupt:
+                warnings.warn(
+                    f"{len(corrupt)} unreadable embedding shard(s) in {str(self.folder)!r} were moved aside "
+                    f"(first: {corrupt[0].name}); their images are encoded again.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
         return self._vectors
 
     def __len__(self) -> int:

@@ -59,16 +59,24 @@ _WORDS = (
 
 
 def image_embeddings(matrix: FeatureMatrix, backbone_id: str, cache_dir: str | Path | None = None) -> np.ndarray:
-    """The cached image embeddings of the matrix's rows, by the content sha256 each row records."""
+    """The cached image embeddings of the matrix's rows, by the content sha256 each row records.
+
+    Byte-identical images (several rows with one sha256, under one label or several) share one embedding.
+    """
     store = EmbeddingStore(cache_dir or conceptforest_home() / "cache", backbone_id, "images")
     keys = matrix.frame["sha256"].tolist()
     found = store.get(keys)
-    missing = len(keys) - len(set(found))
+    missing = set(keys) - set(found)
     if missing:
+        rows = sum(1 for key in keys if key in missing)
         raise BadInputError(
-            f"{missing} image embedding(s) of this run are not in the cache.",
-            hint="re-run 'features extract' with the same --cache-dir (it only re-encodes what is missing).",
+            f"{len(missing)} image embedding(s) of this run ({rows} row(s)) are not in the cache "
+            f"{str(store.folder)!r}.",
+            hint="re-run 'features extract' with the same --cache-dir (it only re-encodes what is missing), or "
+            "pass the --cache-dir the features were extracted with.",
         )
+    if not keys:
+        return np.zeros((0, 0), dtype=np.float32)
     return np.stack([found[k] for k in keys]).astype(np.float32)
 
 
