@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,11 @@ def test_demo_offline_end_to_end_with_predict(tmp_path: Path) -> None:
         assert (out / path).exists(), path
     html = (out / "report" / "index.html").read_text()
     assert "RANDOM WEIGHTS" in html and ">Trees</h2>" in html
+    assert (out / "report" / "trees" / "schema.dot").exists()  # with or without Graphviz
+    if shutil.which("dot") is None:
+        assert "apt-get install graphviz" in html and "data:image/svg+xml" not in html
+    else:
+        assert "apt-get install graphviz" not in html and "data:image/svg+xml" in html
     methods = {m["method"]: m for m in json.loads((out / "report" / "report.json").read_text())["methods"]}
     for name in (
         "concept forest",
@@ -166,7 +172,8 @@ def test_demo_offline_end_to_end_with_predict(tmp_path: Path) -> None:
     predicted = runner.invoke(
         app, ["predict", str(out / "model"), str(image), str(broken), "--json", "--explain-dir", str(tmp_path / "why")]
     )
-    assert predicted.exit_code == 0, predicted.output
+    # an image given by name that cannot be read: exit 2, the others still predicted (issue 7, item 24)
+    assert predicted.exit_code == 2, predicted.output
     rows = [json.loads(line) for line in predicted.output.splitlines() if line.startswith("{")]
     assert rows[0]["label"] in {"red disc", "blue tile", "green wedge", "yellow star", "purple ring"}
     assert abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-6 and len(rows[0]["contributions"]) == 5
@@ -218,7 +225,6 @@ def test_run_with_an_llm_tree_on_the_stub(stub, tmp_path: Path) -> None:  # type
     tiny = save_tiny_backbone(tmp_path / "tiny")
     args = [
         "run",
-        "--images",
         str(images),
         "--domain",
         "toy shape",

@@ -1,7 +1,12 @@
-"""Assemble the analyst's report: metrics beside honest baselines, importance, roll-up, confusion, SHAP, trees."""
+"""Assemble the analyst's report: metrics beside honest baselines, importance, roll-up, confusion, SHAP, trees.
+
+The sections after the method comparison live in :mod:`conceptforest.explain.sections`.
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +16,19 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from conceptforest.concepts.render import dot_available, render_tree
 from conceptforest.concepts.tree import ConceptTree
-from conceptforest.explain import plots
-from conceptforest.explain.confusion import confused_pairs, confusion_tables, top_concepts_overlap, why_a_not_b
-from conceptforest.explain.importance import concept_groups, gini_table, group_permutation_table, permutation_table
-from conceptforest.explain.report import Report
+from conceptforest.errors import BadInputError
+from conceptforest.explain import sections
+from conceptforest.explain.report import REPORT_FOLDERS, Report, remove_report_files
+from conceptforest.explain.sections import MAX_EMBEDDED_TREES, TREE_FILE_SUFFIXES, Evaluation
 from conceptforest.explain.shap_values import explain_shap
-from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING
+from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING, Backbone
 from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.models.bundle import ModelBundle
-from conceptforest.models.metrics import classification_metrics, per_label_table
+from conceptforest.models.metrics import classification_metrics
 
-MAX_EMBEDDED_TREES = 11  # the schema and ten labels
+__all__ = ["MAX_EMBEDDED_TREES", "descriptor_averaging", "explain_model", "explain_run", "method_comparison"]
+
 NOT_COMPUTED = (
     "vanilla CLIP zero-shot",
     "linear probe on image embeddings",
@@ -82,6 +87,61 @@ def method_comparison(
     return pd.DataFrame(rows)
 
 
+def _new_report(run: Evaluation, made_by: Mapping[str, Any] | None) -> Report:
+    """An empty report with its banner, provenance and what made it."""
+    matrix, bundle = run.matrix, run.bundle
+    return Report(
+        f"conceptforest report: {len(matrix.labels)} labels, {len(matrix.concept_ids)} concepts",
+        banner=RANDOM_WEIGHTS_WARNING + " The numbers below show the pipeline works, not what it can do."
+        if matrix.meta.get("random_weights")
+        else None,
+        provenance={
+            "backbone_id": matrix.backbone_id,
+            "tree_hash": matrix.tree_hash,
+            "split": run.split,
+            "model_manifest": bundle.manifest,
+            "versions": matrix.meta.get("versions"),
+        },
+        made_by={
+            **(made_by or {}),
+            "backbone_id": matrix.backbone_id,
+            "tree_hash": matrix.tree_hash,
+            "tree_generator": matrix.meta.get("tree_generator", "unknown"),
+            "model_sha256": bundle.manifest.get("model_sha256"),
+            "split": run.split,
+        },
+    )
+
+
+def _add_summary_and_methods(report: Report, run: Evaluation, baselines: dict[str, np.ndarray] | None) -> None:
+    matrix, split = run.matrix, run.split
+    report.add_text(
+        "Summary",
+        f"Labels: {', '.join(matrix.labels)}. Evaluated on the {split!r} split "
+        f"({len(run.X)} images). Backbone {matrix.backbone_id}; tree {matrix.tree_hash[:12]}; "
+        f"tree generator: {matrix.meta.get('tree_generator', 'unknown')}.",
+    )
+    metrics = classification_metrics(run.y, run.predicted, matrix.labels, random_state=run.random_state)
+    report.add_metrics("Summary", "metrics", metrics)
+    comparison = method_comparison(run.bundle, matrix, split, run.random_state, baselines)
+    report.add_table(
+        "Method comparison",
+        "methods",
+        comparison,
+        caption="All methods on the same split and the same cached image embeddings",
+    )
+    if baselines is None:
+        note = f"Not computed here (they need the backbone and the tree): {', '.join(NOT_COMPUTED)}."
+    else:
+        note = (
+            "The controls use the same forest on concepts without visual meaning "
+            "(random words; a tree whose values were shuffled across parts, attributes and labels): a "
+            "forest that beats them is using what the concepts say."
+        )
+    report.add_text("Method comparison", note, note=True)
+    report.add_json("methods", comparison)
+
+
 def explain_model(
     bundle: ModelBundle,
     matrix: FeatureMatrix,
@@ -96,240 +156,54 @@ def explain_model(
     skipped: pd.DataFrame | None = None,
     baselines: dict[str, np.ndarray] | None = None,
     random_state: int = 0,
+    made_by: Mapping[str, Any] | None = None,
 ) -> Report:
-    """Compute every explanation of ``bundle`` on ``matrix``'s ``split`` rows and save the report."""
+    """Compute every explanation of ``bundle`` on ``matrix``'s ``split`` rows and save the report.
+
+    Everything is computed before ``out_dir`` is touched; then the files of an earlier report there (pages,
+    tables, figures, tree pictures) are removed and the new ones written, ``index.html`` last. ``made_by`` (for
+    example the model and run folders) is recorded in ``report.json`` and shown at the foot of the page.
+    """
     bundle.check_matrix(matrix)
     out = Path(out_dir)
     X, y = matrix.X(split), matrix.y(split)
     if X.empty:
-        from conceptforest.errors import BadInputError
-
         raise BadInputError(
             f"The feature matrix has no {split!r} rows to explain.",
             hint="extract features with a test split, or pass --split val/train.",
         )
-    model = bundle.model
-    predicted = model.predict(X)
-    random_weights = bool(matrix.meta.get("random_weights"))
-    report = Report(
-        f"conceptforest report: {len(matrix.labels)} labels, {len(matrix.concept_ids)} concepts",
-        banner=RANDOM_WEIGHTS_WARNING + " The numbers below show the pipeline works, not what it can do."
-        if random_weights
-        else None,
-        provenance={
-            "backbone_id": matrix.backbone_id,
-            "tree_hash": matrix.tree_hash,
-            "split": split,
-            "model_manifest": bundle.manifest,
-            "versions": matrix.meta.get("versions"),
-        },
+    run = Evaluation(
+        bundle, matrix, split, X, y, bundle.model.predict(X), n_repeats, top_k, shap_rows, worst, random_state
     )
-    metrics = classification_metrics(y, predicted, matrix.labels, random_state=random_state)
-    report.add_text(
-        "Summary",
-        f"Labels: {', '.join(matrix.labels)}. Evaluated on the {split!r} split "
-        f"({len(X)} images). Backbone {matrix.backbone_id}; tree {matrix.tree_hash[:12]}; "
-        f"tree generator: {matrix.meta.get('tree_generator', 'unknown')}.",
-    )
-    report.add_metrics("Summary", "metrics", metrics)
-
-    comparison = method_comparison(bundle, matrix, split, random_state, baselines)
-    report.add_table(
-        "Method comparison",
-        "methods",
-        comparison,
-        caption="All methods on the same split and the same cached image embeddings",
-    )
-    if baselines is None:
-        report.add_text(
-            "Method comparison",
-            f"Not computed here (they need the backbone and the tree): {', '.join(NOT_COMPUTED)}.",
-            note=True,
-        )
-    else:
-        report.add_text(
-            "Method comparison",
-            "The controls use the same forest on concepts without visual meaning "
-            "(random words; a tree whose values were shuffled across parts, attributes and labels): a "
-            "forest that beats them is using what the concepts say.",
-            note=True,
-        )
-
-    permutation = permutation_table(model, X, y, n_repeats=n_repeats, random_state=random_state)
-    report.add_table(
-        "Importance",
-        "permutation_importance",
-        permutation,
-        caption=f"Permutation importance on the {split!r} split (accuracy drop; {n_repeats} repeats, "
-        "95 % interval = 2.5-97.5th percentile of repeats)",
-    )
-    report.add_figure(
-        "Importance",
-        "permutation_importance",
-        plots.importance_bars(
-            permutation, "concept", "mean", error=("ci95_low", "ci95_high"), title="Permutation importance (top 15)"
-        ),
-    )
-    gini = gini_table(model, matrix.concept_ids)
-    report.add_table(
-        "Importance",
-        "gini_importance",
-        gini,
-        caption="Gini (MDI) importance: computed on the TRAINING data and biased towards features with "
-        "many distinct values; read it beside permutation importance",
-    )
-
-    concepts = matrix.meta["concepts"]
-    for level, caption in (("part", "parts"), ("part_attribute", "part attributes"), ("attribute", "attribute kinds")):
-        table = group_permutation_table(
-            model,
-            X,
-            y,
-            concept_groups(concepts, level),  # type: ignore[arg-type]
-            n_repeats=n_repeats,
-            random_state=random_state,
-        )
-        report.add_table(
-            "Roll-up",
-            f"rollup_{level}",
-            table,
-            caption=f"Grouped permutation importance by {caption}: all concepts of a group permuted "
-            "together (plain permutation understates correlated concepts)",
-        )
-        if level == "part":
-            report.add_figure(
-                "Roll-up",
-                "rollup_part",
-                plots.importance_bars(table, "group", "mean", error=("ci95_low", "ci95_high"), title="Parts"),
-            )
-
-    explanation = explain_shap(model, X.iloc[:shap_rows])
+    report = _new_report(run, made_by)
+    _add_summary_and_methods(report, run, baselines)
+    permutation = sections.add_importance(report, run)
+    sections.add_rollup(report, run)
+    explanation = explain_shap(bundle.model, X.iloc[:shap_rows])
     per_class = explanation.mean_abs()
-    tables = confusion_tables(y, predicted, matrix.labels)
-    report.add_table(
-        "Confusion",
-        "confusion_raw",
-        tables["raw"].reset_index(names="true \\ predicted"),
-        caption="Confusion matrix (rows: true label)",
-    )
-    report.add_figure(
-        "Confusion",
-        "confusion",
-        plots.confusion_heatmap(tables["normalized"]),
-        caption="Row-normalised confusion matrix",
-    )
-    pairs = confused_pairs(tables["raw"])
-    report.add_table("Confusion", "confused_pairs", pairs, caption="Most-confused label pairs")
-    overlaps = []
-    for pair in pairs.head(3).itertuples(index=False):
-        a, b = str(pair.label_a), str(pair.label_b)
-        overlap = top_concepts_overlap({c: per_class[c] for c in per_class.columns}, a, b, k=top_k)
-        overlaps.append(
-            {
-                "label_a": a,
-                "label_b": b,
-                "shared_top_concepts": "; ".join(overlap["shared"]),
-                "jaccard": overlap["jaccard"],
-            }
-        )
-        report.add_table(
-            "Confusion",
-            f"why_{len(overlaps)}",
-            why_a_not_b(X, y, a, b, per_class[a], top=top_k),
-            caption=f"Why {a} and not {b}: concepts whose mean score differs most, with their mean |SHAP| for {a}",
-        )
-    if overlaps:
-        report.add_table(
-            "Confusion",
-            "top_concept_overlap",
-            pd.DataFrame(overlaps),
-            caption=f"Overlap of the top-{top_k} concepts (per-class mean |SHAP|) of confused pairs",
-        )
-
-    report.add_table(
-        "Per label",
-        "per_label_metrics",
-        per_label_table(y, predicted, matrix.labels),
-        caption="Precision, recall and F1 per label",
-    )
-    for label in matrix.labels:
-        ranked = per_class[label].sort_values(ascending=False)
-        table = pd.DataFrame(
-            {
-                "rank": ["top"] * min(top_k, len(ranked)) + ["bottom"] * min(top_k, len(ranked)),
-                "concept": [*ranked.index[:top_k], *ranked.index[::-1][:top_k]],
-                "mean_abs_shap": [*ranked.to_numpy()[:top_k], *ranked.to_numpy()[::-1][:top_k]],
-            }
-        )
-        report.add_table(
-            "Per label",
-            f"label_{matrix.labels.index(label)}_concepts",
-            table,
-            caption=f"{label}: top and bottom {top_k} concepts by per-class mean |SHAP| on the {split!r} split",
-        )
-
-    for label in matrix.labels[:8]:
-        report.add_figure(
-            "Examples with SHAP",
-            f"beeswarm_{matrix.labels.index(label)}",
-            plots.class_beeswarm(explanation, label),
-            caption=f"SHAP values for {label}",
-        )
-    proba = model.predict_proba(X.iloc[:shap_rows])
-    classes = [str(c) for c in model.classes_]
-    truth = [str(label) for label in y.iloc[:shap_rows]]
-    wrong = [i for i in range(len(truth)) if predicted[i] != truth[i]]
-    wrong.sort(key=lambda i: float(proba[i, classes.index(truth[i])]))
-    for number, i in enumerate(wrong[:worst], 1):
-        image_path = str(matrix.rows(split)["path"].iloc[i])
-        report.add_figure(
-            "Examples with SHAP",
-            f"misclassified_{number}",
-            plots.contribution_pair(explanation, i, str(truth[i]), str(predicted[i])),
-            caption=f"{image_path}: true {truth[i]}, predicted {predicted[i]} "
-            f"(p={proba[i, classes.index(str(predicted[i]))]:.2f})",
-        )
-    if not wrong:
-        report.add_text("Examples with SHAP", "No misclassified images among the explained rows.", note=True)
-
-    if tree is not None:
-        weights = {str(r.concept): max(float(r.mean), 0.0) for r in permutation.itertuples(index=False)}
-        rendered = render_tree(tree, out / "trees", formats=["svg"] if dot_available() else ["dot"], importance=weights)
-        svgs = [p for p in rendered.written if p.suffix == ".svg"]
-        if len(svgs) > MAX_EMBEDDED_TREES:
-            report.add_text(
-                "Trees",
-                f"{len(svgs) - MAX_EMBEDDED_TREES} more tree pictures are in the trees/ folder "
-                "beside this report (kept out of the page to keep it small).",
-                note=True,
-            )
-        for path in svgs[:MAX_EMBEDDED_TREES]:
-            report.add_figure(
-                "Trees",
-                f"tree_{path.stem}",
-                path.read_bytes(),
-                caption=f"{path.stem}, shaded by permutation importance",
-            )
-        for message in rendered.warnings:
-            report.add_text("Trees", message, note=True)
-    else:
-        report.add_text("Trees", "No tree file was given, so no tree pictures were drawn.", note=True)
-
-    if skipped is not None and not skipped.empty:
-        report.add_table(
-            "Skipped files", "skipped", skipped, caption=f"{len(skipped)} file(s) skipped during feature extraction"
-        )
-    else:
-        report.add_text("Skipped files", "No file was skipped.", note=True)
-    report.add_json("methods", comparison)
+    sections.add_confusion(report, run, per_class)
+    sections.add_per_label(report, run, per_class)
+    sections.add_examples(report, run, explanation)
+    # all computed: now clear what an earlier report left here, tree pictures included, before writing any of it
+    remove_report_files(out, {**REPORT_FOLDERS, "trees": TREE_FILE_SUFFIXES})
+    sections.add_trees(report, tree, out, permutation)
+    sections.add_skipped(report, skipped)
+    sections.add_data_quality(report, matrix.frame)
     report.add_json("permutation_importance", permutation.head(50))
     report.save(out)
     return report
 
 
 def load_skipped(run_dir: str | Path) -> pd.DataFrame | None:
+    """The run's ``skipped.csv``; None when there is none or it cannot be read (a warning says so)."""
     path = Path(run_dir) / "skipped.csv"
-    return pd.read_csv(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:  # EmptyDataError and UnicodeDecodeError included
+        warnings.warn(f"{str(path)!r} could not be read ({exc}); the report lists no skipped files.", stacklevel=2)
+        return None
 
 
 def explain_run(
@@ -338,14 +212,24 @@ def explain_run(
     out_dir: str | Path,
     *,
     tree_path: str | Path | None = None,
-    with_baselines: bool = True,
+    backbone: Backbone | None = None,
+    with_baselines: bool | None = None,
     cache_dir: str | Path | None = None,
     split: str = "test",
     random_state: int = 0,
     **options: Any,
 ) -> Report:
-    """Load a bundle and a run folder, compute the baselines (given a tree), then :func:`explain_model`."""
-    from conceptforest.explain.predict import backbone_for
+    """Load a bundle and a run folder, compute the baselines (given a tree), then :func:`explain_model`.
+
+    Parameters
+    ----------
+    backbone : Backbone, optional
+        The model's backbone, already loaded and checked (``backbone_check.backbone_for``), for the baselines.
+    with_baselines : bool, optional
+        Compute the baselines (they need the tree). By default, when ``backbone`` is given; ``True`` without a
+        backbone loads the one the model's manifest records.
+    """
+    from conceptforest.explain.backbone_check import backbone_for
     from conceptforest.models.baselines import baseline_predictions
     from conceptforest.models.bundle import load_bundle
 
@@ -353,14 +237,20 @@ def explain_run(
     matrix = FeatureMatrix.load(run_dir)
     tree = ConceptTree.load(tree_path) if tree_path else None
     baselines = None
-    if tree is not None and with_baselines:
-        baselines = baseline_predictions(
-            matrix, tree, backbone_for(bundle), split=split, cache_dir=cache_dir, seed=random_state
-        )
+    wanted = backbone is not None if with_baselines is None else with_baselines
+    if tree is not None and wanted:
+        backbone = backbone or backbone_for(bundle, cache_dir=cache_dir)
+        baselines = baseline_predictions(matrix, tree, backbone, split=split, cache_dir=cache_dir, seed=random_state)
+    made_by = {
+        "model_dir": str(model_dir),
+        "run_dir": str(run_dir),
+        "tree_path": str(tree_path) if tree_path else None,
+    }
     return explain_model(
         bundle,
         matrix,
         out_dir,
+        made_by=made_by,
         tree=tree,
         skipped=load_skipped(run_dir),
         baselines=baselines,

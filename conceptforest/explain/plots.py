@@ -1,6 +1,16 @@
-"""Figures for reports. Each takes computed results and returns a matplotlib Figure; nothing here computes."""
+"""Figures for reports. Each takes computed results and returns a matplotlib Figure; nothing here computes.
+
+All text drawn comes from labels, file names and concept values, so it is plain text: every string goes through
+:func:`~conceptforest.explain.escape.plot_text` (``$`` escaped), and figures are built and saved under
+:func:`plain_text_rc` (no TeX, whatever the user's matplotlibrc says).
+"""
 
 from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+from typing import Any, ParamSpec
 
 import matplotlib
 
@@ -11,17 +21,39 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from conceptforest.explain.escape import plot_text
 from conceptforest.explain.shap_values import ConceptShap
+
+_P = ParamSpec("_P")
+
+
+def plain_text_rc() -> contextlib.AbstractContextManager[None]:
+    """Settings under which text is drawn as written: no TeX, and ``\\$`` (see ``plot_text``) drawn as ``$``."""
+    return matplotlib.rc_context({"text.usetex": False, "text.parse_math": True})
 
 
 def close(figure: Figure) -> None:
     plt.close(figure)
 
 
-def _short(text: str, width: int = 60) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+def plain_text(build: Callable[_P, Figure]) -> Callable[_P, Figure]:
+    """Run a figure builder under :func:`plain_text_rc`."""
+
+    @functools.wraps(build)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Figure:
+        with plain_text_rc():
+            return build(*args, **kwargs)
+
+    return wrapper
 
 
+def _short(text: Any, width: int = 60) -> str:
+    """Cut to ``width`` characters, then escape for matplotlib (so an escape is never cut in half)."""
+    text = str(text)
+    return plot_text(text if len(text) <= width else text[: width - 1] + "…")
+
+
+@plain_text
 def importance_bars(
     table: pd.DataFrame,
     name_column: str,
@@ -39,25 +71,28 @@ def importance_bars(
     if error is not None:
         xerr = np.vstack([values - rows[error[0]].to_numpy(dtype=float), rows[error[1]].to_numpy(dtype=float) - values])
         xerr = np.clip(xerr, 0, None)
-    axis.barh([_short(str(n)) for n in rows[name_column]], values, xerr=xerr, color="#d7301f", alpha=0.8)
-    axis.set_title(title)
+    # positions, not names, on the axis: two names cut to the same text stay two bars
+    axis.barh(range(len(rows)), values, xerr=xerr, color="#d7301f", alpha=0.8)
+    axis.set_yticks(range(len(rows)), [_short(n) for n in rows[name_column]])
+    axis.set_title(plot_text(title))
     axis.tick_params(axis="y", labelsize=8)
     figure.tight_layout()
     return figure
 
 
+@plain_text
 def confusion_heatmap(normalized: pd.DataFrame) -> Figure:
     size = max(4.0, 0.6 * len(normalized) + 2)
     figure, axis = plt.subplots(figsize=(size, size))
     image = axis.imshow(normalized.to_numpy(), cmap="Reds", vmin=0, vmax=1)
     axis.set_xticks(
         range(len(normalized.columns)),
-        [_short(str(c), 20) for c in normalized.columns],
+        [_short(c, 20) for c in normalized.columns],
         rotation=45,
         ha="right",
         fontsize=8,
     )
-    axis.set_yticks(range(len(normalized.index)), [_short(str(c), 20) for c in normalized.index], fontsize=8)
+    axis.set_yticks(range(len(normalized.index)), [_short(c, 20) for c in normalized.index], fontsize=8)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     for (i, j), value in np.ndenumerate(normalized.to_numpy()):
@@ -70,6 +105,7 @@ def confusion_heatmap(normalized: pd.DataFrame) -> Figure:
     return figure
 
 
+@plain_text
 def class_beeswarm(explanation: ConceptShap, label: str, *, top: int = 12) -> Figure:
     """Per-class SHAP distribution: one row per concept, dots coloured by the concept's score."""
     values = explanation.for_class(label)
@@ -95,6 +131,7 @@ def class_beeswarm(explanation: ConceptShap, label: str, *, top: int = 12) -> Fi
     return figure
 
 
+@plain_text
 def contribution_pair(
     explanation: ConceptShap, row: int, true_label: str, predicted_label: str, *, top: int = 8
 ) -> Figure:
@@ -104,7 +141,8 @@ def contribution_pair(
         contributions = explanation.for_class(label)[row]
         order = np.argsort(-np.abs(contributions))[:top][::-1]
         colours = ["#d7301f" if contributions[c] > 0 else "#2b8cbe" for c in order]
-        axis.barh([_short(explanation.concept_ids[c], 45) for c in order], contributions[order], color=colours)
+        axis.barh(range(len(order)), contributions[order], color=colours)
+        axis.set_yticks(range(len(order)), [_short(explanation.concept_ids[c], 45) for c in order])
         axis.axvline(0, color="#999", linewidth=0.8)
         axis.set_title(f"towards '{_short(label, 30)}'", fontsize=9)
         axis.tick_params(axis="y", labelsize=7)
@@ -112,6 +150,7 @@ def contribution_pair(
     return figure
 
 
+@plain_text
 def waterfall(explanation: ConceptShap, row: int, label: str, *, top: int = 10) -> Figure:
     """shap's waterfall of one row's contributions to ``label``: from the base value to the predicted probability."""
     import shap

@@ -1,13 +1,23 @@
 """A chainable report builder: sections of text, metrics, tables and figures, saved as a self-contained
 ``index.html`` (images inline, no external requests), ``report.md``, ``report.json``, ``tables/*.csv`` and
-``figures/*.png``. Every piece of text is HTML-escaped by the template engine.
+``figures/*.png``.
+
+Every piece of text is inert where it lands: HTML-escaped by the template engine, Markdown-escaped in
+``report.md``, and formula-neutralised in the CSV tables (see :mod:`conceptforest.explain.escape`). A save first
+removes the files an earlier report left in the folder (``index.html`` first) and writes ``index.html`` last, so a
+folder never holds an old page beside new tables.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import csv
+import hashlib
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +25,16 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from conceptforest._version import package_version
 from conceptforest.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from conceptforest.explain.escape import csv_safe_table, markdown_escape
+
+__all__ = ["MAX_HTML_ROWS", "REPORT_FILES", "REPORT_FOLDERS", "Report", "markdown_escape", "remove_report_files"]
 
 MAX_HTML_ROWS = 25
+# what a report owns in its folder; index.html comes first so it is the first file removed
+REPORT_FILES = ("index.html", "report.md", "report.json")
+REPORT_FOLDERS: dict[str, tuple[str, ...]] = {"tables": (".csv",), "figures": (".png", ".svg")}
 
 _TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
@@ -50,6 +67,8 @@ tables/{{ item.name }}.csv)</span>{% endif %}</p>{% endif %}
 <figcaption>{{ item.caption }}</figcaption></figure>
 {% endif %}{% endfor %}</section>
 {% endfor %}
+<footer class="note"><hr>Made by {% for k, v in made_by %}{{ k }}: {{ v }}{% if not loop.last %}; {% endif %}
+{% endfor %}</footer>
 </body></html>
 """
 
@@ -68,13 +87,32 @@ def plain(value: Any) -> Any:
 
 
 def markdown_table(table: pd.DataFrame) -> str:
-    header = "| " + " | ".join(map(str, table.columns)) + " |"
+    """A GitHub-style Markdown table; every header and cell escaped and kept on one line."""
+    header = "| " + " | ".join(markdown_escape(c, inline=True) for c in table.columns) + " |"
     rule = "|" + "---|" * len(table.columns)
     rows = [
-        "| " + " | ".join(_cell(v)["text"].replace("|", "\\|") for v in row) + " |"
+        "| " + " | ".join(markdown_escape(_cell(v)["text"], inline=True) for v in row) + " |"
         for row in table.itertuples(index=False)
     ]
     return "\n".join([header, rule, *rows])
+
+
+def remove_report_files(folder: str | Path, folders: Mapping[str, tuple[str, ...]] = REPORT_FOLDERS) -> None:
+    """Remove what an earlier report wrote into ``folder``: ``index.html`` first, then the other files it owns.
+
+    Only :data:`REPORT_FILES` and, in each of ``folders``, files with the given suffixes are removed; anything else
+    in the folder is left alone.
+    """
+    root = Path(folder)
+    for name in REPORT_FILES:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            (root / name).unlink()
+    for sub, suffixes in folders.items():
+        if not (root / sub).is_dir():
+            continue
+        for path in (root / sub).iterdir():
+            if path.suffix.lower() in suffixes and (path.is_file() or path.is_symlink()):
+                path.unlink(missing_ok=True)
 
 
 def _cell_text(value: Any) -> str:
@@ -110,10 +148,18 @@ class Report:
     'index.html'
     """
 
-    def __init__(self, title: str, *, banner: str | None = None, provenance: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        title: str,
+        *,
+        banner: str | None = None,
+        provenance: dict[str, Any] | None = None,
+        made_by: Mapping[str, Any] | None = None,
+    ) -> None:
         self.title = title
         self.banner = banner
         self.provenance = provenance or {}
+        self.made_by: dict[str, Any] = {"program": "conceptforest", "version": package_version(), **(made_by or {})}
         self._sections: dict[str, _Section] = {}
         self._tables: dict[str, pd.DataFrame] = {}
         self._figures: dict[str, tuple[bytes, str]] = {}
@@ -161,8 +207,11 @@ class Report:
         else:
             import matplotlib.pyplot as plt
 
+            from conceptforest.explain.plots import plain_text_rc
+
             buffer = io.BytesIO()
-            figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+            with plain_text_rc():
+                figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
             plt.close(figure)
             data, mime = buffer.getvalue(), "image/png"
         self._figures[name] = (data, mime)
@@ -180,38 +229,57 @@ class Report:
         return list(self._sections)
 
     def to_markdown(self) -> str:
-        lines = [f"# {self.title}", ""]
+        """The report as Markdown; all text is escaped, so no label or file name becomes HTML or syntax."""
+        lines = [f"# {markdown_escape(self.title, inline=True)}", ""]
         if self.banner:
-            lines += [f"> **{self.banner}**", ""]
+            lines += [f"> **{markdown_escape(self.banner, inline=True)}**", ""]
         for section in self._sections.values():
-            lines += [f"## {section.title}", ""]
+            lines += [f"## {markdown_escape(section.title, inline=True)}", ""]
             for item in section.items:
-                if item["kind"] in ("text", "note"):
-                    lines += [item["text"], ""]
-                elif item["kind"] == "metrics":
-                    lines += [f"- {k}: {v}" for k, v in item["pairs"]] + [""]
-                elif item["kind"] == "table":
-                    table = self._tables[item["name"]].head(MAX_HTML_ROWS)
-                    lines += [f"**{item['caption']}** (tables/{item['name']}.csv)", "", markdown_table(table), ""]
-                elif item["kind"] == "figure":
-                    lines += [f"*{item['caption']}* (see index.html / figures)", ""]
+                lines += self._markdown_item(item)
+        lines += ["---", "", markdown_escape(f"Made by {_made_by_text(self.made_by)}", inline=True)]
         return "\n".join(lines) + "\n"
 
+    def _markdown_item(self, item: dict[str, Any]) -> list[str]:
+        if item["kind"] in ("text", "note"):
+            return [markdown_escape(item["text"]), ""]
+        if item["kind"] == "metrics":
+            pairs = item["pairs"]
+            return [f"- {markdown_escape(k, inline=True)}: {markdown_escape(v, inline=True)}" for k, v in pairs] + [""]
+        if item["kind"] == "table":
+            table = self._tables[item["name"]].head(MAX_HTML_ROWS)
+            caption, name = markdown_escape(item["caption"], inline=True), markdown_escape(item["name"], inline=True)
+            return [f"**{caption}** (tables/{name}.csv)", "", markdown_table(table), ""]
+        return [f"*{markdown_escape(item['caption'], inline=True)}* (see index.html / figures)", ""]
+
     def save(self, folder: str | Path) -> Path:
-        """Write every file of the report atomically; returns the path of ``index.html``."""
+        """Write every file of the report atomically; returns the path of ``index.html``.
+
+        The files of an earlier report in ``folder`` are removed first (``index.html`` before anything else) and
+        ``index.html`` is written last: a save cut short leaves no page, never an old page beside new tables.
+        ``report.json`` records what made the report and the sha256 of every table and figure.
+        """
         folder = Path(folder)
+        remove_report_files(folder)
+        self.made_by.setdefault("created_at", datetime.now(UTC).isoformat(timespec="seconds"))
+        files: dict[str, str] = {}
         for name, table in self._tables.items():
-            atomic_write_text(folder / "tables" / f"{name}.csv", table.to_csv(index=False))
+            # strings quoted: a line break inside a label stays inside its cell
+            data = csv_safe_table(table).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode("utf-8")
+            files[f"tables/{name}.csv"] = _write(folder, f"tables/{name}.csv", data)
         for name, (data, mime) in self._figures.items():
-            atomic_write_bytes(folder / "figures" / f"{name}.{'svg' if mime == 'image/svg+xml' else 'png'}", data)
+            relative = f"figures/{name}.{'svg' if mime == 'image/svg+xml' else 'png'}"
+            files[relative] = _write(folder, relative, data)
         atomic_write_json(
             folder / "report.json",
             plain(
                 {
                     "title": self.title,
                     "banner": self.banner,
+                    "made_by": self.made_by,
                     "provenance": self.provenance,
                     "sections": self.section_titles,
+                    "files": files,
                     **self._json,
                 }
             ),
@@ -219,6 +287,19 @@ class Report:
         atomic_write_text(folder / "report.md", self.to_markdown())
         environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
         html = environment.from_string(_TEMPLATE).render(
-            title=self.title, banner=self.banner, sections=list(self._sections.values())
+            title=self.title,
+            banner=self.banner,
+            sections=list(self._sections.values()),
+            made_by=[(k, _cell_text(v)) for k, v in self.made_by.items()],
         )
         return atomic_write_text(folder / "index.html", html)
+
+
+def _write(folder: Path, relative: str, data: bytes) -> str:
+    """Write one file of the report; returns its sha256."""
+    atomic_write_bytes(folder / relative, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _made_by_text(made_by: Mapping[str, Any]) -> str:
+    return "; ".join(f"{k}: {_cell_text(v)}" for k, v in made_by.items())

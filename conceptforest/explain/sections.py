@@ -1,0 +1,272 @@
+"""The report's sections after the summary: importance, roll-up, confusion, per label, SHAP examples, trees,
+skipped files and data quality. Each ``add_*`` function computes one section and adds it to a :class:`Report`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from conceptforest.concepts.render import dot_available, render_tree
+from conceptforest.concepts.tree import ConceptTree
+from conceptforest.explain import plots
+from conceptforest.explain.confusion import confused_pairs, confusion_tables, top_concepts_overlap, why_a_not_b
+from conceptforest.explain.importance import concept_groups, gini_table, group_permutation_table, permutation_table
+from conceptforest.explain.report import Report
+from conceptforest.explain.shap_values import ConceptShap
+from conceptforest.features.matrix import FeatureMatrix
+from conceptforest.models.bundle import ModelBundle
+from conceptforest.models.metrics import per_label_table
+
+MAX_EMBEDDED_TREES = 11  # the schema and ten labels
+TREE_FILE_SUFFIXES = (".dot", ".svg", ".png")
+GRAPHVIZ_MISSING = (
+    "The tree pictures need Graphviz, whose 'dot' program is not on PATH: install Graphviz "
+    "(`apt-get install graphviz`, `brew install graphviz` or `conda install graphviz`) to draw the trees, then run "
+    "explain again; the .dot files are in trees/ beside this report ({count} files; any Graphviz viewer opens them)."
+)
+SHA256_PREFIX = 12
+
+
+@dataclass
+class Evaluation:
+    """What every section explains: the model, the matrix's ``split`` rows and the section options."""
+
+    bundle: ModelBundle
+    matrix: FeatureMatrix
+    split: str
+    X: pd.DataFrame
+    y: pd.Series
+    predicted: np.ndarray
+    n_repeats: int
+    top_k: int
+    shap_rows: int
+    worst: int
+    random_state: int
+
+
+def add_importance(report: Report, run: Evaluation) -> pd.DataFrame:
+    """Permutation and Gini importance; returns the permutation table (it shades the trees)."""
+    permutation = permutation_table(
+        run.bundle.model, run.X, run.y, n_repeats=run.n_repeats, random_state=run.random_state
+    )
+    report.add_table(
+        "Importance",
+        "permutation_importance",
+        permutation,
+        caption=f"Permutation importance on the {run.split!r} split (accuracy drop; {run.n_repeats} repeats, "
+        "95 % interval = 2.5-97.5th percentile of repeats)",
+    )
+    report.add_figure(
+        "Importance",
+        "permutation_importance",
+        plots.importance_bars(
+            permutation, "concept", "mean", error=("ci95_low", "ci95_high"), title="Permutation importance (top 15)"
+        ),
+    )
+    report.add_table(
+        "Importance",
+        "gini_importance",
+        gini_table(run.bundle.model, run.matrix.concept_ids),
+        caption="Gini (MDI) importance: computed on the TRAINING data and biased towards features with "
+        "many distinct values; read it beside permutation importance",
+    )
+    return permutation
+
+
+def add_rollup(report: Report, run: Evaluation) -> None:
+    concepts = run.matrix.meta["concepts"]
+    for level, caption in (("part", "parts"), ("part_attribute", "part attributes"), ("attribute", "attribute kinds")):
+        table = group_permutation_table(
+            run.bundle.model,
+            run.X,
+            run.y,
+            concept_groups(concepts, level),  # type: ignore[arg-type]
+            n_repeats=run.n_repeats,
+            random_state=run.random_state,
+        )
+        report.add_table(
+            "Roll-up",
+            f"rollup_{level}",
+            table,
+            caption=f"Grouped permutation importance by {caption}: all concepts of a group permuted "
+            "together (plain permutation understates correlated concepts)",
+        )
+        if level == "part":
+            report.add_figure(
+                "Roll-up",
+                "rollup_part",
+                plots.importance_bars(table, "group", "mean", error=("ci95_low", "ci95_high"), title="Parts"),
+            )
+
+
+def add_confusion(report: Report, run: Evaluation, per_class: pd.DataFrame) -> None:
+    """The confusion matrix, the most-confused pairs and, for the top three, why one label and not the other."""
+    tables = confusion_tables(run.y, run.predicted, run.matrix.labels)
+    report.add_table(
+        "Confusion",
+        "confusion_raw",
+        tables["raw"].reset_index(names="true \\ predicted"),
+        caption="Confusion matrix (rows: true label)",
+    )
+    report.add_figure(
+        "Confusion",
+        "confusion",
+        plots.confusion_heatmap(tables["normalized"]),
+        caption="Row-normalised confusion matrix",
+    )
+    pairs = confused_pairs(tables["raw"])
+    report.add_table("Confusion", "confused_pairs", pairs, caption="Most-confused label pairs")
+    overlaps = []
+    for pair in pairs.head(3).itertuples(index=False):
+        a, b = str(pair.label_a), str(pair.label_b)
+        overlap = top_concepts_overlap({c: per_class[c] for c in per_class.columns}, a, b, k=run.top_k)
+        overlaps.append(
+            {
+                "label_a": a,
+                "label_b": b,
+                "shared_top_concepts": "; ".join(overlap["shared"]),
+                "jaccard": overlap["jaccard"],
+            }
+        )
+        report.add_table(
+            "Confusion",
+            f"why_{len(overlaps)}",
+            why_a_not_b(run.X, run.y, a, b, per_class[a], top=run.top_k),
+            caption=f"Why {a} and not {b}: concepts whose mean score differs most, with their mean |SHAP| for {a}",
+        )
+    if overlaps:
+        report.add_table(
+            "Confusion",
+            "top_concept_overlap",
+            pd.DataFrame(overlaps),
+            caption=f"Overlap of the top-{run.top_k} concepts (per-class mean |SHAP|) of confused pairs",
+        )
+
+
+def add_per_label(report: Report, run: Evaluation, per_class: pd.DataFrame) -> None:
+    labels, top_k = run.matrix.labels, run.top_k
+    report.add_table(
+        "Per label",
+        "per_label_metrics",
+        per_label_table(run.y, run.predicted, labels),
+        caption="Precision, recall and F1 per label",
+    )
+    for number, label in enumerate(labels):
+        ranked = per_class[label].sort_values(ascending=False)
+        shown = min(top_k, len(ranked))
+        table = pd.DataFrame(
+            {
+                "rank": ["top"] * shown + ["bottom"] * shown,
+                "concept": [*ranked.index[:top_k], *ranked.index[::-1][:top_k]],
+                "mean_abs_shap": [*ranked.to_numpy()[:top_k], *ranked.to_numpy()[::-1][:top_k]],
+            }
+        )
+        report.add_table(
+            "Per label",
+            f"label_{number}_concepts",
+            table,
+            caption=f"{label}: top and bottom {top_k} concepts by per-class mean |SHAP| on the {run.split!r} split",
+        )
+
+
+def add_examples(report: Report, run: Evaluation, explanation: ConceptShap) -> None:
+    """Beeswarms of the first eight labels, then the worst misclassified images' contributions."""
+    labels, model = run.matrix.labels, run.bundle.model
+    for number, label in enumerate(labels[:8]):
+        report.add_figure(
+            "Examples with SHAP",
+            f"beeswarm_{number}",
+            plots.class_beeswarm(explanation, label),
+            caption=f"SHAP values for {label}",
+        )
+    proba = model.predict_proba(run.X.iloc[: run.shap_rows])
+    classes = [str(c) for c in model.classes_]
+    truth = [str(label) for label in run.y.iloc[: run.shap_rows]]
+    predicted = [str(label) for label in run.predicted]
+    wrong = [i for i in range(len(truth)) if predicted[i] != truth[i]]
+    wrong.sort(key=lambda i: float(proba[i, classes.index(truth[i])]))
+    paths = run.matrix.rows(run.split)["path"]
+    for number, i in enumerate(wrong[: run.worst], 1):
+        report.add_figure(
+            "Examples with SHAP",
+            f"misclassified_{number}",
+            plots.contribution_pair(explanation, i, truth[i], predicted[i]),
+            caption=f"{paths.iloc[i]}: true {truth[i]}, predicted {predicted[i]} "
+            f"(p={proba[i, classes.index(predicted[i])]:.2f})",
+        )
+    if not wrong:
+        report.add_text("Examples with SHAP", "No misclassified images among the explained rows.", note=True)
+
+
+def add_trees(report: Report, tree: ConceptTree | None, out: Path, permutation: pd.DataFrame) -> None:
+    """Tree pictures shaded by permutation importance; without Graphviz, the .dot files and how to draw them."""
+    if tree is None:
+        report.add_text("Trees", "No tree file was given, so no tree pictures were drawn.", note=True)
+        return
+    weights = {str(r.concept): max(float(r.mean), 0.0) for r in permutation.itertuples(index=False)}
+    drawable = dot_available()
+    rendered = render_tree(tree, out / "trees", formats=["svg"] if drawable else ["dot"], importance=weights)
+    if not drawable:
+        dot_files = [p for p in rendered.written if p.suffix == ".dot"]
+        report.add_text("Trees", GRAPHVIZ_MISSING.format(count=len(dot_files)), note=True)
+    svgs = [p for p in rendered.written if p.suffix == ".svg"]
+    if len(svgs) > MAX_EMBEDDED_TREES:
+        report.add_text(
+            "Trees",
+            f"{len(svgs) - MAX_EMBEDDED_TREES} more tree pictures are in the trees/ folder "
+            "beside this report (kept out of the page to keep it small).",
+            note=True,
+        )
+    for path in svgs[:MAX_EMBEDDED_TREES]:
+        report.add_figure(
+            "Trees", f"tree_{path.stem}", path.read_bytes(), caption=f"{path.stem}, shaded by permutation importance"
+        )
+    for message in rendered.warnings:
+        report.add_text("Trees", message, note=True)
+
+
+def add_skipped(report: Report, skipped: pd.DataFrame | None) -> None:
+    if skipped is not None and not skipped.empty:
+        report.add_table(
+            "Skipped files", "skipped", skipped, caption=f"{len(skipped)} file(s) skipped during feature extraction"
+        )
+    else:
+        report.add_text("Skipped files", "No file was skipped.", note=True)
+
+
+def duplicate_files(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose bytes (``sha256``) also appear under another label: ``path``, ``label``, ``split``, ``sha256``
+    (its first 12 hex digits), grouped by content. Byte-identical files under one label are not listed."""
+    columns = ["path", "label", "split", "sha256"]
+    if not {"path", "label", "sha256"} <= set(frame.columns):
+        return pd.DataFrame(columns=columns)
+    ids = frame.reindex(columns=columns).astype(str)
+    crossing = ids[ids.groupby("sha256")["label"].transform("nunique") > 1]
+    table = crossing.sort_values(["sha256", "label", "path"], kind="stable").reset_index(drop=True)
+    table["sha256"] = table["sha256"].str[:SHA256_PREFIX]
+    return table
+
+
+def add_data_quality(report: Report, frame: pd.DataFrame) -> None:
+    """Byte-identical files filed under different labels (nothing is added when there are none)."""
+    duplicates = duplicate_files(frame)
+    if duplicates.empty:
+        return
+    contents = duplicates["sha256"].nunique()
+    report.add_text(
+        "Data quality",
+        f"{len(duplicates)} files are byte-identical copies filed under different labels ({contents} distinct "
+        "images). One image cannot show two labels: check these files, keep each under its right label, and mind "
+        "that a copy in the training split and another in the test split flatters the accuracy.",
+    )
+    report.add_table(
+        "Data quality",
+        "duplicate_files",
+        duplicates,
+        caption="Byte-identical files under different labels (sha256 prefix = same content)",
+        max_rows=100,
+    )
