@@ -106,5 +106,6 @@ def run_pipeline(
         baselines=baselines,
         n_repeats=n_repeats,
         random_state=seed,
+        made_by={"run_dir": str(out), "model_dir": str(out / "model")},
     )
     return RunResult(out_dir=out, tree=tree, stats=stats, metrics=metrics)

@@ -190,7 +190,7 @@ def test_status_hints(stub: StubServer, make_client) -> None:
 def test_a_validation_failure_hint_names_repairs_and_a_stronger_model(stub: StubServer, make_client) -> None:
     stub.state.add_fault("schema_ignored", times=3)
     error = error_of(lambda: ask_parts(make_client()))
-    assert "stronger model" in (error.hint or "") and "max_repairs" in (error.hint or "")
+    assert "stronger model" in (error.hint or "") and "--max-repairs" in (error.hint or "")
     assert "--timeout" not in (error.hint or "")
     stub.state.add_fault("truncated", times=3)
     cut = error_of(lambda: ask_attributes(make_client()))
