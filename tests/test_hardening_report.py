@@ -174,7 +174,11 @@ def test_a_new_report_removes_the_old_reports_files(tmp_path: Path) -> None:
     old.save(tmp_path)
     (tmp_path / "trees").mkdir()
     (tmp_path / "notes.txt").write_text("mine")  # not the report's: kept
+    (tmp_path / "tables" / "mydata.csv").write_text("x\n1\n")  # the user's, in the report's own folder: kept
+    (tmp_path / "figures" / "my_plot.png").write_bytes(b"\x89PNG mine")
     Report("new").add_table("A", "tab", pd.DataFrame({"a": [2]})).save(tmp_path)
+    assert (tmp_path / "tables" / "mydata.csv").read_text() == "x\n1\n"
+    assert (tmp_path / "figures" / "my_plot.png").read_bytes() == b"\x89PNG mine"
     assert not (tmp_path / "tables" / "old_only.csv").exists()
     assert not (tmp_path / "figures" / "old_fig.png").exists()
     assert (tmp_path / "notes.txt").read_text() == "mine"
@@ -218,7 +222,8 @@ def test_trees_section_explains_graphviz_when_dot_is_missing(tmp_path: Path, mon
     assert shutil.which("dot") is None
     stale = tmp_path / "report" / "trees" / "label-gone.svg"
     stale.parent.mkdir(parents=True)
-    stale.write_text("<svg/>")
+    stale.write_text("<svg/>")  # an earlier report's picture, listed in its report.json
+    (tmp_path / "report" / "report.json").write_text(json.dumps({"files": {"trees/label-gone.svg": "0"}}))
     report = _explain(made_up_matrix(n=80), tmp_path, tree=dog_tree(), made_by={"model_dir": "m", "run_dir": "r"})
     assert "Trees" in report.section_titles and "Data quality" not in report.section_titles
     html = (tmp_path / "report" / "index.html").read_text()

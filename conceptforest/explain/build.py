@@ -19,8 +19,8 @@ from sklearn.preprocessing import StandardScaler
 from conceptforest.concepts.tree import ConceptTree
 from conceptforest.errors import BadInputError
 from conceptforest.explain import sections
-from conceptforest.explain.report import REPORT_FOLDERS, Report, remove_report_files
-from conceptforest.explain.sections import MAX_EMBEDDED_TREES, TREE_FILE_SUFFIXES, Evaluation
+from conceptforest.explain.report import Report, remove_report_files
+from conceptforest.explain.sections import MAX_EMBEDDED_TREES, Evaluation
 from conceptforest.explain.shap_values import explain_shap
 from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING, Backbone
 from conceptforest.features.matrix import FeatureMatrix
@@ -185,7 +185,7 @@ def explain_model(
     sections.add_per_label(report, run, per_class)
     sections.add_examples(report, run, explanation)
     # all computed: now clear what an earlier report left here, tree pictures included, before writing any of it
-    remove_report_files(out, {**REPORT_FOLDERS, "trees": TREE_FILE_SUFFIXES})
+    remove_report_files(out)
     sections.add_trees(report, tree, out, permutation)
     sections.add_skipped(report, skipped)
     sections.add_data_quality(report, matrix.frame)

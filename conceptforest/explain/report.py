@@ -15,6 +15,7 @@ import contextlib
 import csv
 import hashlib
 import io
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,12 +30,11 @@ from conceptforest._version import package_version
 from conceptforest.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from conceptforest.explain.escape import csv_safe_table, markdown_escape
 
-__all__ = ["MAX_HTML_ROWS", "REPORT_FILES", "REPORT_FOLDERS", "Report", "markdown_escape", "remove_report_files"]
+__all__ = ["MAX_HTML_ROWS", "REPORT_FILES", "Report", "markdown_escape", "remove_report_files"]
 
 MAX_HTML_ROWS = 25
 # what a report owns in its folder; index.html comes first so it is the first file removed
 REPORT_FILES = ("index.html", "report.md", "report.json")
-REPORT_FOLDERS: dict[str, tuple[str, ...]] = {"tables": (".csv",), "figures": (".png", ".svg")}
 
 _TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
@@ -97,22 +97,35 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def remove_report_files(folder: str | Path, folders: Mapping[str, tuple[str, ...]] = REPORT_FOLDERS) -> None:
-    """Remove what an earlier report wrote into ``folder``: ``index.html`` first, then the other files it owns.
+def remove_report_files(folder: str | Path) -> None:
+    """Remove what an earlier report wrote into ``folder``: ``index.html`` first, then the files its
+    ``report.json`` lists, then ``report.md`` and ``report.json``.
 
-    Only :data:`REPORT_FILES` and, in each of ``folders``, files with the given suffixes are removed; anything else
-    in the folder is left alone.
+    Only files an earlier report recorded are removed (never a path outside ``folder``): a user's own files in the
+    same folder are left alone.
     """
     root = Path(folder)
-    for name in REPORT_FILES:
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-            (root / name).unlink()
-    for sub, suffixes in folders.items():
-        if not (root / sub).is_dir():
-            continue
-        for path in (root / sub).iterdir():
-            if path.suffix.lower() in suffixes and (path.is_file() or path.is_symlink()):
-                path.unlink(missing_ok=True)
+    owned = _owned_files(root / "report.json")
+    for name in ("index.html", *owned, "report.md", "report.json"):
+        path = root / name
+        if _inside(root, path):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                path.unlink()
+
+
+def _owned_files(report_json: Path) -> list[str]:
+    try:
+        listed = json.loads(report_json.read_text(encoding="utf-8")).get("files", {})
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return []
+    return [str(name) for name in listed] if isinstance(listed, dict | list) else []
+
+
+def _inside(root: Path, path: Path) -> bool:
+    try:
+        return path.resolve().parent.is_relative_to(root.resolve()) and not path.is_dir()
+    except OSError:
+        return False
 
 
 def _cell_text(value: Any) -> str:
@@ -160,6 +173,8 @@ class Report:
         self.banner = banner
         self.provenance = provenance or {}
         self.made_by: dict[str, Any] = {"program": "conceptforest", "version": package_version(), **(made_by or {})}
+        # files written beside the report by a section (tree pictures): relative path -> sha256
+        self.extra_files: dict[str, str] = {}
         self._sections: dict[str, _Section] = {}
         self._tables: dict[str, pd.DataFrame] = {}
         self._figures: dict[str, tuple[bytes, str]] = {}
@@ -262,7 +277,7 @@ class Report:
         folder = Path(folder)
         remove_report_files(folder)
         self.made_by.setdefault("created_at", datetime.now(UTC).isoformat(timespec="seconds"))
-        files: dict[str, str] = {}
+        files: dict[str, str] = dict(self.extra_files)
         for name, table in self._tables.items():
             # strings quoted: a line break inside a label stays inside its cell
             data = csv_safe_table(table).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode("utf-8")

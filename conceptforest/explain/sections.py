@@ -4,6 +4,8 @@ skipped files and data quality. Each ``add_*`` function computes one section and
 
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,6 @@ from conceptforest.models.bundle import ModelBundle
 from conceptforest.models.metrics import per_label_table
 
 MAX_EMBEDDED_TREES = 11  # the schema and ten labels
-TREE_FILE_SUFFIXES = (".dot", ".svg", ".png")
 GRAPHVIZ_MISSING = (
     "The tree pictures need Graphviz, whose 'dot' program is not on PATH: install Graphviz "
     "(`apt-get install graphviz`, `brew install graphviz` or `conda install graphviz`) to draw the trees, then run "
@@ -210,6 +211,8 @@ def add_trees(report: Report, tree: ConceptTree | None, out: Path, permutation: 
     weights = {str(r.concept): max(float(r.mean), 0.0) for r in permutation.itertuples(index=False)}
     drawable = dot_available()
     rendered = render_tree(tree, out / "trees", formats=["svg"] if drawable else ["dot"], importance=weights)
+    for path in rendered.written:
+        report.extra_files[path.relative_to(out).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     if not drawable:
         dot_files = [p for p in rendered.written if p.suffix == ".dot"]
         report.add_text("Trees", GRAPHVIZ_MISSING.format(count=len(dot_files)), note=True)
