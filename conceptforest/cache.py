@@ -81,3 +81,12 @@ class DiskCache:
     def __len__(self) -> int:
         folder = self.root / self.namespace
         return sum(1 for _ in folder.glob("*/*.json")) if folder.exists() else 0
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's content, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

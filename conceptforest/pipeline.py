@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,11 @@ from conceptforest.models.train import train_model
 logger = logging.getLogger(__name__)
 
 TREE_FILE = "tree.json"
-PREVIOUS_TREE_FILE = "tree.previous.json"
+PREVIOUS_TREE_PATTERN = "tree.previous-{stamp}.json"
 
 
 def save_run_tree(tree: ConceptTree, path: Path) -> None:
-    """Write the run's tree; an existing, different tree is kept as ``tree.previous.json``, never lost."""
+    """Write the run's tree; an existing, different tree is kept as ``tree.previous-<UTC time>.json``, never lost."""
     if path.is_file():
         try:
             old = ConceptTree.load(path)
@@ -39,8 +40,9 @@ def save_run_tree(tree: ConceptTree, path: Path) -> None:
             old = None
         if old is not None and old.tree_hash() == tree.tree_hash():
             return
-        os.replace(path, path.with_name(PREVIOUS_TREE_FILE))
-        logger.warning("The run folder's previous tree was moved to %s.", path.with_name(PREVIOUS_TREE_FILE))
+        previous = path.with_name(PREVIOUS_TREE_PATTERN.format(stamp=datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")))
+        os.replace(path, previous)
+        logger.warning("The run folder's previous tree was moved to %s.", previous)
     tree.save(path)
 
 

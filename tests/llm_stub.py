@@ -46,6 +46,7 @@ FAULTS = (
     "hostile_names",
     "echo401",
     "echo500",
+    "echo401_late",
 )
 
 
@@ -219,6 +220,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         if fault == "404":
             self._send(404, {"error": {"message": f"model {body.get('model')!r} not found"}})
+            return
+        if fault == "echo401_late":
+            # the bare key, placed where a 300-character cut of the body would split it
+            key = str(self.headers.get("Authorization", "")).removeprefix("Bearer ")
+            self._send(401, {"error": {"message": "x" * 250 + f" invalid token {key}", "type": "auth"}})
             return
         if fault in ("echo401", "echo500"):
             # a server that quotes the request's Authorization header back in its error

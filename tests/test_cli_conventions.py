@@ -168,7 +168,8 @@ def test_run_never_overwrites_a_users_tree(tmp_path: Path) -> None:
     assert third.exit_code == 0, third.output
     assert own.read_bytes() == before
     assert ConceptTree.load(out / "tree.json").labels == ["red disc", "blue tile"]
-    assert ConceptTree.load(out / "tree.previous.json").sentence_template == "it shows {value}"
+    (previous,) = out.glob("tree.previous-*.json")
+    assert ConceptTree.load(previous).sentence_template == "it shows {value}"
 
 
 def test_a_large_generation_asks_for_yes_before_any_request(tmp_path: Path) -> None:

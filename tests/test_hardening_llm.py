@@ -125,6 +125,14 @@ def test_a_server_echoing_the_key_is_redacted(stub: StubServer, make_client, fau
     assert "HTTP" in text  # the rest of the server's answer is still shown
 
 
+def test_a_key_cut_in_half_by_the_message_limit_is_still_redacted(stub: StubServer, make_client) -> None:
+    key = "gsk_ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef"
+    stub.state.add_fault("echo401_late", times=2)
+    error = error_of(lambda: ask_parts(make_client(api_key=key, max_attempts=1)))
+    text = f"{error.message} {error.hint}"
+    assert key[:10] not in text and "[redacted]" in text
+
+
 def test_redaction_of_tokens_that_are_not_the_clients_key() -> None:
     from conceptforest.concepts.llm_transport import redact_secrets
 

@@ -92,6 +92,9 @@ def _is_usage_error(exc: Exception) -> bool:
 def _fail(message: str, code: int, exc: BaseException) -> None:
     if os.environ.get(DEBUG_ENV):
         traceback.print_exception(exc, file=sys.stderr)
+    key = os.environ.get("OPENAI_API_KEY", "")
+    if len(key) >= 8:
+        message = message.replace(key, "[redacted]")
     typer.echo(_printable(message), err=True)
     raise typer.Exit(code=code) from exc
 

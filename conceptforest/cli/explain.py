@@ -20,6 +20,7 @@ from conceptforest.cli._common import (
     echo,
     warn,
 )
+from conceptforest.errors import BadInputError
 
 ModelArgument = Annotated[Path, typer.Argument(metavar="MODEL", help="Model folder from 'conceptforest train'.")]
 RunArgument = Annotated[Path, typer.Argument(metavar="RUN", help="Run folder with features.parquet + concepts.json.")]
@@ -36,12 +37,15 @@ def explain(
     top_k: TopKOption = 10,
     seed: SeedOption = 0,
     baselines: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            help="Also compute zero-shot CLIP, the linear probe and the controls "
-            "(needs the tree, the model's backbone and the run's cached embeddings)."
+            "--baselines/--no-baselines",
+            help="Also compute zero-shot CLIP, the linear probe and the controls (needs the tree, the model's "
+            "backbone and the run's cached embeddings). Default: when they can be computed; --baselines makes a "
+            "failure to load the backbone an error.",
+            show_default=False,
         ),
-    ] = True,
+    ] = None,
     clip: ClipOption = None,
     pretrained: PretrainedOption = None,
     checkpoint: CheckpointOption = None,
@@ -59,17 +63,24 @@ def explain(
 
     tree_path = default_tree(tree, run_dir)
     backbone = None
-    if baselines and tree_path is not None:
-        backbone = backbone_for(
-            load_bundle(model_dir),
-            clip=clip,
-            pretrained=pretrained,
-            checkpoint=checkpoint,
-            device=device,
-            cache_dir=cache_dir,
-        )
+    if baselines is not False and tree_path is not None:
+        try:
+            backbone = backbone_for(
+                load_bundle(model_dir),
+                clip=clip,
+                pretrained=pretrained,
+                checkpoint=checkpoint,
+                device=device,
+                cache_dir=cache_dir,
+            )
+        except BadInputError as exc:
+            if baselines:
+                raise
+            warn(f"the baselines are not computed: {exc} (pass --baselines to make this an error).")
     elif baselines:
-        warn(f"no tree given and no {run_dir / 'tree.json'}: the baselines are not computed; pass --tree FILE.")
+        raise BadInputError(
+            f"--baselines needs the concept tree, and {run_dir / 'tree.json'} does not exist.", hint="pass --tree FILE."
+        )
     report = explain_run(
         model_dir,
         run_dir,

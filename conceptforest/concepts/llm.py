@@ -348,8 +348,9 @@ class LLMClient:
         if isinstance(exc, openai.APIConnectionError):
             return f"could not connect to {self._server}"
         if isinstance(exc, openai.APIStatusError):
-            body = exc.response.text[:300] if exc.response is not None else ""
-            return f"HTTP {exc.status_code} from the server: {body}".strip()
+            # redact the whole body before cutting it, so a cut never leaves part of an echoed key
+            body = redact_secrets(exc.response.text, [self._client.api_key]) if exc.response is not None else ""
+            return f"HTTP {exc.status_code} from the server: {body[:300]}".strip()
         return str(exc)
 
     def _hint(self, exc: Exception | None, *, truncated: bool = False) -> str:

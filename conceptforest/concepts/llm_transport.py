@@ -153,7 +153,7 @@ def failure_hint(
             "(--max-parts, --max-attributes, --max-values)."
         )
     return (
-        f"use a stronger model, or allow more repair requests (max_repairs under [llm] in the config file, "
+        f"use a stronger model, or allow more repair requests (--max-repairs, "
         f"now {max_repairs}); --llm none builds a template tree without an LLM."
     )
 

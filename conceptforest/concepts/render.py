@@ -15,10 +15,11 @@ import pydot
 
 from conceptforest.atomic import atomic_write_bytes, atomic_write_text
 from conceptforest.concepts.tree import ConceptTree, concept_id
+from conceptforest.defaults import RENDER_FORMATS
 from conceptforest.errors import BadInputError
 from conceptforest.text import safe_filename
 
-FORMATS = ("svg", "png", "dot")
+FORMATS = RENDER_FORMATS
 _LOW = (255, 255, 255)
 _HIGH = (215, 48, 31)
 

@@ -10,34 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from conceptforest.cache import stable_hash
 from conceptforest.errors import BadInputError
 from conceptforest.features.backbone import (
     TINY_RANDOM,
     Backbone,
     checkpoint_sha256,
     checkpoint_weights,
-    file_sha256,
     load_backbone,
+    local_dir_weights_id,
+    model_id_part,
 )
 from conceptforest.models.bundle import ModelBundle
 
 LOCAL_DIR = "local-dir:"
-
-
-def local_dir_weights_id(folder: Path) -> str:
-    """``sha256-<16 hex>`` of a ``local-dir:`` folder's weight files, as backbone ids record it."""
-    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pth"))
-    return "sha256-" + stable_hash([file_sha256(f) for f in files])[:16]
-
-
-def model_part(name: str) -> str:
-    """The model part of a backbone id (see ``load_backbone``)."""
-    if name == TINY_RANDOM:
-        return "tiny-random"
-    if name.startswith(LOCAL_DIR):
-        return "local-dir"
-    return name.replace("/", "_")
 
 
 def expected_id_prefix(name: str, pretrained: str | None, checkpoint: Path | None) -> str | None:
@@ -58,7 +43,7 @@ def expected_id_prefix(name: str, pretrained: str | None, checkpoint: Path | Non
         weights = local_dir_weights_id(folder)
     else:
         weights = pretrained or "none"
-    return f"{model_part(name)}__{weights}__"
+    return f"{model_id_part(name)}__{weights}__"
 
 
 def trained_with(spec: dict[str, Any], backbone_id: str) -> tuple[str, str]:

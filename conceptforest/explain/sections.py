@@ -5,7 +5,6 @@ skipped files and data quality. Each ``add_*`` function computes one section and
 from __future__ import annotations
 
 import hashlib
-
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -7,7 +7,6 @@ every artefact. Random weights exist only under the explicit name :data:`TINY_RA
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import warnings
@@ -19,14 +18,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from conceptforest.cache import stable_hash
+from conceptforest.cache import file_sha256, stable_hash
+from conceptforest.defaults import (  # re-exported: the stage modules have always offered these names
+    DEFAULT_MODEL as DEFAULT_MODEL,
+)
+from conceptforest.defaults import (
+    DEFAULT_PRETRAINED as DEFAULT_PRETRAINED,
+)
+from conceptforest.defaults import (
+    PRECISIONS as PRECISIONS,
+)
+from conceptforest.defaults import (
+    RANDOM_WEIGHTS_WARNING as RANDOM_WEIGHTS_WARNING,
+)
+from conceptforest.defaults import (
+    TINY_RANDOM as TINY_RANDOM,
+)
 from conceptforest.errors import BadInputError
 
-DEFAULT_MODEL = "ViT-B-32"
-DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
-TINY_RANDOM = "conceptforest-tiny-random"
-RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS: this backbone is untrained; its scores carry no meaning about images."
-PRECISIONS = ("fp32", "int8")
 TINY_CONFIG: dict[str, Any] = {
     "embed_dim": 64,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16},
@@ -43,14 +52,6 @@ def select_device(device: str | None = None) -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checkpoint_sha256(path: str | Path) -> str:
@@ -192,6 +193,12 @@ class _Weights:
     checkpoint: dict[str, str] = field(default_factory=dict)  # path and full sha256 of a checkpoint file
 
 
+def local_dir_weights_id(folder: Path) -> str:
+    """``sha256-<16 hex>`` of a ``local-dir:`` folder's weight files, as backbone ids record it."""
+    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pth"))
+    return "sha256-" + stable_hash([file_sha256(f) for f in files])[:16]
+
+
 def _weights_for(name: str, pretrained: str | None, checkpoint: str | Path | None) -> _Weights:
     """Resolve the weights of a named (non tiny-random) backbone, refusing what cannot be loaded."""
     if checkpoint is not None:
@@ -211,10 +218,9 @@ def _weights_for(name: str, pretrained: str | None, checkpoint: str | Path | Non
                 f"{str(folder)!r} is not an open_clip model folder (no open_clip_config.json).",
                 hint="point local-dir: at a folder with open_clip_config.json and weights.",
             )
-        files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pth"))
         config = json.loads((folder / "open_clip_config.json").read_text())
         random_weights = bool(config.get("conceptforest", {}).get("random_weights", False))
-        return _Weights(None, "sha256-" + stable_hash([file_sha256(f) for f in files])[:16], random=random_weights)
+        return _Weights(None, local_dir_weights_id(folder), random=random_weights)
     if not pretrained and not name.startswith("hf-hub:"):
         raise BadInputError(
             f"No weights were given for CLIP model {name!r}.",
@@ -254,7 +260,8 @@ def _create_named(
     return model, preprocess, open_clip.get_tokenizer(name)
 
 
-def _model_name(name: str) -> str:
+def model_id_part(name: str) -> str:
+    """The model part of a backbone id."""
     if name == TINY_RANDOM:
         return "tiny-random"
     if name.startswith("local-dir:"):
@@ -314,7 +321,7 @@ def load_backbone(
     model = model.to(torch_device).eval()
     if precision == "int8":
         model = quantize_linear_int8(model)
-    backbone_id = f"{_model_name(name)}__{weights.tag}__pre-{_preprocess_id(preprocess)}"
+    backbone_id = f"{model_id_part(name)}__{weights.tag}__pre-{_preprocess_id(preprocess)}"
     return Backbone(
         model=model,
         preprocess=preprocess,

@@ -25,13 +25,14 @@ from conceptforest._version import library_versions
 from conceptforest.atomic import atomic_write_text
 from conceptforest.cache import conceptforest_home
 from conceptforest.concepts.tree import Concept, ConceptTree
+from conceptforest.defaults import (  # re-exported: the stage modules have always offered these names
+    SKIPPED_FILE as SKIPPED_FILE,
+)
 from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING, Backbone
 from conceptforest.features.dataset import ImageDataset, ImageRecord, check_labels_match
 from conceptforest.features.images import DEFAULT_MAX_PIXELS, ImageDecodeError, SkippedImage, decode_image
 from conceptforest.features.matrix import FEATURES_FILE, ID_COLUMNS, PARQUET_WRITE_OPTIONS, FeatureMatrix
 from conceptforest.features.store import EmbeddingStore
-
-SKIPPED_FILE = "skipped.csv"
 
 
 @dataclass

@@ -9,7 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-DEFAULT_MAX_PIXELS = 50_000_000
+from conceptforest.defaults import (  # re-exported: the stage modules have always offered these names
+    DEFAULT_MAX_PIXELS as DEFAULT_MAX_PIXELS,
+)
+
 # resizing the short side of a 1x2,000,000 strip to 224 pixels would allocate gigabytes: refuse such shapes first
 DEFAULT_MAX_ASPECT_RATIO = 100.0
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})

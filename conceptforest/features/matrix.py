@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conceptforest.atomic import atomic_write_json
+from conceptforest.cache import file_sha256
 from conceptforest.errors import BadInputError
 
 FEATURES_FILE = "features.parquet"
@@ -134,15 +134,6 @@ class FeatureMatrix:
 
 
 _RERUN_HINT = "re-run 'conceptforest features extract' into this folder (cached embeddings make it quick)."
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file's content, read in blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_sidecar(sidecar: Path) -> dict[str, Any]:
