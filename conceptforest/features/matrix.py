@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from conceptforest.atomic import atomic_write_json
 from conceptforest.cache import file_sha256
+from conceptforest.concepts.tree import Concept
 from conceptforest.errors import BadInputError
 
 FEATURES_FILE = "features.parquet"
@@ -47,6 +48,25 @@ class FeatureMatrix:
     @property
     def labels(self) -> list[str]:
         return list(self.meta["labels"])
+
+    @property
+    def concepts(self) -> list[Concept]:
+        """The concepts of the columns, in column order."""
+        return [
+            Concept(
+                id=c["id"],
+                part_path=c.get("part_path", ""),
+                attribute=c.get("attribute", ""),
+                value=c.get("value", ""),
+                sentence=c.get("sentence", ""),
+                labels=tuple(c.get("labels", ())),
+            )
+            for c in self.meta["concepts"]
+        ]
+
+    @property
+    def random_weights(self) -> bool:
+        return bool(self.meta.get("random_weights", False))
 
     @property
     def backbone_id(self) -> str:
