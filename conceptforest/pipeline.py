@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from conceptforest.atomic import atomic_write_json
+from conceptforest.concepts.descriptors import DescriptorSet
 from conceptforest.concepts.generate import GenerationLimits, extend_tree, generate_tree
 from conceptforest.concepts.llm import LLMClient
 from conceptforest.concepts.tree import ConceptTree
@@ -21,8 +23,10 @@ from conceptforest.explain.build import explain_model, load_skipped
 from conceptforest.features.backbone import Backbone
 from conceptforest.features.dataset import load_dataset
 from conceptforest.features.extract import ExtractionStats, extract_features
-from conceptforest.models.baselines import baseline_predictions
+from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.models.bundle import load_bundle
+from conceptforest.models.methods import MethodResult, Need, NotComputed, run_methods
+from conceptforest.models.methods.context import method_inputs
 from conceptforest.models.train import train_model
 
 logger = logging.getLogger(__name__)
@@ -76,6 +80,7 @@ def run_pipeline(
     n_estimators: int = 500,
     seed: int = 0,
     n_repeats: int = 10,
+    method_names: Sequence[str] | None = None,
     config: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> RunResult:
@@ -96,18 +101,78 @@ def run_pipeline(
     dataset = load_dataset(images, labels=tree.labels, seed=seed)
     matrix, stats = extract_features(dataset, tree, backbone, out, cache_dir=cache_dir, progress=progress)
     _, metrics = train_model(matrix, out / "model", n_estimators=n_estimators, random_state=seed)
-    baselines = baseline_predictions(
-        matrix, tree, backbone, cache_dir=cache_dir, seed=seed, n_estimators=min(n_estimators, 200)
+    bundle = load_bundle(out / "model")
+    inputs = method_inputs(
+        matrix, split="test", seed=seed, bundle=bundle, tree=tree, backbone=backbone, cache_dir=cache_dir
     )
     explain_model(
-        load_bundle(out / "model"),
+        bundle,
         matrix,
         out / "report",
         tree=tree,
         skipped=load_skipped(out),
-        baselines=baselines,
+        methods=run_methods(inputs, method_names),
         n_repeats=n_repeats,
         random_state=seed,
         made_by={"run_dir": str(out), "model_dir": str(out / "model")},
     )
     return RunResult(out_dir=out, tree=tree, stats=stats, metrics=metrics)
+
+
+@dataclass
+class ZeroShotResult:
+    out_dir: Path
+    result: MethodResult
+    stats: ExtractionStats
+    accuracy: float
+
+    @property
+    def report_path(self) -> Path:
+        return self.out_dir / "report" / "index.html"
+
+
+def run_zero_shot(
+    images: str | Path,
+    method: str,
+    out_dir: str | Path,
+    *,
+    backbone: Backbone,
+    descriptors: Sequence[DescriptorSet] = (),
+    tree: ConceptTree | None = None,
+    domain: str = "object",
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> ZeroShotResult:
+    """Classify every image with one registered zero-shot method; no training, every image evaluated.
+
+    The images are encoded through the same cached extraction as a full run (a tree's concept scores are written
+    too: ``tree`` or the LLM-free template tree), so a later ``run`` on the same images re-encodes nothing.
+    Writes ``predictions.csv`` and ``report/`` in ``out_dir``.
+    """
+    from conceptforest.concepts.template import template_tree
+    from conceptforest.explain.zeroshot_report import write_zero_shot_report
+    from conceptforest.models.methods import select_methods
+
+    cls = select_methods([method])[0]
+    if Need.TRAINING_ROWS in cls.needs or Need.MODEL in cls.needs:
+        raise BadInputError(
+            f"{cls.display!r} needs training; it is not a zero-shot method.",
+            hint="use 'conceptforest run' or 'compare' for trained methods.",
+        )
+    out = Path(out_dir)
+    dataset = load_dataset(images, seed=seed)
+    tree = tree or template_tree(domain, dataset.labels)
+    dataset = load_dataset(images, labels=tree.labels, seed=seed)
+    matrix, stats = extract_features(dataset, tree, backbone, out, cache_dir=cache_dir, progress=progress)
+    every_image = FeatureMatrix(frame=matrix.frame.assign(split="test"), meta=matrix.meta)
+    inputs = method_inputs(
+        every_image, split="test", seed=seed, tree=tree, descriptors=descriptors, backbone=backbone, cache_dir=cache_dir
+    )
+    (outcome,) = run_methods(inputs, [method])
+    if isinstance(outcome, NotComputed):
+        raise BadInputError(f"{outcome.display} could not run: {outcome.hint}.", hint="see 'zeroshot --help'.")
+    write_zero_shot_report(outcome, every_image, out, seed=seed)
+    truth = every_image.frame["label"].to_numpy()
+    accuracy = float((outcome.predicted == truth).mean()) if len(truth) else float("nan")
+    return ZeroShotResult(out_dir=out, result=outcome, stats=stats, accuracy=accuracy)

@@ -27,6 +27,7 @@ VERBS = [
     ["explain"],
     ["predict"],
     ["compare"],
+    ["zeroshot"],
     ["run"],
     ["demo"],
 ]
@@ -61,7 +62,7 @@ def test_help_shows_no_python_types_and_no_cut_descriptions(verb: list[str]) -> 
 def test_top_level_help_lists_verbs_in_pipeline_order() -> None:
     output = runner.invoke(app, ["--help"]).output
     commands = [line.split()[0] for line in output.split("Commands:")[1].splitlines() if line.strip()]
-    assert commands == ["concepts", "features", "train", "explain", "predict", "compare", "run", "demo"]
+    assert commands == ["concepts", "features", "train", "explain", "predict", "compare", "zeroshot", "run", "demo"]
 
 
 @pytest.mark.parametrize("verb", [["explain"], ["compare"], ["predict"], ["run"], ["features", "extract"]])

@@ -20,6 +20,7 @@ from conceptforest.cli.explain import explain
 from conceptforest.cli.pipeline import demo, run
 from conceptforest.cli.predict import predict
 from conceptforest.cli.train import train
+from conceptforest.cli.zeroshot import zeroshot
 
 app = new_app(
     "conceptforest: interpretable image classification. An LLM builds a concept tree, CLIP scores images "
@@ -33,6 +34,9 @@ app.command(cls=PlainHelpCommand, short_help="Stage 3: fit the concept forest on
 app.command(cls=PlainHelpCommand, short_help="Stage 4: write the report that explains a model.")(explain)
 app.command(cls=PlainHelpCommand, short_help="Label new images and say which concepts decided.")(predict)
 app.command(cls=PlainHelpCommand, short_help="Every method, baseline and control on one split.")(compare)
+app.command(cls=PlainHelpCommand, short_help="Classify with no training: CLIP, ensembles, DCLIP, CuPL, Waffle.")(
+    zeroshot
+)
 app.command(cls=PlainHelpCommand, short_help="All four stages in one command, cached and resumable.")(run)
 app.command(cls=PlainHelpCommand, short_help="The whole pipeline on made-up shape images (--offline).")(demo)
 

@@ -23,7 +23,7 @@ BAD_INPUT_EXIT = 2
 INTERNAL_ERROR_EXIT = 1
 INTERRUPTED_EXIT = 130
 DEBUG_ENV = "CONCEPTFOREST_DEBUG"
-PIPELINE_ORDER = ("concepts", "features", "train", "explain", "predict", "compare", "run", "demo")
+PIPELINE_ORDER = ("concepts", "features", "train", "explain", "predict", "compare", "zeroshot", "run", "demo")
 
 
 def _printable(text: str) -> str:

@@ -1,4 +1,4 @@
-"""``conceptforest compare``: every method, baseline and control on one split."""
+"""``conceptforest compare``: every registered method, baseline and control on one split."""
 
 from __future__ import annotations
 
@@ -18,14 +18,26 @@ from conceptforest.cli._common import (
     default_tree,
     echo,
 )
-from conceptforest.cli.explain import ModelArgument, RunArgument, SplitOption
-from conceptforest.errors import BadInputError
+from conceptforest.cli.explain import DescriptorsOption, MethodsOption, ModelArgument, RunArgument, SplitOption
+
+SHOWN_COLUMNS = [
+    "method",
+    "accuracy",
+    "ci95_low",
+    "ci95_high",
+    "balanced_accuracy",
+    "macro_f1",
+    "mcnemar_p_vs_forest",
+    "seconds_per_image",
+]
 
 
 def compare(
     model_dir: ModelArgument,
     run_dir: RunArgument,
     tree: TreeOption = None,
+    descriptors: DescriptorsOption = None,
+    methods: MethodsOption = None,
     split: SplitOption = "test",
     seed: SeedOption = 0,
     out: Annotated[Path | None, typer.Option("-o", "--out", metavar="CSV", help="Also write the table.")] = None,
@@ -35,34 +47,43 @@ def compare(
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
 ) -> None:
-    """The forest beside zero-shot CLIP, descriptor averaging, logistic regression, the linear probe and the
-    random-word and shuffled-tree controls, all on the same split and the same cached embeddings."""
+    """Every registered method whose needs are met, on one split and the same cached embeddings: the concept
+    forest and its linear heads, CLIP zero-shot and prompt ensembles, DCLIP, CuPL, WaffleCLIP, the linear probe,
+    the controls and chance. Methods that cannot run are listed with what they need."""
     from conceptforest.atomic import atomic_write_text
+    from conceptforest.concepts.descriptors import DescriptorSet
     from conceptforest.concepts.tree import ConceptTree
     from conceptforest.explain.backbone_check import backbone_for
-    from conceptforest.explain.build import method_comparison
     from conceptforest.features.matrix import FeatureMatrix
-    from conceptforest.models.baselines import baseline_predictions
     from conceptforest.models.bundle import load_bundle
+    from conceptforest.models.methods import run_methods
+    from conceptforest.models.methods.context import method_inputs
+    from conceptforest.models.methods.table import comparison_table
 
-    tree_path = default_tree(tree, run_dir)
-    if tree_path is None:
-        raise BadInputError(
-            f"compare needs the concept tree the features were made from, and {run_dir / 'tree.json'} does not exist.",
-            hint="pass --tree FILE.",
-        )
     bundle = load_bundle(model_dir)
     matrix = FeatureMatrix.load(run_dir)
     bundle.check_matrix(matrix)
+    tree_path = default_tree(tree, run_dir)
     backbone = backbone_for(
         bundle, clip=clip, pretrained=pretrained, checkpoint=checkpoint, device=device, cache_dir=cache_dir
     )
-    baselines = baseline_predictions(
-        matrix, ConceptTree.load(tree_path), backbone, split=split, cache_dir=cache_dir, seed=seed
+    inputs = method_inputs(
+        matrix,
+        split=split,
+        seed=seed,
+        bundle=bundle,
+        tree=ConceptTree.load(tree_path) if tree_path else None,
+        descriptors=[DescriptorSet.load(path) for path in descriptors or []],
+        backbone=backbone,
+        cache_dir=cache_dir,
     )
-    table = method_comparison(bundle, matrix, split, seed, baselines)
-    echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    if matrix.meta.get("random_weights"):
+    outcomes = run_methods(inputs, methods or None)
+    table = comparison_table(outcomes, matrix.y(split).tolist(), matrix.labels, seed=seed)
+    computed = table[table["status"].str.startswith("computed")]
+    echo(computed[SHOWN_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for row in table[~table["status"].str.startswith("computed")].itertuples(index=False):
+        echo(f"{row.method}: {row.status}")
+    if matrix.random_weights:
         echo("(random backbone weights: these accuracies say nothing about real CLIP)")
     if out is not None:
         atomic_write_text(out, table.to_csv(index=False))

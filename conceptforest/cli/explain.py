@@ -25,6 +25,26 @@ from conceptforest.errors import BadInputError
 ModelArgument = Annotated[Path, typer.Argument(metavar="MODEL", help="Model folder from 'conceptforest train'.")]
 RunArgument = Annotated[Path, typer.Argument(metavar="RUN", help="Run folder with features.parquet + concepts.json.")]
 SplitOption = Annotated[str, typer.Option(metavar="train|val|test", help="Which split to evaluate on.")]
+DescriptorsOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--descriptors",
+        metavar="FILE",
+        help="A descriptor set from 'concepts describe' (repeatable, one per style) for DCLIP and CuPL.",
+    ),
+]
+METHOD_NAMES = (
+    "forest, logreg, sparse, tree-descriptors, clip, ensemble, dclip, cupl, waffle, probe, random-words, "
+    "shuffled-tree, chance"
+)
+MethodsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--methods",
+        metavar="NAME",
+        help=f"Run only these registered methods (repeatable): {METHOD_NAMES}. Default: all.",
+    ),
+]
 
 
 def explain(
@@ -32,6 +52,8 @@ def explain(
     run_dir: RunArgument,
     out: Annotated[Path, typer.Option("-o", "--out", metavar="DIR", help="Report folder.")] = Path("report"),
     tree: TreeOption = None,
+    descriptors: DescriptorsOption = None,
+    methods: MethodsOption = None,
     split: SplitOption = "test",
     repeats: Annotated[int, typer.Option(min=1, metavar="N", help="Permutation repeats.")] = 10,
     top_k: TopKOption = 10,
@@ -40,9 +62,9 @@ def explain(
         bool | None,
         typer.Option(
             "--baselines/--no-baselines",
-            help="Also compute zero-shot CLIP, the linear probe and the controls (needs the tree, the model's "
-            "backbone and the run's cached embeddings). Default: when they can be computed; --baselines makes a "
-            "failure to load the backbone an error.",
+            help="Also run the methods that need the model's backbone and the run's cached embeddings "
+            "(zero-shot CLIP, descriptions, the linear probe, the controls). Default: when the backbone loads; "
+            "--baselines makes a failure to load it an error.",
             show_default=False,
         ),
     ] = None,
@@ -52,18 +74,20 @@ def explain(
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
 ) -> None:
-    """Write the report: metrics beside baselines, importance, roll-up, confusion, SHAP, trees, skipped files.
+    """Write the report: every method side by side, importance with grounding, roll-up, confusion, SHAP, trees,
+    skipped files.
 
-    The model's backbone is reloaded for the baselines from what its manifest records; --clip, --pretrained and
-    --checkpoint override that record.
+    The model's backbone is reloaded for the other methods from what its manifest records; --clip, --pretrained
+    and --checkpoint override that record.
     """
+    from conceptforest.concepts.descriptors import DescriptorSet
     from conceptforest.explain.backbone_check import backbone_for
     from conceptforest.explain.build import explain_run
     from conceptforest.models.bundle import load_bundle
 
     tree_path = default_tree(tree, run_dir)
     backbone = None
-    if baselines is not False and tree_path is not None:
+    if baselines is not False:
         try:
             backbone = backbone_for(
                 load_bundle(model_dir),
@@ -76,17 +100,15 @@ def explain(
         except BadInputError as exc:
             if baselines:
                 raise
-            warn(f"the baselines are not computed: {exc} (pass --baselines to make this an error).")
-    elif baselines:
-        raise BadInputError(
-            f"--baselines needs the concept tree, and {run_dir / 'tree.json'} does not exist.", hint="pass --tree FILE."
-        )
+            warn(f"the methods that need the backbone are not computed: {exc} (--baselines makes this an error).")
     report = explain_run(
         model_dir,
         run_dir,
         out,
         tree_path=tree_path,
         backbone=backbone,
+        descriptors=[DescriptorSet.load(path) for path in descriptors or []],
+        method_names=methods or None,
         cache_dir=cache_dir,
         split=split,
         n_repeats=repeats,

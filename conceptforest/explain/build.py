@@ -6,16 +6,13 @@ The sections after the method comparison live in :mod:`conceptforest.explain.sec
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
+from conceptforest.concepts.descriptors import DescriptorSet
 from conceptforest.concepts.tree import ConceptTree
 from conceptforest.errors import BadInputError
 from conceptforest.explain import sections
@@ -25,66 +22,26 @@ from conceptforest.explain.shap_values import explain_shap
 from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING, Backbone
 from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.models.bundle import ModelBundle
+from conceptforest.models.methods import MethodInputs, MethodOutcome, run_methods
+from conceptforest.models.methods.context import method_inputs
+from conceptforest.models.methods.table import comparison_table
 from conceptforest.models.metrics import classification_metrics
 
-__all__ = ["MAX_EMBEDDED_TREES", "descriptor_averaging", "explain_model", "explain_run", "method_comparison"]
+__all__ = ["MAX_EMBEDDED_TREES", "compare_methods", "explain_model", "explain_run"]
 
-NOT_COMPUTED = (
-    "vanilla CLIP zero-shot",
-    "linear probe on image embeddings",
-    "random-word control",
-    "shuffled-tree control",
+METHODS_NOTE = (
+    "Every method runs on the same split and the same cached image embeddings (no image encoded twice). The "
+    "controls use the same forest on concepts without visual meaning (random words; a tree whose values were "
+    "shuffled across parts, attributes and labels): a forest that beats them is using what the concepts say. "
+    "Description methods (DCLIP, CuPL, WaffleCLIP) put the label name in every sentence by design "
+    "(label_names_in_text), so CLIP's knowledge of the name helps them; the tree's sentences are class-free. "
+    "A row 'not computed' says what it needs and which flag adds it."
 )
 
 
-def descriptor_averaging(matrix: FeatureMatrix, split: str) -> np.ndarray:
-    """DCLIP-style prediction: each label's score is the mean similarity of its own concept sentences."""
-    scores = matrix.X(split).to_numpy()
-    columns = []
-    for label in matrix.labels:
-        own = [i for i, c in enumerate(matrix.meta["concepts"]) if label in c["labels"]]
-        columns.append(scores[:, own].mean(axis=1) if own else np.full(len(scores), -np.inf))
-    winners: np.ndarray = np.asarray(matrix.labels)[np.argmax(np.column_stack(columns), axis=1)]
-    return winners
-
-
-def method_comparison(
-    bundle: ModelBundle, matrix: FeatureMatrix, split: str, seed: int, baselines: dict[str, np.ndarray] | None = None
-) -> pd.DataFrame:
-    """The forest, the methods the matrix alone supports, and ``baselines`` (predictions on ``split`` rows)."""
-    truth = matrix.y(split)
-    logistic = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    logistic.fit(matrix.X("train"), matrix.y("train"))
-    predictions = {
-        "concept forest": bundle.model.predict(matrix.X(split)),
-        "logistic regression on concepts": logistic.predict(matrix.X(split)),
-        "descriptor averaging (DCLIP-style)": descriptor_averaging(matrix, split),
-        **(baselines or {}),
-    }
-    rows = []
-    for method, predicted in predictions.items():
-        m = classification_metrics(truth, predicted, matrix.labels, random_state=seed)
-        rows.append(
-            {
-                "method": method,
-                "accuracy": m["accuracy"],
-                "ci95_low": m["accuracy_ci95"][0],
-                "ci95_high": m["accuracy_ci95"][1],
-                "balanced_accuracy": m["balanced_accuracy"],
-                "macro_f1": m["macro_f1"],
-            }
-        )
-    rows.append(
-        {
-            "method": "chance (most frequent label)",
-            "accuracy": float(truth.value_counts(normalize=True).max()),
-            "ci95_low": np.nan,
-            "ci95_high": np.nan,
-            "balanced_accuracy": 1 / len(matrix.labels),
-            "macro_f1": np.nan,
-        }
-    )
-    return pd.DataFrame(rows)
+def compare_methods(inputs: MethodInputs, names: Sequence[str] | None = None) -> list[MethodOutcome]:
+    """Every selected registered method on the inputs' split (not-computed rows for unmet needs)."""
+    return run_methods(inputs, names)
 
 
 def _new_report(run: Evaluation, made_by: Mapping[str, Any] | None) -> Report:
@@ -113,7 +70,7 @@ def _new_report(run: Evaluation, made_by: Mapping[str, Any] | None) -> Report:
     )
 
 
-def _add_summary_and_methods(report: Report, run: Evaluation, baselines: dict[str, np.ndarray] | None) -> None:
+def _add_summary_and_methods(report: Report, run: Evaluation, outcomes: Sequence[MethodOutcome]) -> None:
     matrix, split = run.matrix, run.split
     report.add_text(
         "Summary",
@@ -123,22 +80,15 @@ def _add_summary_and_methods(report: Report, run: Evaluation, baselines: dict[st
     )
     metrics = classification_metrics(run.y, run.predicted, matrix.labels, random_state=run.random_state)
     report.add_metrics("Summary", "metrics", metrics)
-    comparison = method_comparison(run.bundle, matrix, split, run.random_state, baselines)
+    comparison = comparison_table(outcomes, run.y.tolist(), matrix.labels, seed=run.random_state)
     report.add_table(
         "Method comparison",
         "methods",
         comparison,
-        caption="All methods on the same split and the same cached image embeddings",
+        caption="All methods on the same split and the same cached image embeddings; McNemar's exact test pairs "
+        "each method with the concept forest on the same images",
     )
-    if baselines is None:
-        note = f"Not computed here (they need the backbone and the tree): {', '.join(NOT_COMPUTED)}."
-    else:
-        note = (
-            "The controls use the same forest on concepts without visual meaning "
-            "(random words; a tree whose values were shuffled across parts, attributes and labels): a "
-            "forest that beats them is using what the concepts say."
-        )
-    report.add_text("Method comparison", note, note=True)
+    report.add_text("Method comparison", METHODS_NOTE, note=True)
     report.add_json("methods", comparison)
 
 
@@ -154,7 +104,7 @@ def explain_model(
     shap_rows: int = 300,
     worst: int = 3,
     skipped: pd.DataFrame | None = None,
-    baselines: dict[str, np.ndarray] | None = None,
+    methods: Sequence[MethodOutcome] | None = None,
     random_state: int = 0,
     made_by: Mapping[str, Any] | None = None,
 ) -> Report:
@@ -163,6 +113,8 @@ def explain_model(
     Everything is computed before ``out_dir`` is touched; then the files of an earlier report there (pages,
     tables, figures, tree pictures) are removed and the new ones written, ``index.html`` last. ``made_by`` (for
     example the model and run folders) is recorded in ``report.json`` and shown at the foot of the page.
+    ``methods`` are the registered methods' outcomes on this split; without them, the methods the matrix and the
+    model alone support are run here, and the others are listed as not computed.
     """
     bundle.check_matrix(matrix)
     out = Path(out_dir)
@@ -176,9 +128,12 @@ def explain_model(
         bundle, matrix, split, X, y, bundle.model.predict(X), n_repeats, top_k, shap_rows, worst, random_state
     )
     report = _new_report(run, made_by)
-    _add_summary_and_methods(report, run, baselines)
+    if methods is None:
+        methods = run_methods(method_inputs(matrix, split=split, seed=random_state, bundle=bundle, tree=tree))
+    _add_summary_and_methods(report, run, methods)
     permutation = sections.add_importance(report, run)
     sections.add_rollup(report, run)
+    sections.add_grounding(report, run)
     explanation = explain_shap(bundle.model, X.iloc[:shap_rows])
     per_class = explanation.mean_abs()
     sections.add_confusion(report, run, per_class)
@@ -213,34 +168,42 @@ def explain_run(
     *,
     tree_path: str | Path | None = None,
     backbone: Backbone | None = None,
-    with_baselines: bool | None = None,
+    descriptors: Sequence[DescriptorSet] = (),
+    method_names: Sequence[str] | None = None,
     cache_dir: str | Path | None = None,
     split: str = "test",
     random_state: int = 0,
     **options: Any,
 ) -> Report:
-    """Load a bundle and a run folder, compute the baselines (given a tree), then :func:`explain_model`.
+    """Load a bundle and a run folder, run every registered method whose needs are met, then
+    :func:`explain_model`.
 
     Parameters
     ----------
     backbone : Backbone, optional
-        The model's backbone, already loaded and checked (``backbone_check.backbone_for``), for the baselines.
-    with_baselines : bool, optional
-        Compute the baselines (they need the tree). By default, when ``backbone`` is given; ``True`` without a
-        backbone loads the one the model's manifest records.
+        The model's backbone, already loaded and checked (``backbone_check.backbone_for``). Without it, the
+        methods that need image embeddings are listed as not computed.
+    descriptors : sequence of DescriptorSet
+        Descriptor sets for the description methods (one per style).
+    method_names : sequence of str, optional
+        Registered method names to run (default: every default method).
     """
-    from conceptforest.explain.backbone_check import backbone_for
-    from conceptforest.models.baselines import baseline_predictions
     from conceptforest.models.bundle import load_bundle
 
     bundle = load_bundle(model_dir)
     matrix = FeatureMatrix.load(run_dir)
+    bundle.check_matrix(matrix)
     tree = ConceptTree.load(tree_path) if tree_path else None
-    baselines = None
-    wanted = backbone is not None if with_baselines is None else with_baselines
-    if tree is not None and wanted:
-        backbone = backbone or backbone_for(bundle, cache_dir=cache_dir)
-        baselines = baseline_predictions(matrix, tree, backbone, split=split, cache_dir=cache_dir, seed=random_state)
+    inputs = method_inputs(
+        matrix,
+        split=split,
+        seed=random_state,
+        bundle=bundle,
+        tree=tree,
+        descriptors=descriptors,
+        backbone=backbone,
+        cache_dir=cache_dir,
+    )
     made_by = {
         "model_dir": str(model_dir),
         "run_dir": str(run_dir),
@@ -253,7 +216,7 @@ def explain_run(
         made_by=made_by,
         tree=tree,
         skipped=load_skipped(run_dir),
-        baselines=baselines,
+        methods=compare_methods(inputs, method_names),
         split=split,
         random_state=random_state,
         **options,

@@ -166,3 +166,24 @@ def waterfall(explanation: ConceptShap, row: int, label: str, *, top: int = 10) 
     figure = plt.gcf()
     figure.suptitle(f"P({_short(label, 40)})", fontsize=10)
     return figure
+
+
+@plain_text
+def descriptor_pair(explanation: pd.DataFrame, title: str, *, top: int = 10) -> Figure:
+    """One image's descriptor scores for its top-2 labels, side by side (DCLIP's "S(d) = ..." explanations).
+
+    ``explanation`` has the columns ``label``, ``item`` and ``score`` for one image.
+    """
+    labels = list(dict.fromkeys(explanation["label"]))[:2]
+    figure, axes = plt.subplots(1, max(len(labels), 1), figsize=(11, 0.32 * top + 1.6), squeeze=False)
+    for axis, label in zip(axes[0], labels, strict=False):
+        rows = explanation[explanation["label"] == label].nlargest(top, "score").iloc[::-1]
+        axis.barh(range(len(rows)), rows["score"], color="#d7301f")
+        axis.set_yticks(range(len(rows)), [_short(item, 45) for item in rows["item"]])
+        low = float(explanation["score"].min())
+        axis.set_xlim(low - 0.02 * abs(low), float(explanation["score"].max()) * 1.01)
+        axis.set_title(f"'{_short(label, 30)}': mean {rows['score'].mean():.4f}", fontsize=9)
+        axis.tick_params(axis="y", labelsize=7)
+    figure.suptitle(_short(title, 90), fontsize=9)
+    figure.tight_layout()
+    return figure

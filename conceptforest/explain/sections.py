@@ -15,6 +15,7 @@ from conceptforest.concepts.render import dot_available, render_tree
 from conceptforest.concepts.tree import ConceptTree
 from conceptforest.explain import plots
 from conceptforest.explain.confusion import confused_pairs, confusion_tables, top_concepts_overlap, why_a_not_b
+from conceptforest.explain.grounding import DETECTED_AUC, grounding_summary, grounding_table
 from conceptforest.explain.importance import concept_groups, gini_table, group_permutation_table, permutation_table
 from conceptforest.explain.report import Report
 from conceptforest.explain.shap_values import ConceptShap
@@ -53,12 +54,17 @@ def add_importance(report: Report, run: Evaluation) -> pd.DataFrame:
     permutation = permutation_table(
         run.bundle.model, run.X, run.y, n_repeats=run.n_repeats, random_state=run.random_state
     )
+    grounding = grounding_table(run.matrix)
+    permutation = permutation.merge(
+        grounding[["concept", "auc"]].rename(columns={"auc": "grounding_auc"}), on="concept", how="left"
+    )
     report.add_table(
         "Importance",
         "permutation_importance",
         permutation,
         caption=f"Permutation importance on the {run.split!r} split (accuracy drop; {run.n_repeats} repeats, "
-        "95 % interval = 2.5-97.5th percentile of repeats)",
+        "95 % interval = 2.5-97.5th percentile of repeats); grounding_auc: does CLIP detect the concept "
+        f"(train ROC AUC, ≥ {DETECTED_AUC} = detected; an important concept with a low AUC merely correlates)",
     )
     report.add_figure(
         "Importance",
@@ -75,6 +81,19 @@ def add_importance(report: Report, run: Evaluation) -> pd.DataFrame:
         "many distinct values; read it beside permutation importance",
     )
     return permutation
+
+
+def add_grounding(report: Report, run: Evaluation) -> None:
+    """How many concepts CLIP actually detects, and the least detected."""
+    table = grounding_table(run.matrix)
+    report.add_text("Grounding", grounding_summary(table))
+    report.add_table(
+        "Grounding",
+        "grounding",
+        table,
+        caption="Per concept: ROC AUC of its score for train images of labels that have it against those that "
+        "do not (least detected first)",
+    )
 
 
 def add_rollup(report: Report, run: Evaluation) -> None:

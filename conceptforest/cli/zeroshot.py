@@ -1,0 +1,93 @@
+"""``conceptforest zeroshot``: classify images with no training (CLIP, prompt ensembles, descriptions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from conceptforest.cli._common import (
+    BACKBONE_SETTINGS,
+    CacheDirOption,
+    CheckpointOption,
+    ClipOption,
+    ConfigOption,
+    DeviceOption,
+    PretrainedOption,
+    ProgressOption,
+    SeedOption,
+    echo,
+    overrides,
+    warn,
+)
+from conceptforest.cli.explain import DescriptorsOption
+from conceptforest.defaults import RANDOM_WEIGHTS_WARNING
+
+ZERO_SHOT_METHODS = ("clip", "ensemble", "dclip", "cupl", "waffle", "tree-descriptors")
+
+
+def zeroshot(
+    images: Annotated[
+        Path,
+        typer.Argument(
+            metavar="IMAGES",
+            help="Folder of label sub-folders, or a CSV/Parquet manifest with path,label: the labels to choose from.",
+        ),
+    ],
+    method: Annotated[
+        str,
+        typer.Option(metavar="|".join(ZERO_SHOT_METHODS), help="The zero-shot method."),
+    ] = "clip",
+    descriptors: DescriptorsOption = None,
+    tree: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="A concept tree (for tree-descriptors; default: the template tree)."),
+    ] = None,
+    domain: Annotated[str, typer.Option(metavar="TEXT", help="What the labels are kinds of (template tree).")] = (
+        "object"
+    ),
+    out: Annotated[Path, typer.Option("-o", "--out", metavar="DIR", help="Output folder.")] = Path("zeroshot"),
+    clip: ClipOption = None,
+    pretrained: PretrainedOption = None,
+    checkpoint: CheckpointOption = None,
+    device: DeviceOption = None,
+    seed: SeedOption = 0,
+    config: ConfigOption = None,
+    cache_dir: CacheDirOption = None,
+    progress: ProgressOption = True,
+) -> None:
+    """Classify every image with no training: writes predictions.csv (path, label, predicted, a score per label)
+    and report/ (metrics, confusion matrix, per-label precision/recall/F1, per-image explanations: for DCLIP, the
+    score of every descriptor of the top two labels).
+
+    DCLIP and CuPL need --descriptors FILE from 'conceptforest concepts describe'; WaffleCLIP makes its own.
+    """
+    from conceptforest.concepts.descriptors import DescriptorSet
+    from conceptforest.concepts.tree import ConceptTree
+    from conceptforest.config import load_config
+    from conceptforest.errors import BadInputError
+    from conceptforest.pipeline import run_zero_shot
+
+    if method not in ZERO_SHOT_METHODS:
+        raise BadInputError(
+            f"Unknown zero-shot method {method!r}.", hint=f"choose one of {', '.join(ZERO_SHOT_METHODS)}."
+        )
+    cfg = load_config(config, {**overrides(locals(), BACKBONE_SETTINGS), "seed": seed})
+    backbone = cfg.backbone(device=device)
+    if backbone.random_weights:
+        warn(RANDOM_WEIGHTS_WARNING)
+    done = run_zero_shot(
+        images,
+        method,
+        out,
+        backbone=backbone,
+        descriptors=[DescriptorSet.load(path) for path in descriptors or []],
+        tree=ConceptTree.load(tree) if tree else None,
+        domain=domain,
+        cache_dir=cfg.cache_dir,
+        seed=seed,
+        progress=progress,
+    )
+    echo(f"{done.result.display}: {len(done.result.predicted)} images, accuracy {done.accuracy:.3f}.")
+    echo(f"Wrote {out / 'predictions.csv'} and {done.report_path}.")

@@ -1,0 +1,74 @@
+"""The report of a zero-shot run: metrics, confusion, per-label scores and per-image explanations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from conceptforest.atomic import atomic_write_text
+from conceptforest.defaults import RANDOM_WEIGHTS_WARNING
+from conceptforest.explain import plots
+from conceptforest.explain.confusion import confusion_tables
+from conceptforest.explain.report import Report
+from conceptforest.features.matrix import FeatureMatrix
+from conceptforest.models.methods.base import MethodResult
+from conceptforest.models.metrics import classification_metrics, per_label_table
+
+EXPLAINED_IMAGES = 6
+PREDICTIONS_FILE = "predictions.csv"
+
+
+def predictions_table(result: MethodResult, matrix: FeatureMatrix) -> pd.DataFrame:
+    """path, label (when known), predicted label, then one score column per label."""
+    rows = matrix.rows(None)
+    table = pd.DataFrame({"path": rows["path"].to_numpy(), "label": rows["label"].to_numpy()})
+    table["predicted"] = result.predicted
+    for index, label in enumerate(result.labels):
+        table[f"score:{label}"] = result.scores[:, index]
+    return table
+
+
+def write_zero_shot_report(
+    result: MethodResult, matrix: FeatureMatrix, out_dir: str | Path, *, seed: int = 0
+) -> Report:
+    """``predictions.csv`` and a report (index.html, report.md, report.json, tables/) in ``out_dir``."""
+    out = Path(out_dir)
+    predictions = predictions_table(result, matrix)
+    atomic_write_text(out / PREDICTIONS_FILE, predictions.to_csv(index=False))
+    truth = predictions["label"].tolist()
+    report = Report(
+        f"conceptforest zero-shot: {result.display}, {len(result.labels)} labels",
+        banner=RANDOM_WEIGHTS_WARNING if matrix.random_weights else None,
+        made_by={"method": result.name, "backbone_id": matrix.backbone_id, "images": len(predictions)},
+    )
+    metrics = classification_metrics(truth, result.predicted, result.labels, random_state=seed)
+    report.add_text(
+        "Summary",
+        f"{result.display} on {len(predictions)} images, no training. Labels: {', '.join(result.labels)}. "
+        f"Cost: {result.seconds:.1f} s, {result.tokens} LLM tokens." + (f" {result.note}" if result.note else ""),
+    )
+    report.add_metrics("Summary", "metrics", metrics)
+    tables = confusion_tables(truth, result.predicted, result.labels)
+    report.add_table(
+        "Confusion", "confusion_raw", tables["raw"].reset_index(names="true \\ predicted"), caption="Confusion matrix"
+    )
+    report.add_table("Per label", "per_label", per_label_table(truth, result.predicted, result.labels))
+    report.add_table("Predictions", "predictions", predictions, caption="Every image: predicted label and scores")
+    _add_explanations(report, result, predictions)
+    report.save(out / "report")
+    return report
+
+
+def _add_explanations(report: Report, result: MethodResult, predictions: pd.DataFrame) -> None:
+    if result.explanations is None or result.explanations.empty:
+        report.add_text("Why", f"{result.display} gives no per-image explanation beyond its label scores.", note=True)
+        return
+    report.add_table(
+        "Why", "explanations", result.explanations, caption="Per image: the evidence behind each top label's score"
+    )
+    for row in sorted(set(result.explanations["row"]))[:EXPLAINED_IMAGES]:
+        item = predictions.iloc[int(row)]
+        title = f"{item['path']}: true {item['label']!r}, predicted {item['predicted']!r}"
+        figure = plots.descriptor_pair(result.explanations[result.explanations["row"] == row], title)
+        report.add_figure("Why", f"why_{int(row)}", figure, caption=title)

@@ -1,0 +1,79 @@
+"""Build the one :class:`MethodInputs` a comparison shares, from the run's artefacts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from conceptforest.errors import BadInputError
+from conceptforest.models.methods.base import MethodInputs
+
+if TYPE_CHECKING:
+    from conceptforest.concepts.descriptors import DescriptorSet
+    from conceptforest.concepts.llm import LLMClient
+    from conceptforest.concepts.tree import ConceptTree
+    from conceptforest.features.backbone import Backbone
+    from conceptforest.features.matrix import FeatureMatrix
+    from conceptforest.models.bundle import ModelBundle
+
+
+def method_inputs(
+    matrix: FeatureMatrix,
+    *,
+    split: str = "test",
+    seed: int = 0,
+    bundle: ModelBundle | None = None,
+    tree: ConceptTree | None = None,
+    descriptors: Sequence[DescriptorSet] = (),
+    backbone: Backbone | None = None,
+    cache_dir: str | Path | None = None,
+    llm: LLMClient | None = None,
+) -> MethodInputs:
+    """The shared inputs: with a ``backbone``, the run's cached image embeddings (never re-encoded) and the text
+    cache of that backbone; descriptor sets by style (one per style); the split checked to have rows."""
+    from conceptforest.cache import conceptforest_home
+    from conceptforest.features.store import EmbeddingStore
+    from conceptforest.models.baselines import image_embeddings
+
+    if not (matrix.frame["split"] == split).any():
+        raise BadInputError(
+            f"The feature matrix has no {split!r} rows.", hint="pass --split train/val/test with rows in it."
+        )
+    by_style: dict[str, DescriptorSet] = {}
+    for item in descriptors:
+        if item.style in by_style:
+            raise BadInputError(
+                f"Two descriptor sets of style {item.style!r} were given.", hint="pass one set per style."
+            )
+        if list(item.labels) != list(matrix.labels):
+            missing = sorted(set(matrix.labels) - set(item.labels))
+            if missing:
+                raise BadInputError(
+                    f"The {item.style} descriptor set has no descriptors for: {', '.join(missing)}.",
+                    hint="describe every label of the run ('conceptforest concepts describe --labels ...').",
+                )
+        by_style[item.style] = item
+    embeddings = text_store = None
+    root = Path(cache_dir) if cache_dir is not None else conceptforest_home() / "cache"
+    if backbone is not None:
+        if backbone.backbone_id != matrix.backbone_id:
+            raise BadInputError(
+                f"Backbone {backbone.backbone_id!r} did not make these features ({matrix.backbone_id!r}).",
+                hint="use the backbone the features were extracted with.",
+            )
+        embeddings = image_embeddings(matrix, backbone.backbone_id, cache_dir)
+        text_store = EmbeddingStore(root, backbone.backbone_id, "texts")
+    return MethodInputs(
+        matrix=matrix,
+        split=split,
+        seed=seed,
+        backbone=backbone,
+        embeddings=embeddings,
+        text_store=text_store,
+        tree=tree,
+        descriptors=by_style,
+        bundle=bundle,
+        llm=llm,
+        cache_dir=root,
+    )
