@@ -18,6 +18,9 @@ from conceptforest.models.methods.base import (
     select_methods,
 )
 
+# The built-in methods register themselves on import, in the comparison table's order.
+from conceptforest.models.methods import concept, descriptions, zeroshot, controls  # noqa: E402, I001
+
 __all__ = [
     "NEED_HINTS",
     "REGISTRY",

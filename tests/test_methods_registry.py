@@ -1,0 +1,139 @@
+"""The method registry, the comparison table and the grounding check."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import binomtest
+
+from conceptforest.explain.grounding import grounding_summary, grounding_table
+from conceptforest.features.matrix import FeatureMatrix
+from conceptforest.models.methods import (
+    REGISTRY,
+    Method,
+    MethodInputs,
+    MethodResult,
+    Need,
+    NotComputed,
+    register,
+    run_methods,
+)
+from conceptforest.models.methods.table import comparison_table, mcnemar_exact
+from tests.test_models import LABELS, SIGNAL_PART, made_up_matrix
+
+
+class EchoTruth(Method):
+    """A made-up method for the tests: scores 1 on the true label of every even row, the first label otherwise."""
+
+    name: ClassVar[str] = "test-echo"
+    display: ClassVar[str] = "test: echo the truth on even rows"
+    needs: ClassVar[frozenset[Need]] = frozenset({Need.CONCEPT_MATRIX})
+    default: ClassVar[bool] = False
+
+    def run(self, inputs: MethodInputs) -> MethodResult:
+        truth = inputs.matrix.frame["label"].to_numpy()[inputs.split_mask]
+        scores = np.zeros((len(truth), len(inputs.labels)))
+        for row, label in enumerate(truth):
+            scores[row, inputs.labels.index(label) if row % 2 == 0 else 0] = 1.0
+        return self.result(inputs, scores)
+
+
+@pytest.fixture
+def echo_method():  # type: ignore[no-untyped-def]
+    register(EchoTruth)
+    yield EchoTruth
+    REGISTRY.pop(EchoTruth.name, None)
+
+
+def test_mcnemar_matches_an_exact_binomial_test() -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, 200)
+    first = np.where(rng.random(200) < 0.7, truth, (truth + 1) % 3)
+    second = np.where(rng.random(200) < 0.55, truth, (truth + 2) % 3)
+    b = int(np.sum((first == truth) & (second != truth)))
+    c = int(np.sum((first != truth) & (second == truth)))
+    assert mcnemar_exact(truth, first, second) == pytest.approx(binomtest(b, b + c, 0.5).pvalue)
+    assert mcnemar_exact(truth, first, first) == 1.0
+
+
+def test_a_registered_method_shows_up_in_the_comparison_with_no_other_change(echo_method: type[Method]) -> None:
+    matrix = made_up_matrix(n=120)
+    inputs = MethodInputs(matrix=matrix)
+    outcomes = run_methods(inputs, ["forest", "test-echo"])
+    assert [o.name for o in outcomes] == ["forest", "test-echo"]
+    echo = outcomes[1]
+    assert isinstance(echo, MethodResult) and echo.scores.shape == (int(inputs.split_mask.sum()), 3)
+    truth = matrix.y("test").to_numpy()
+    table = comparison_table(outcomes, truth.tolist(), matrix.labels)
+    row = table.set_index("name").loc["test-echo"]
+    expected = float(np.mean(echo.predicted == truth))
+    assert row["accuracy"] == pytest.approx(expected)
+    assert 0.0 <= row["mcnemar_p_vs_forest"] <= 1.0 and row["status"] == "computed"
+
+
+def test_unmet_needs_are_a_row_naming_the_flag() -> None:
+    inputs = MethodInputs(matrix=made_up_matrix(n=80))
+    outcomes = {o.name: o for o in run_methods(inputs, ["clip", "shuffled-tree", "dclip"])}
+    for name, flag in (("clip", "--clip"), ("shuffled-tree", "--tree"), ("dclip", "--descriptors")):
+        outcome = outcomes[name]
+        assert isinstance(outcome, NotComputed), name
+        assert flag in outcome.hint, (name, outcome.hint)
+    table = comparison_table(list(outcomes.values()), made_up_matrix(n=80).y("test").tolist(), ["a", "b", "c"])
+    assert table["status"].str.startswith("not computed").all()
+
+
+def test_unknown_method_names_are_a_clear_error() -> None:
+    from conceptforest.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="no-such-method"):
+        run_methods(MethodInputs(matrix=made_up_matrix(n=40)), ["no-such-method"])
+
+
+def test_grounding_finds_the_concepts_that_carry_signal() -> None:
+    matrix = made_up_matrix(n=300)
+    # In the made-up data, head/ears:shape=v{i+1} is raised for label i: give each label that concept alone.
+    signal = {f"{SIGNAL_PART}:shape=v{i + 1}": label for i, label in enumerate(LABELS)}
+    meta = dict(matrix.meta)
+    meta["concepts"] = [
+        {**c, "labels": [signal[c["id"]]] if c["id"] in signal else [LABELS[0]]} for c in matrix.meta["concepts"]
+    ]
+    table = grounding_table(FeatureMatrix(frame=matrix.frame, meta=meta)).set_index("concept")
+    for concept in signal:
+        assert table.loc[concept, "auc"] > 0.9 and table.loc[concept, "detected"], concept
+    noise = [c for c in table.index if c not in signal]
+    assert table.loc[noise, "auc"].between(0.3, 0.7).all()
+    assert "CLIP detects 3 of 24" in grounding_summary(table.reset_index())
+
+
+def test_grounding_auc_equals_sklearns_roc_auc() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    matrix = made_up_matrix(n=120)
+    meta = dict(matrix.meta)
+    first = matrix.meta["concepts"][0]["id"]
+    meta["concepts"] = [{**c, "labels": [matrix.labels[0]]} for c in matrix.meta["concepts"]]
+    table = grounding_table(FeatureMatrix(frame=matrix.frame, meta=meta)).set_index("concept")
+    train = matrix.rows("train")
+    expected = roc_auc_score(train["label"] == matrix.labels[0], train[first])
+    assert table.loc[first, "auc"] == pytest.approx(expected)
+
+
+def test_comparison_table_has_cost_and_label_name_columns() -> None:
+    result = MethodResult(
+        name="x",
+        display="x",
+        labels=("a", "b"),
+        predicted=np.array(["a", "b", "a", "a"], dtype=object),
+        scores=np.eye(2)[[0, 1, 0, 0]],
+        seconds=2.0,
+        tokens=40,
+        uses_label_names=True,
+    )
+    table = comparison_table([result], ["a", "b", "b", "a"], ["a", "b"])
+    row = table.iloc[0]
+    assert row["seconds_per_image"] == pytest.approx(0.5) and row["tokens_per_image"] == pytest.approx(10)
+    assert bool(row["label_names_in_text"]) and row["accuracy"] == pytest.approx(0.75)
+    assert isinstance(table, pd.DataFrame)
