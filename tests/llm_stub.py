@@ -47,6 +47,7 @@ FAULTS = (
     "echo401",
     "echo500",
     "echo401_late",
+    "bad_items",
 )
 
 
@@ -57,6 +58,8 @@ def detect_step(body: dict[str, Any]) -> str:
         ("visual attributes", "attributes"),
         ("describe how a", "values"),
         ("rewrite each visual description", "sentences"),
+        ("useful features for distinguishing a", "dclip"),
+        ("different answers, each one short descriptive sentence", "cupl"),
     ):
         if marker in text:
             return step
@@ -85,7 +88,21 @@ def canned_answer(step: str, body: dict[str, Any]) -> dict[str, Any]:
     if step == "sentences":
         items = re.findall(r"^- id: (.+)\n  description: (.+)$", prompt, flags=re.MULTILINE)
         return {"sentences": [{"id": cid, "sentence": f"a photo showing {desc}"} for cid, desc in items]}
+    if step in ("dclip", "cupl"):
+        return describe_answer(step, prompt)
     return {"error": "unknown step"}
+
+
+def describe_answer(step: str, prompt: str) -> dict[str, Any]:
+    """Canned descriptors (DCLIP: for the last label asked) or sentences (CuPL: for the question asked)."""
+    if step == "dclip":
+        label = re.findall(r"distinguishing a (.+?) in a photo\?", prompt)[-1]
+        seed = int(hashlib.sha256(label.encode()).hexdigest(), 16)
+        words = [WORDS[(seed + i) % len(WORDS)] for i in range(4)]
+        return {"descriptors": [f"{words[0]} ears", f"a {words[1]} tail", f"has {words[2]} fur", f"{words[3]} eyes"]}
+    question = prompt.split("\n", 1)[0]
+    count = int(re.search(r"Write (\d+) different answers", prompt).group(1))  # type: ignore[union-attr]
+    return {"sentences": [f"Answer {i} to: {question}" for i in range(min(count, 3))]}
 
 
 def faulty_answer(fault: str, step: str, body: dict[str, Any]) -> tuple[str, str]:
@@ -119,6 +136,12 @@ def faulty_answer(fault: str, step: str, body: dict[str, Any]) -> tuple[str, str
         return json.dumps({"parts": parts}), "stop"
     if fault == "hostile_names":
         return json.dumps({"attributes": ["size/shape", "colour:hue", "tone=dark", "\x1b[2Jgloss"]}), "stop"
+    if fault == "bad_items":
+        key = next(iter(good))
+        items = [item for item in good[key] if isinstance(item, str)]
+        copies = ["\x1b[31m- " + items[0] + "\x1b[0m", items[0].upper()] if items else []
+        bad = ["", 42, "x" * 400, *copies]
+        return json.dumps({key: [*bad, *items]}), "stop"
     raise ValueError(fault)
 
 

@@ -263,3 +263,12 @@ def show(
         echo("concepts:")
         for concept in tree.concepts():
             echo(f'  {concept.id}\n    "{concept.sentence}"  ({", ".join(concept.labels)})')
+
+
+def _register_describe() -> None:
+    from conceptforest.cli.describe import SHORT_HELP, describe
+
+    app.command("describe", cls=PlainHelpCommand, short_help=SHORT_HELP)(describe)
+
+
+_register_describe()

@@ -19,7 +19,7 @@ from conceptforest.models.methods.base import (
 )
 
 # The built-in methods register themselves on import, in the comparison table's order.
-from conceptforest.models.methods import concept, descriptions, zeroshot, controls  # noqa: E402, I001
+from conceptforest.models.methods import concept, zeroshot, descriptions, controls  # noqa: E402, I001
 
 __all__ = [
     "NEED_HINTS",

@@ -1,0 +1,188 @@
+"""``conceptforest concepts describe``: a descriptor set (DCLIP, CuPL, WaffleCLIP, or a tree's concepts).
+
+The command is a plain function; the ``concepts`` app registers it with
+``app.command("describe", cls=PlainHelpCommand, short_help=SHORT_HELP)(describe)``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from conceptforest.cli._common import (
+    TREE_SETTINGS,
+    CacheDirOption,
+    ConfigOption,
+    LLMBaseURLOption,
+    LLMOption,
+    MaxAttemptsOption,
+    MaxRepairsOption,
+    MaxTokensOption,
+    ProgressOption,
+    TimeoutOption,
+    echo,
+    overrides,
+    read_text_file,
+)
+from conceptforest.defaults import LABELS_HINT
+from conceptforest.errors import BadInputError
+
+if TYPE_CHECKING:
+    from conceptforest.concepts.descriptors import DescriptorSet
+    from conceptforest.config import RunConfig
+
+__all__ = ["SHORT_HELP", "STYLES", "describe", "summarize_descriptors", "waffle_set"]
+
+SHORT_HELP = "Describe labels as flat descriptors (DCLIP, CuPL, WaffleCLIP)."
+STYLES = ("dclip", "cupl", "waffle")
+WAFFLE_WORDS = 15
+WAFFLE_CHARS = 15
+
+
+def summarize_descriptors(descriptors: DescriptorSet, path: Path) -> None:
+    """Print what a descriptor set holds and what it cost."""
+    total = sum(len(items) for items in descriptors.descriptors.values())
+    echo(f"Wrote {path}: {len(descriptors.labels)} labels, {total} descriptors (style {descriptors.style}).")
+    usage = descriptors.provenance.usage
+    if usage.calls:
+        cost = f", cost ${usage.cost_usd:.4f}" if usage.cost_usd is not None else ""
+        echo(
+            f"LLM calls: {usage.calls} ({usage.cached_calls} from cache); tokens: {usage.prompt_tokens} prompt + "
+            f"{usage.completion_tokens} completion{cost}."
+        )
+
+
+def waffle_set(labels: list[str], seed: int) -> DescriptorSet:
+    """WaffleCLIP's control: the same 15 random-word and 15 random-character descriptors for every label."""
+    from conceptforest._version import package_version
+    from conceptforest.concepts.descriptors import DescriptorSet
+    from conceptforest.concepts.provenance import Provenance
+    from conceptforest.models.methods.descriptions import waffle_descriptors
+
+    items = waffle_descriptors(count_words=WAFFLE_WORDS, count_chars=WAFFLE_CHARS, seed=seed, labels=labels)
+    provenance = Provenance(
+        generator="template",
+        params={"style": "waffle", "count_words": WAFFLE_WORDS, "count_chars": WAFFLE_CHARS, "seed": seed},
+        package_version=package_version(),
+        note=f"WaffleCLIP random descriptors (seed {seed}), the same for every label; no LLM.",
+    )
+    return DescriptorSet(
+        style="waffle", labels=labels, descriptors={label: list(items) for label in labels}, provenance=provenance
+    )
+
+
+def _labels(labels: Path | None, cfg: RunConfig, style: str) -> list[str]:
+    from conceptforest.concepts.labels import check_labels, read_labels
+
+    found = read_labels(read_text_file(labels, "labels file", LABELS_HINT)) if labels else cfg.concepts.labels
+    if not found:
+        raise BadInputError(
+            f"No labels were given to describe (--style {style}).", hint="pass --labels FILE; " + LABELS_HINT
+        )
+    return check_labels(found)
+
+
+def _from_tree(tree: Path, style: str | None, labels: Path | None) -> DescriptorSet:
+    from conceptforest.concepts.descriptors import DescriptorSet
+    from conceptforest.concepts.tree import ConceptTree
+
+    if labels is not None or style not in (None, "tree"):
+        raise BadInputError(
+            "--tree converts a concept tree to a descriptor set (style tree); it takes no --labels or --style.",
+            hint="pass either --tree FILE, or --style dclip|cupl|waffle with --labels FILE.",
+        )
+    return DescriptorSet.from_tree(ConceptTree.load(tree))
+
+
+def _with_llm(cfg: RunConfig, style: str, labels: list[str], count: int | None, progress: bool) -> DescriptorSet:
+    from conceptforest.concepts.describe import describe_labels
+    from conceptforest.config import MODEL_ENV, NO_LLM
+
+    model = cfg.llm.model or os.environ.get(MODEL_ENV)
+    client = cfg.llm_client() if model and model.strip().lower() != NO_LLM else None
+    if client is None:
+        raise BadInputError(
+            f"--style {style} asks an LLM for the descriptors, and no LLM was given.",
+            hint=f"pass --llm MODEL (with --llm-base-url URL for a local server), set ${MODEL_ENV} or [llm] model in "
+            "the config file; --style waffle needs no LLM.",
+        )
+    sizes = {"max_descriptors": count} if style == "dclip" else {"sentences_per_question": count}
+    return describe_labels(
+        labels,
+        client,
+        style="dclip" if style == "dclip" else "cupl",
+        domain=cfg.concepts.domain,
+        progress=progress,
+        **{name: value for name, value in sizes.items() if value is not None},
+    )
+
+
+def describe(
+    style: Annotated[
+        str | None,
+        typer.Option(
+            "--style",
+            metavar="STYLE",
+            help="dclip (DCLIP's two-shot features, one LLM request per label), cupl (CuPL's five questions, full "
+            "sentences, five requests per label) or waffle (random words and characters, no LLM).",
+        ),
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", metavar="FILE", help="Text file, one label per line.")
+    ] = None,
+    tree: Annotated[
+        Path | None,
+        typer.Option("--tree", metavar="FILE", help="Convert this tree.json instead: each label's concept sentences."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("-o", "--out", metavar="FILE", help="Where to write the descriptor set (JSON).")
+    ] = Path("descriptors.json"),
+    llm: LLMOption = None,
+    llm_base_url: LLMBaseURLOption = None,
+    domain: Annotated[
+        str | None, typer.Option(metavar="TEXT", help="What the labels are kinds of (one line in the prompt).")
+    ] = None,
+    count: Annotated[
+        int | None,
+        typer.Option(
+            "--count",
+            min=1,
+            metavar="N",
+            help="Most descriptors per label (dclip, default 12) or sentences per question (cupl, default 10).",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the waffle descriptors.")] = 0,
+    timeout: TimeoutOption = None,
+    max_attempts: MaxAttemptsOption = None,
+    max_repairs: MaxRepairsOption = None,
+    max_tokens: MaxTokensOption = None,
+    config: ConfigOption = None,
+    cache_dir: CacheDirOption = None,
+    progress: ProgressOption = True,
+) -> None:
+    """Write a descriptor set: each label's descriptors, the input of the description methods (DCLIP, CuPL,
+    WaffleCLIP) and of the forest on descriptors.
+
+    Every valid LLM answer is cached: a rerun makes no requests, and a run that failed half-way continues where it
+    stopped. The file is JSON, editable by hand and validated on load.
+    """
+    from conceptforest.config import load_config
+
+    cfg = load_config(config, overrides(locals(), TREE_SETTINGS))
+    if tree is not None:
+        result = _from_tree(tree, style, labels)
+    elif style not in STYLES:
+        raise BadInputError(
+            f"Unknown or missing --style {style!r}." if style else "No --style was given.",
+            hint="pass --style dclip, cupl or waffle with --labels FILE, or --tree FILE to convert a tree.",
+        )
+    else:
+        label_list = _labels(labels, cfg, style)
+        if style == "waffle":
+            result = waffle_set(label_list, seed)
+        else:
+            result = _with_llm(cfg, style, label_list, count, progress)
+    summarize_descriptors(result, result.save(out))
