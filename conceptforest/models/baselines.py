@@ -1,22 +1,16 @@
-"""Honest baselines and controls on the same split and the same cached image embeddings (nothing re-encoded).
+"""What is left of the hand-wired baselines: the cached image embeddings of a run, and a legacy wrapper.
 
-- vanilla CLIP zero-shot ("a photo of a {label}.") and a small prompt ensemble (mean of the prompts' embeddings);
-- a linear probe on the raw image embeddings: the ceiling a concept table should approach;
-- controls: the same forest on random-word concepts (WaffleCLIP-style, as many as the tree has) and on a
-  shuffled tree (values permuted across every part, attribute and label, so sentences lose their meaning).
+The probe and the controls are registered methods now (:mod:`conceptforest.models.methods.controls`);
+``random_word_sentences`` and ``shuffled_tree`` are re-exported from there. ``zero_shot`` and
+``baseline_predictions`` remain until their callers loop over the method registry.
 """
 
 from __future__ import annotations
 
-import random
-import string
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from conceptforest.cache import conceptforest_home
 from conceptforest.concepts.tree import ConceptTree
@@ -25,7 +19,9 @@ from conceptforest.features.backbone import Backbone
 from conceptforest.features.extract import sentence_embeddings
 from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.features.store import EmbeddingStore
-from conceptforest.models.forest import ConceptForestClassifier
+from conceptforest.models.methods.controls import random_word_sentences, shuffled_tree
+
+__all__ = ["baseline_predictions", "image_embeddings", "random_word_sentences", "shuffled_tree", "zero_shot"]
 
 PROMPTS = (
     "a photo of a {label}.",
@@ -33,28 +29,6 @@ PROMPTS = (
     "a close-up photo of a {label}.",
     "a photo of the {label}, a type of {domain}.",
     "a good photo of a {label}.",
-)
-_WORDS = (
-    "apple",
-    "river",
-    "quiet",
-    "marble",
-    "window",
-    "falcon",
-    "copper",
-    "meadow",
-    "lantern",
-    "violet",
-    "cinder",
-    "harbor",
-    "pepper",
-    "velvet",
-    "glacier",
-    "thimble",
-    "saddle",
-    "ember",
-    "canyon",
-    "walnut",
 )
 
 
@@ -103,56 +77,6 @@ def zero_shot(
     }
 
 
-def linear_probe(train: np.ndarray, y_train: Sequence[str], test: np.ndarray, *, seed: int = 0) -> np.ndarray:
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, random_state=seed))
-    predicted: np.ndarray = probe.fit(train, np.asarray(y_train)).predict(test)
-    return predicted
-
-
-def random_word_sentences(count: int, *, seed: int = 0) -> list[str]:
-    """WaffleCLIP-style control concepts: random words and random characters, no visual meaning."""
-    rng = random.Random(seed)
-    return [
-        f"a photo with {rng.choice(_WORDS)} {rng.choice(_WORDS)} {''.join(rng.choices(string.ascii_lowercase, k=5))}"
-        for _ in range(count)
-    ]
-
-
-def shuffled_tree(tree: ConceptTree, *, seed: int = 0) -> ConceptTree:
-    """The tree with every value moved to a random (label, part, attribute) slot: same size, meaning broken."""
-    slots = [
-        (label, part, attribute)
-        for label, parts in tree.values.items()
-        for part, attrs in parts.items()
-        for attribute in attrs
-    ]
-    values = [list(tree.values[label][part][attribute]) for label, part, attribute in slots]
-    random.Random(seed).shuffle(values)
-    data = tree.model_dump()
-    for (label, part, attribute), moved in zip(slots, values, strict=True):
-        data["values"][label][part][attribute] = moved
-    data["sentences"] = {}
-    return ConceptTree.from_dict(data, source="shuffled control")
-
-
-def _forest_on(
-    embeddings: np.ndarray,
-    sentences: Sequence[str],
-    matrix: FeatureMatrix,
-    split: str,
-    backbone: Backbone,
-    store: EmbeddingStore,
-    seed: int,
-    n_estimators: int,
-) -> np.ndarray:
-    scores = embeddings @ sentence_embeddings(list(sentences), backbone, store).T
-    splits = matrix.frame["split"].to_numpy()
-    forest = ConceptForestClassifier(n_estimators=n_estimators, random_state=seed)
-    forest.fit(scores[splits == "train"], matrix.frame["label"].to_numpy()[splits == "train"])
-    predicted: np.ndarray = forest.predict(scores[splits == split])
-    return predicted
-
-
 def baseline_predictions(
     matrix: FeatureMatrix,
     tree: ConceptTree,
@@ -163,26 +87,31 @@ def baseline_predictions(
     seed: int = 0,
     n_estimators: int = 200,
 ) -> dict[str, np.ndarray]:
-    """Predictions of every baseline and control on ``split`` rows, keyed by method name."""
+    """Predictions of the zero-shot baselines, the linear probe and both controls on ``split`` rows, by name.
+
+    A thin wrapper over the registered methods (``probe``, ``random-words``, ``shuffled-tree``), kept until its
+    callers use :func:`conceptforest.models.methods.run_methods`.
+    """
+    from conceptforest.models.methods.base import MethodInputs
+    from conceptforest.models.methods.controls import LinearProbeMethod, RandomWordsControl, ShuffledTreeControl
+
     if backbone.backbone_id != matrix.backbone_id:
         raise BadInputError(
             f"Backbone {backbone.backbone_id!r} did not make these features ({matrix.backbone_id!r}).",
             hint="use the backbone the features were extracted with.",
         )
-    embeddings = image_embeddings(matrix, backbone.backbone_id, cache_dir)
     store = EmbeddingStore(cache_dir or conceptforest_home() / "cache", backbone.backbone_id, "texts")
-    splits = matrix.frame["split"].to_numpy()
-    evaluated = embeddings[splits == split]
-    predictions = zero_shot(evaluated, matrix.labels, backbone, store, domain=tree.domain)
-    predictions["linear probe on image embeddings"] = linear_probe(
-        embeddings[splits == "train"], matrix.frame["label"].to_numpy()[splits == "train"], evaluated, seed=seed
+    inputs = MethodInputs(
+        matrix=matrix,
+        split=split,
+        seed=seed,
+        backbone=backbone,
+        embeddings=image_embeddings(matrix, backbone.backbone_id, cache_dir),
+        text_store=store,
+        tree=tree,
+        cache_dir=Path(cache_dir) if cache_dir is not None else None,
     )
-    count = len(matrix.concept_ids)
-    predictions["control: forest on random-word concepts"] = _forest_on(
-        embeddings, random_word_sentences(count, seed=seed), matrix, split, backbone, store, seed, n_estimators
-    )
-    shuffled = [c.sentence for c in shuffled_tree(tree, seed=seed).concepts()]
-    predictions["control: forest on a shuffled tree"] = _forest_on(
-        embeddings, shuffled, matrix, split, backbone, store, seed, n_estimators
-    )
+    predictions = zero_shot(inputs.image_embeddings(), matrix.labels, backbone, store, domain=tree.domain)
+    for method in (LinearProbeMethod(), RandomWordsControl(n_estimators), ShuffledTreeControl(n_estimators)):
+        predictions[method.display] = method.run(inputs).predicted
     return predictions
