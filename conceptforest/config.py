@@ -22,6 +22,7 @@ from conceptforest.errors import BadInputError
 
 if TYPE_CHECKING:
     from conceptforest.features.backbone import Backbone
+    from conceptforest.features.spec import BackboneSpec
 
 MODEL_ENV = "CONCEPTFOREST_LLM_MODEL"
 NO_LLM = "none"
@@ -126,18 +127,21 @@ class RunConfig(_Section):
             price_per_1k_completion=cfg.price_per_1k_completion,
         )
 
-    def backbone(self, *, device: str | None = None, precision: str = "fp32") -> Backbone:
-        """The configured CLIP backbone (``[clip]`` model, pretrained tag or checkpoint, and ``cache_dir``)."""
-        from conceptforest.features.backbone import load_backbone
+    def backbone_spec(self, *, precision: str = "fp32") -> BackboneSpec:
+        """The configured CLIP backbone as a spec (``[clip]`` model, pretrained tag or checkpoint, ``cache_dir``)."""
+        from conceptforest.features.spec import BackboneSpec
 
-        return load_backbone(
+        return BackboneSpec.parse(
             self.clip.model,
             self.clip.pretrained,
             checkpoint=self.clip.checkpoint,
-            device=device,
-            cache_dir=self.cache_dir,
             precision=precision,
+            cache_dir=self.cache_dir,
         )
+
+    def backbone(self, *, device: str | None = None, precision: str = "fp32") -> Backbone:
+        """The configured CLIP backbone, loaded through :meth:`backbone_spec`."""
+        return self.backbone_spec(precision=precision).load(device=device)
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved config as recorded in run folders (base URL without credentials)."""

@@ -100,7 +100,7 @@ def run_pipeline(
     save_run_tree(tree, out / TREE_FILE)
     dataset = load_dataset(images, labels=tree.labels, seed=seed)
     matrix, stats = extract_features(dataset, tree, backbone, out, cache_dir=cache_dir, progress=progress)
-    _, metrics = train_model(matrix, out / "model", n_estimators=n_estimators, random_state=seed)
+    metrics = train_model(matrix, out / "model", n_estimators=n_estimators, random_state=seed).metrics
     bundle = load_bundle(out / "model")
     inputs = method_inputs(
         matrix, split="test", seed=seed, bundle=bundle, tree=tree, backbone=backbone, cache_dir=cache_dir

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -17,18 +18,18 @@ from conceptforest.explain import (
     Report,
     confused_pairs,
     confusion_tables,
-    descriptor_averaging,
     explain_model,
     explain_shap,
     why_a_not_b,
 )
 from conceptforest.models import load_bundle, train_model
-from tests.test_models import LABELS, made_up_matrix
+from tests.test_models import made_up_matrix
 
 SECTIONS = [
     "Summary",
     "Method comparison",
     "Importance",
+    "Grounding",
     "Roll-up",
     "Confusion",
     "Per label",
@@ -41,7 +42,7 @@ runner = CliRunner()
 
 def test_shap_values_add_up_to_the_probabilities_in_every_class() -> None:
     matrix = made_up_matrix(n=160)
-    model, _ = train_model(matrix, n_estimators=40)
+    model = train_model(matrix, n_estimators=40).model
     rows = matrix.X("test").iloc[:6]
     explanation = explain_shap(model, rows)
     assert explanation.values.shape == (6, len(matrix.concept_ids), 3)
@@ -70,20 +71,12 @@ def test_confusion_helpers() -> None:
     assert why["concept"][0] == "x" and why["difference"][0] == 1.0
 
 
-def test_descriptor_averaging_uses_each_labels_own_concepts() -> None:
-    matrix = made_up_matrix(n=60)
-    for concept in matrix.meta["concepts"]:
-        concept["labels"] = [LABELS[int(concept["value"][1]) - 1]]  # v1 -> husky, v2 -> pug, v3 -> beagle
-    predicted = descriptor_averaging(matrix, "test")
-    assert set(predicted) <= set(LABELS) and len(predicted) == len(matrix.rows("test"))
-
-
 def test_report_has_every_section_escapes_text_and_stays_offline(tmp_path: Path) -> None:
     matrix = made_up_matrix(n=200)
     hostile = "<script>alert(1)</script>"
-    matrix.meta["concepts"][0]["id"] = f"head/ears:shape={hostile}"
+    first = dataclasses.replace(matrix.concepts[0], id=f"head/ears:shape={hostile}")
+    matrix = matrix.with_meta(concepts=[first, *matrix.concepts[1:]], random_weights=True)
     matrix.frame = matrix.frame.rename(columns={"head/ears:shape=v1": f"head/ears:shape={hostile}"})
-    matrix.meta["random_weights"] = True
     train_model(matrix, tmp_path / "model", n_estimators=60)
     skipped = pd.DataFrame({"path": ["<img src=x onerror=alert(2)>.jpg"], "reason": ["empty file (0 bytes)"]})
     report = explain_model(load_bundle(tmp_path / "model"), matrix, tmp_path / "report", n_repeats=3, skipped=skipped)
@@ -291,7 +284,7 @@ def test_new_verbs_have_help(verb: list[str]) -> None:
 
 def test_controls_are_built_as_described() -> None:
     from conceptforest.concepts.template import template_tree
-    from conceptforest.models.baselines import random_word_sentences, shuffled_tree
+    from conceptforest.models.methods.controls import random_word_sentences, shuffled_tree
     from tests.test_tree import dog_tree
 
     words = random_word_sentences(12, seed=3)

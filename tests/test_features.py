@@ -161,9 +161,9 @@ def test_extraction_scores_good_images_and_lists_skipped_ones(backbone: Backbone
     assert list(matrix.frame.columns) == ["path", "label", "split", "sha256", *(c.id for c in tree.concepts())]
     assert matrix.concept_ids == [c.id for c in tree.concepts()]
     assert matrix.labels == LABELS
-    assert matrix.meta["tree_hash"] == tree.tree_hash() and matrix.backbone_id == backbone.backbone_id
-    assert matrix.meta["random_weights"] is True and "RANDOM WEIGHTS" in matrix.meta["warning"]
-    assert matrix.meta["n_skipped"] == len(hostile)
+    assert matrix.tree_hash == tree.tree_hash() and matrix.backbone_id == backbone.backbone_id
+    assert matrix.random_weights is True and "RANDOM WEIGHTS" in (matrix.meta.warning or "")
+    assert matrix.meta.n_skipped == len(hostile)
     scores = matrix.X().to_numpy()
     assert scores.dtype == np.float32 and np.all(np.abs(scores) <= 1.0 + 1e-5)
     reloaded = FeatureMatrix.load(tmp_path / "run")

@@ -32,7 +32,8 @@ from conceptforest.features import (
     load_dataset,
 )
 from conceptforest.features.images import ImageDecodeError, decode_image
-from conceptforest.models.baselines import baseline_predictions, image_embeddings
+from conceptforest.models.methods import MethodResult, run_methods
+from conceptforest.models.methods.context import image_embeddings, method_inputs
 from tests.test_features import LABELS, png_bytes, write_images
 
 
@@ -75,11 +76,12 @@ def test_identical_images_under_different_labels_work_through_the_baselines(
     embeddings = image_embeddings(matrix, backbone.backbone_id, tmp_path / "cache")
     rows = np.flatnonzero(matrix.frame["sha256"].to_numpy() == digest)
     assert embeddings.shape[0] == len(matrix.frame) and np.array_equal(embeddings[rows[0]], embeddings[rows[2]])
-    predictions = baseline_predictions(
-        FeatureMatrix.load(tmp_path / "run"), tree, backbone, cache_dir=tmp_path / "cache", n_estimators=5
+    inputs = method_inputs(
+        FeatureMatrix.load(tmp_path / "run"), tree=tree, backbone=backbone, cache_dir=tmp_path / "cache"
     )
+    outcomes = run_methods(inputs, ["clip", "probe", "random-words", "shuffled-tree"])
     test_rows = int((matrix.frame["split"] == "test").sum())
-    assert predictions and all(len(p) == test_rows for p in predictions.values())
+    assert all(isinstance(o, MethodResult) and len(o.predicted) == test_rows for o in outcomes), outcomes
 
 
 def test_a_truly_missing_embedding_is_still_a_clear_error(
@@ -204,7 +206,7 @@ def test_a_dangling_symlink_in_an_image_folder_is_listed(backbone: Backbone, tre
     matrix, _ = extract(root, tree, backbone, tmp_path / "run", tmp_path / "cache")
     reasons = skipped_reasons(tmp_path / "run")
     assert list(reasons) == ["link.png"] and "dangling symbolic link" in reasons["link.png"]
-    assert len(matrix.frame) == 13 and matrix.meta["n_skipped"] == 1
+    assert len(matrix.frame) == 13 and matrix.meta.n_skipped == 1
 
 
 # -- 12 and 13: features.parquet and concepts.json ---------------------------------------------------------------

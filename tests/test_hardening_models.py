@@ -20,6 +20,7 @@ from conceptforest.explain.predict import Contribution, ImagePrediction, ImageSk
 from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.models import ConceptForestClassifier, ModelBundle, load_bundle, train_model
 from conceptforest.models import bundle as bundle_module
+from conceptforest.models.manifest import BundleManifest
 from tests.test_models import made_up_matrix
 
 # --- item 12: model.skops and manifest.json are one pair ---------------------------------------------------------
@@ -165,7 +166,7 @@ def test_a_label_without_training_rows_is_named_before_training(tmp_path: Path) 
 
 def test_a_label_whose_every_image_was_skipped_is_named() -> None:
     matrix = made_up_matrix(n=120)
-    matrix.meta["labels"] = [*matrix.labels, "poodle"]
+    matrix = matrix.with_meta(labels=[*matrix.labels, "poodle"])
     with pytest.raises(BadInputError, match=r"'poodle' \(rows in other splits: none\)"):
         train_model(matrix, n_estimators=5)
 
@@ -210,7 +211,7 @@ class LoadRecorder:
 
 def bundle_trained_on(spec: dict[str, Any], backbone_id: str) -> ModelBundle:
     manifest = {"backbone": spec, "backbone_id": backbone_id, "concept_ids": [], "labels": [], "concepts": []}
-    return ModelBundle(model=ConceptForestClassifier(), manifest=manifest)
+    return ModelBundle(model=ConceptForestClassifier(), manifest=BundleManifest.model_validate(manifest))
 
 
 @pytest.fixture
@@ -223,7 +224,7 @@ def checkpoint_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[
     spec = {"model": "ViT-B-32", "weights": weights, "precision": "fp32"}
     spec |= {"checkpoint": str(checkpoint), "checkpoint_sha256": digest}
     recorder = LoadRecorder(backbone_id)
-    monkeypatch.setattr("conceptforest.explain.backbone_check.load_backbone", recorder)
+    monkeypatch.setattr("conceptforest.features.backbone.load_backbone", recorder)
     return bundle_trained_on(spec, backbone_id), checkpoint, recorder
 
 
@@ -232,7 +233,8 @@ def test_the_recorded_checkpoint_is_used_when_it_is_unchanged(
 ) -> None:
     bundle, checkpoint, recorder = checkpoint_bundle
     backbone_for(bundle, cache_dir=tmp_path / "cache")
-    assert recorder.calls[0]["checkpoint"] == checkpoint and recorder.calls[0]["cache_dir"] == tmp_path / "cache"
+    call = recorder.calls[0]
+    assert Path(call["checkpoint"]) == checkpoint and Path(call["cache_dir"]) == tmp_path / "cache"
 
 
 def test_a_moved_or_changed_checkpoint_asks_for_the_file(
@@ -248,14 +250,14 @@ def test_a_moved_or_changed_checkpoint_asks_for_the_file(
         backbone_for(bundle)
     moved.write_bytes(b"pretend weights")
     backbone_for(bundle, clip="ViT-B-32", checkpoint=moved)
-    assert recorder.calls[-1]["checkpoint"] == moved
+    assert Path(recorder.calls[-1]["checkpoint"]) == moved
 
 
 def test_a_different_backbone_is_refused_before_any_download(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_download(*args: object, **kwargs: object) -> None:
         raise AssertionError("the backbone was loaded")
 
-    monkeypatch.setattr("conceptforest.explain.backbone_check.load_backbone", no_download)
+    monkeypatch.setattr("conceptforest.features.backbone.load_backbone", no_download)
     bundle = bundle_trained_on(
         {"model": "ViT-B-32", "weights": "laion2b_s34b_b79k", "precision": "fp32"},
         "ViT-B-32__laion2b_s34b_b79k__pre-abc",

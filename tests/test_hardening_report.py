@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -29,15 +30,19 @@ MATH_LABEL = "$x^$"
 
 def _relabel(matrix: FeatureMatrix, old: str, new: str) -> None:
     matrix.frame["label"] = matrix.frame["label"].replace(old, new)
-    matrix.meta["labels"] = [new if label == old else label for label in matrix.meta["labels"]]
-    for concept in matrix.meta["concepts"]:
-        concept["labels"] = [new if label == old else label for label in concept["labels"]]
+    concepts = [
+        dataclasses.replace(c, labels=tuple(new if label == old else label for label in c.labels))
+        for c in matrix.concepts
+    ]
+    labels = [new if label == old else label for label in matrix.labels]
+    matrix.meta = matrix.with_meta(labels=labels, concepts=concepts).meta
 
 
 def _rename_concept(matrix: FeatureMatrix, old: str, new: str) -> None:
-    for concept in matrix.meta["concepts"]:
-        if concept["id"] == old:
-            concept["id"], concept["value"] = new, new.split("=", 1)[1]
+    concepts = [
+        dataclasses.replace(c, id=new, value=new.split("=", 1)[1]) if c.id == old else c for c in matrix.concepts
+    ]
+    matrix.meta = matrix.with_meta(concepts=concepts).meta
     matrix.frame = matrix.frame.rename(columns={old: new})
 
 
@@ -79,7 +84,7 @@ def test_every_plot_draws_dollars_as_plain_text() -> None:
     matrix = made_up_matrix(n=60)
     _relabel(matrix, "husky", MATH_LABEL)
     _rename_concept(matrix, "head/ears:shape=v1", "head/ears:shape=$\\frac{$")
-    model, _ = train_model(matrix, n_estimators=10)
+    model = train_model(matrix, n_estimators=10).model
     explanation = explain_shap(model, matrix.X("test").iloc[:5])
     table = pd.DataFrame({"concept": ["$a^$", "b$"], "mean": [0.2, 0.1]})
     normalized = pd.DataFrame(np.eye(2), index=[MATH_LABEL, "$_$"], columns=[MATH_LABEL, "$_$"])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,7 @@ from sklearn.preprocessing import StandardScaler
 from conceptforest.errors import BadInputError
 from conceptforest.explain import concept_groups, gini_table, group_permutation_table, permutation_table
 from conceptforest.features.matrix import FeatureMatrix
+from conceptforest.features.meta import FeatureMeta
 from conceptforest.models import (
     ConceptForestClassifier,
     bootstrap_interval,
@@ -67,11 +70,16 @@ def made_up_matrix(n: int = 360, seed: int = 0) -> FeatureMatrix:
         "random_weights": False,
         "split_seed": 0,
     }
-    return FeatureMatrix(frame=frame, meta=meta)
+    return FeatureMatrix(frame=frame, meta=FeatureMeta.model_validate(meta))
+
+
+def concept_dicts(matrix: FeatureMatrix) -> list[dict[str, Any]]:
+    """The matrix's concepts as the mappings ``concept_groups`` reads."""
+    return [dataclasses.asdict(c) for c in matrix.concepts]
 
 
 def signal_ids(matrix: FeatureMatrix) -> set[str]:
-    return {c["id"] for c in matrix.meta["concepts"] if c["part_path"] == SIGNAL_PART and c["attribute"] == "shape"}
+    return {c.id for c in matrix.concepts if c.part_path == SIGNAL_PART and c.attribute == "shape"}
 
 
 def test_estimator_contract() -> None:
@@ -109,7 +117,8 @@ def test_grid_search_and_its_limits() -> None:
 
 def test_a_learnable_signal_is_learnt_and_found() -> None:
     matrix = made_up_matrix()
-    model, metrics = train_model(matrix, n_estimators=200)
+    trained = train_model(matrix, n_estimators=200)
+    model, metrics = trained.model, trained.metrics
     assert metrics["accuracy"] > 0.9 and metrics["n"] == len(matrix.rows("test"))
     low, high = metrics["accuracy_ci95"]
     assert low <= metrics["accuracy"] <= high
@@ -119,7 +128,7 @@ def test_a_learnable_signal_is_learnt_and_found() -> None:
     assert (permutation["ci95_low"] <= permutation["mean"]).all()
     assert (permutation["mean"] <= permutation["ci95_high"]).all()
     assert set(gini_table(model, matrix.concept_ids)["concept"][:3]) == signal_ids(matrix)
-    parts = group_permutation_table(model, X_test, y_test, concept_groups(matrix.meta["concepts"], "part"), n_repeats=5)
+    parts = group_permutation_table(model, X_test, y_test, concept_groups(concept_dicts(matrix), "part"), n_repeats=5)
     assert parts["group"][0] == SIGNAL_PART
     assert parts["mean"][0] > 0.3 and parts["mean"][1:].abs().max() < 0.1
     noise = [c for c in matrix.concept_ids if c not in signal_ids(matrix)]
@@ -127,15 +136,15 @@ def test_a_learnable_signal_is_learnt_and_found() -> None:
     chance = matrix.y("test").value_counts(normalize=True).max()
     assert control.score(matrix.X("test")[noise], matrix.y("test")) < chance + 0.15  # a control stays near chance
     kinds = group_permutation_table(
-        model, X_test, y_test, concept_groups(matrix.meta["concepts"], "attribute"), n_repeats=3
+        model, X_test, y_test, concept_groups(concept_dicts(matrix), "attribute"), n_repeats=3
     )
     assert kinds["group"][0] == "shape"
 
 
 def test_group_permutation_is_seeded() -> None:
     matrix = made_up_matrix(n=120)
-    model, _ = train_model(matrix, n_estimators=30)
-    groups = concept_groups(matrix.meta["concepts"], "part_attribute")
+    model = train_model(matrix, n_estimators=30).model
+    groups = concept_groups(concept_dicts(matrix), "part_attribute")
     first = group_permutation_table(model, matrix.X("test"), matrix.y("test"), groups, n_repeats=3, random_state=7)
     again = group_permutation_table(model, matrix.X("test"), matrix.y("test"), groups, n_repeats=3, random_state=7)
     pd.testing.assert_frame_equal(first, again)
@@ -155,8 +164,10 @@ def test_metrics() -> None:
 
 def test_bundle_round_trip_and_manifest(tmp_path: Path) -> None:
     matrix = made_up_matrix()
-    model, metrics = train_model(matrix, tmp_path / "model", n_estimators=40)
+    trained = train_model(matrix, tmp_path / "model", n_estimators=40)
+    model, metrics = trained.model, trained.metrics
     bundle = load_bundle(tmp_path / "model")
+    assert bundle.manifest == trained.manifest
     assert np.array_equal(bundle.model.predict_proba(matrix.X("test")), model.predict_proba(matrix.X("test")))
     manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
     assert manifest["concept_ids"] == matrix.concept_ids and manifest["labels"] == sorted(LABELS)
@@ -171,16 +182,14 @@ def test_bundle_refuses_mismatched_matrices(tmp_path: Path) -> None:
     matrix = made_up_matrix()
     train_model(matrix, tmp_path / "model", n_estimators=10)
     bundle = load_bundle(tmp_path / "model")
-    other = made_up_matrix()
-    other.meta["backbone_id"] = "another-backbone"
+    other = made_up_matrix().with_meta(backbone_id="another-backbone")
     with pytest.raises(BadInputError, match="backbone is 'another-backbone'"):
         bundle.check_matrix(other)
     fewer = made_up_matrix()
-    fewer.meta["concepts"] = fewer.meta["concepts"][1:]
+    fewer = fewer.with_meta(concepts=fewer.concepts[1:])
     with pytest.raises(BadInputError, match="concepts differ"):
         bundle.check_matrix(fewer)
-    relabelled = made_up_matrix()
-    relabelled.meta["labels"] = [*LABELS, "poodle"]
+    relabelled = made_up_matrix().with_meta(labels=[*LABELS, "poodle"])
     with pytest.raises(BadInputError, match=r"labels \['poodle'\] are unknown"):
         bundle.check_matrix(relabelled)
 

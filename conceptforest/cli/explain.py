@@ -34,7 +34,7 @@ DescriptorsOption = Annotated[
     ),
 ]
 METHOD_NAMES = (
-    "forest, logreg, sparse, tree-descriptors, clip, ensemble, dclip, cupl, waffle, probe, random-words, "
+    "forest, logreg, sparse, clip, ensemble, dclip, cupl, waffle, tree-descriptors, probe, random-words, "
     "shuffled-tree, chance"
 )
 MethodsOption = Annotated[

@@ -32,10 +32,10 @@ def train(
     from conceptforest.models.train import train_model
 
     matrix = FeatureMatrix.load(run_dir)
-    if matrix.meta.get("random_weights"):
+    if matrix.random_weights:
         warn(RANDOM_WEIGHTS_WARNING)
     grid = {"max_depth": [None, 8, 16], "min_samples_leaf": [1, 3]} if search else None
-    _, metrics = train_model(
+    bundle = train_model(
         matrix,
         out,
         n_estimators=n_estimators,
@@ -45,6 +45,7 @@ def train(
         random_state=seed,
         n_jobs=n_jobs,
     )
+    metrics = bundle.metrics
     echo(f"Wrote {out}/model.skops and manifest.json.")
     if "accuracy" in metrics:
         low, high = metrics["accuracy_ci95"]

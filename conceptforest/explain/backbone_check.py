@@ -8,48 +8,20 @@ download starts; the full id (with the preprocessing hash) is checked again afte
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from conceptforest.errors import BadInputError
-from conceptforest.features.backbone import (
-    TINY_RANDOM,
-    Backbone,
-    checkpoint_sha256,
-    checkpoint_weights,
-    load_backbone,
-    local_dir_weights_id,
-    model_id_part,
-)
+from conceptforest.features.backbone import TINY_RANDOM, Backbone, checkpoint_sha256, checkpoint_weights
+from conceptforest.features.spec import LOCAL_DIR, BackboneSpec
 from conceptforest.models.bundle import ModelBundle
 
-LOCAL_DIR = "local-dir:"
+__all__ = ["LOCAL_DIR", "backbone_for", "backbone_spec_for", "trained_with"]
 
 
-def expected_id_prefix(name: str, pretrained: str | None, checkpoint: Path | None) -> str | None:
-    """``<model>__<weights>__`` of the backbone these arguments would load, without loading it.
-
-    None when it cannot be known cheaply (a missing file or folder: loading then gives the clear error).
-    """
-    if name == TINY_RANDOM:
-        weights = "random-seed0"
-    elif checkpoint is not None:
-        if not checkpoint.is_file():
-            return None
-        weights = checkpoint_weights(checkpoint_sha256(checkpoint))
-    elif name.startswith(LOCAL_DIR):
-        folder = Path(name.removeprefix(LOCAL_DIR))
-        if not (folder / "open_clip_config.json").is_file():
-            return None
-        weights = local_dir_weights_id(folder)
-    else:
-        weights = pretrained or "none"
-    return f"{model_id_part(name)}__{weights}__"
-
-
-def trained_with(spec: dict[str, Any], backbone_id: str) -> tuple[str, str]:
+def trained_with(spec: BackboneSpec | None, backbone_id: str) -> tuple[str, str]:
     """What the model was trained with, in words, and the flags that load it again."""
-    name, weights = str(spec.get("model", "?")), str(spec.get("weights", "?"))
-    recorded = spec.get("checkpoint")
+    name = spec.model if spec is not None else "?"
+    weights = (spec.weights or "?") if spec is not None else "?"
+    recorded = spec.checkpoint if spec is not None else None
     if name == TINY_RANDOM:
         how = f"pass --clip {TINY_RANDOM} (or no backbone flags)."
     elif name.startswith(LOCAL_DIR):
@@ -62,14 +34,14 @@ def trained_with(spec: dict[str, Any], backbone_id: str) -> tuple[str, str]:
     return f"CLIP {name!r} with weights {weights!r} (backbone id {backbone_id!r})", how
 
 
-def _recorded_checkpoint(spec: dict[str, Any], backbone_id: str) -> Path:
+def _recorded_checkpoint(spec: BackboneSpec, backbone_id: str) -> Path:
     """The checkpoint file recorded in the manifest, when it is still there with the same content."""
-    weights, recorded = str(spec.get("weights", "")), spec.get("checkpoint")
-    path = Path(str(recorded)) if recorded else None
+    weights, recorded = spec.weights or "", spec.checkpoint
+    path = Path(recorded) if recorded else None
     if path is not None and path.is_file():
         digest = checkpoint_sha256(path)
         # the full sha256 when the manifest has it (newer bundles), else the id's 16-digit prefix
-        if digest == spec.get("checkpoint_sha256", digest) and checkpoint_weights(digest) == weights:
+        if digest == (spec.checkpoint_sha256 or digest) and checkpoint_weights(digest) == weights:
             return path
     described, how = trained_with(spec, backbone_id)
     if path is None:
@@ -82,37 +54,67 @@ def _recorded_checkpoint(spec: dict[str, Any], backbone_id: str) -> Path:
 
 
 def _resolve(
-    spec: dict[str, Any], backbone_id: str, clip: str | None, pretrained: str | None, checkpoint: Path | None
+    recorded: BackboneSpec | None,
+    backbone_id: str,
+    clip: str | None,
+    pretrained: str | None,
+    checkpoint: Path | None,
 ) -> tuple[str, str | None, Path | None, bool]:
     """The model name, pretrained tag and checkpoint to load (the flags given, else the manifest's record), and
     whether the weights are already known to be the trained ones (a recorded checkpoint whose sha256 matched)."""
-    name = clip or spec.get("model")
+    name = clip or (recorded.model if recorded is not None else None)
     if not name:
         raise BadInputError(
             "The model's manifest does not say which CLIP backbone made its features.",
             hint="pass --clip MODEL with --pretrained TAG or --checkpoint FILE.",
         )
-    name = str(name)
     if clip is None and name.startswith(LOCAL_DIR):
         folder = Path(name.removeprefix(LOCAL_DIR))
         if not (folder / "open_clip_config.json").is_file():
-            described, how = trained_with(spec, backbone_id)
+            described, how = trained_with(recorded, backbone_id)
             raise BadInputError(
                 f"The model was trained on the model folder {str(folder)!r} ({described}), which is no longer there.",
                 hint=how,
             )
-    if pretrained is None and checkpoint is None and name != TINY_RANDOM and not name.startswith(LOCAL_DIR):
-        weights = str(spec.get("weights", ""))
-        if weights.startswith("sha256-"):
-            return name, None, _recorded_checkpoint(spec, backbone_id), name == spec.get("model")
-        if weights and weights != "none":
-            pretrained = weights
+    own_weights = name == TINY_RANDOM or name.startswith(LOCAL_DIR)
+    if pretrained is None and checkpoint is None and not own_weights and recorded is not None:
+        if (recorded.weights or "").startswith("sha256-"):
+            return name, None, _recorded_checkpoint(recorded, backbone_id), name == recorded.model
+        pretrained = recorded.pretrained
     return name, pretrained, checkpoint, False
 
 
-def _refuse(given: str, spec: dict[str, Any], backbone_id: str) -> BadInputError:
+def _refuse(given: str, spec: BackboneSpec | None, backbone_id: str) -> BadInputError:
     described, how = trained_with(spec, backbone_id)
     return BadInputError(f"The backbone {given} is not the one the model was trained on ({described}).", hint=how)
+
+
+def _requested(
+    bundle: ModelBundle,
+    clip: str | None,
+    pretrained: str | None,
+    checkpoint: str | Path | None,
+    cache_dir: str | Path | None,
+) -> tuple[BackboneSpec, bool]:
+    recorded = bundle.manifest.backbone
+    name, tag, checkpoint_path, verified = _resolve(
+        recorded, bundle.manifest.backbone_id, clip, pretrained, Path(checkpoint) if checkpoint is not None else None
+    )
+    precision = recorded.precision if recorded is not None else "fp32"
+    spec = BackboneSpec.parse(name, tag, checkpoint=checkpoint_path, precision=precision, cache_dir=cache_dir)
+    return spec, verified
+
+
+def backbone_spec_for(
+    bundle: ModelBundle,
+    *,
+    clip: str | None = None,
+    pretrained: str | None = None,
+    checkpoint: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> BackboneSpec:
+    """The spec :func:`backbone_for` loads: the flags given, else what the manifest records (nothing is loaded)."""
+    return _requested(bundle, clip, pretrained, checkpoint, cache_dir)[0]
 
 
 def backbone_for(
@@ -130,23 +132,12 @@ def backbone_for(
     still has the recorded sha256. A backbone whose weights differ is refused before any weights are loaded or
     downloaded; ``cache_dir`` is open_clip's download folder.
     """
-    spec = bundle.manifest.get("backbone")
-    spec = spec if isinstance(spec, dict) else {}
-    trained_id = str(bundle.manifest["backbone_id"])
-    name, tag, checkpoint_path, verified = _resolve(
-        spec, trained_id, clip, pretrained, Path(checkpoint) if checkpoint is not None else None
-    )
-    prefix = None if verified else expected_id_prefix(name, tag, checkpoint_path)
+    spec, verified = _requested(bundle, clip, pretrained, checkpoint, cache_dir)
+    trained_id, recorded = bundle.manifest.backbone_id, bundle.manifest.backbone
+    prefix = None if verified else spec.expected_id_prefix()
     if prefix is not None and not trained_id.startswith(prefix):
-        raise _refuse(repr(prefix.removesuffix("__")), spec, trained_id)
-    backbone = load_backbone(
-        name,
-        tag,
-        checkpoint=checkpoint_path,
-        device=device,
-        cache_dir=cache_dir,
-        precision=str(spec.get("precision", "fp32")),
-    )
+        raise _refuse(repr(prefix.removesuffix("__")), recorded, trained_id)
+    backbone = spec.load(device=device)
     if backbone.backbone_id != trained_id:
-        raise _refuse(repr(backbone.backbone_id), spec, trained_id)
+        raise _refuse(repr(backbone.backbone_id), recorded, trained_id)
     return backbone

@@ -50,21 +50,21 @@ def _new_report(run: Evaluation, made_by: Mapping[str, Any] | None) -> Report:
     return Report(
         f"conceptforest report: {len(matrix.labels)} labels, {len(matrix.concept_ids)} concepts",
         banner=RANDOM_WEIGHTS_WARNING + " The numbers below show the pipeline works, not what it can do."
-        if matrix.meta.get("random_weights")
+        if matrix.random_weights
         else None,
         provenance={
             "backbone_id": matrix.backbone_id,
             "tree_hash": matrix.tree_hash,
             "split": run.split,
-            "model_manifest": bundle.manifest,
-            "versions": matrix.meta.get("versions"),
+            "model_manifest": bundle.manifest.to_json(),
+            "versions": matrix.meta.versions,
         },
         made_by={
             **(made_by or {}),
             "backbone_id": matrix.backbone_id,
             "tree_hash": matrix.tree_hash,
-            "tree_generator": matrix.meta.get("tree_generator", "unknown"),
-            "model_sha256": bundle.manifest.get("model_sha256"),
+            "tree_generator": matrix.meta.tree_generator,
+            "model_sha256": bundle.manifest.model_sha256,
             "split": run.split,
         },
     )
@@ -76,7 +76,7 @@ def _add_summary_and_methods(report: Report, run: Evaluation, outcomes: Sequence
         "Summary",
         f"Labels: {', '.join(matrix.labels)}. Evaluated on the {split!r} split "
         f"({len(run.X)} images). Backbone {matrix.backbone_id}; tree {matrix.tree_hash[:12]}; "
-        f"tree generator: {matrix.meta.get('tree_generator', 'unknown')}.",
+        f"tree generator: {matrix.meta.tree_generator}.",
     )
     metrics = classification_metrics(run.y, run.predicted, matrix.labels, random_state=run.random_state)
     report.add_metrics("Summary", "metrics", metrics)

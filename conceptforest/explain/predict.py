@@ -116,7 +116,7 @@ class _Predictor:
                 Contribution(self.bundle.concept_ids[i], float(contributions[i]), float(frame.iloc[0, i]))
                 for i in strongest
             ),
-            random_weights=bool(self.bundle.manifest.get("random_weights")),
+            random_weights=self.bundle.manifest.random_weights,
         )
 
 
@@ -160,7 +160,7 @@ def predict_images(
     store = EmbeddingStore(
         Path(cache_dir) if cache_dir else conceptforest_home() / "cache", backbone.backbone_id, "texts"
     )
-    concept_matrix = sentence_embeddings([c["sentence"] for c in bundle.manifest["concepts"]], backbone, store)
+    concept_matrix = sentence_embeddings(bundle.manifest.sentences, backbone, store)
     predictor = _Predictor(bundle, backbone, concept_matrix)
     results: list[PredictionResult] = []
     for number, image in enumerate(images):

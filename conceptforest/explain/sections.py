@@ -5,7 +5,7 @@ skipped files and data quality. Each ``add_*`` function computes one section and
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +97,7 @@ def add_grounding(report: Report, run: Evaluation) -> None:
 
 
 def add_rollup(report: Report, run: Evaluation) -> None:
-    concepts = run.matrix.meta["concepts"]
+    concepts = [asdict(c) for c in run.matrix.concepts]  # concept_groups reads mappings
     for level, caption in (("part", "parts"), ("part_attribute", "part attributes"), ("attribute", "attribute kinds")):
         table = group_permutation_table(
             run.bundle.model,

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from conceptforest.defaults import (
     TINY_RANDOM as TINY_RANDOM,
 )
 from conceptforest.errors import BadInputError
+
+if TYPE_CHECKING:
+    from conceptforest.features.spec import BackboneSpec
 
 TINY_CONFIG: dict[str, Any] = {
     "embed_dim": 64,
@@ -105,6 +108,13 @@ class Backbone:
         if projection is not None:
             return int(projection.shape[1])
         return int(self.model.visual.output_dim)
+
+    @property
+    def spec(self) -> BackboneSpec:
+        """What artefacts record under ``"backbone"``: the spec that loads this backbone again."""
+        from conceptforest.features.spec import BackboneSpec
+
+        return BackboneSpec.model_validate(self.description)
 
 
 def encode_tokens_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
@@ -331,6 +341,8 @@ def load_backbone(
         random_weights=weights.random,
         description={
             "model": name,
+            "pretrained": pretrained if weights.source == pretrained and name != TINY_RANDOM else None,
+            "cache_dir": str(cache_dir) if cache_dir is not None else None,
             "weights": weights.tag,
             "preprocess": repr(preprocess),
             "random_weights": weights.random,

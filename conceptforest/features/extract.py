@@ -32,6 +32,7 @@ from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING, Backbone
 from conceptforest.features.dataset import ImageDataset, ImageRecord, check_labels_match
 from conceptforest.features.images import DEFAULT_MAX_PIXELS, ImageDecodeError, SkippedImage, decode_image
 from conceptforest.features.matrix import FEATURES_FILE, ID_COLUMNS, PARQUET_WRITE_OPTIONS, FeatureMatrix
+from conceptforest.features.meta import FeatureMeta, Standardization
 from conceptforest.features.store import EmbeddingStore
 
 
@@ -191,15 +192,15 @@ class _TrainMoments:
         self.squares += np.square(scores[is_train].astype(np.float64)).sum(axis=0)
         self.rows += int(is_train.sum())
 
-    def standardization(self) -> dict[str, Any]:
+    def standardization(self) -> Standardization:
         mean = self.sums / max(self.rows, 1)
         std = np.sqrt(np.maximum(self.squares / max(self.rows, 1) - mean**2, 0.0))
-        return {
-            "mean": mean.astype(np.float32).tolist(),
-            "std": np.where(std > 0, std, 1.0).astype(np.float32).tolist(),
-            "fitted_on": "train",
-            "rows": self.rows,
-        }
+        return Standardization(
+            mean=mean.astype(np.float32).tolist(),
+            std=np.where(std > 0, std, 1.0).astype(np.float32).tolist(),
+            fitted_on="train",
+            rows=self.rows,
+        )
 
 
 def _write_scores(
@@ -242,36 +243,25 @@ def _write_scores(
 
 def _sidecar_meta(
     dataset: ImageDataset, tree: ConceptTree, backbone: Backbone, stats: ExtractionStats, moments: _TrainMoments
-) -> dict[str, Any]:
+) -> FeatureMeta:
     """What ``concepts.json`` records: concepts, labels, backbone, tree, counts, standardisation, versions."""
-    return {
-        "format_version": 2,
-        "labels": dataset.labels,
-        "concepts": [
-            {
-                "id": c.id,
-                "part_path": c.part_path,
-                "attribute": c.attribute,
-                "value": c.value,
-                "sentence": c.sentence,
-                "labels": list(c.labels),
-            }
-            for c in tree.concepts()
-        ],
-        "backbone_id": backbone.backbone_id,
-        "backbone": backbone.description,
-        "random_weights": backbone.random_weights,
-        "warning": RANDOM_WEIGHTS_WARNING if backbone.random_weights else None,
-        "tree_hash": tree.tree_hash(),
-        "tree_generator": tree.provenance.generator,
-        "split_seed": dataset.split_seed,
-        "source": str(dataset.source),
-        "n_images": stats.images,
-        "n_scored": stats.scored,
-        "n_skipped": len(stats.skipped),
-        "standardization": moments.standardization(),
-        "versions": library_versions(),
-    }
+    return FeatureMeta(
+        labels=dataset.labels,
+        concepts=tree.concepts(),
+        backbone_id=backbone.backbone_id,
+        backbone=backbone.spec,
+        random_weights=backbone.random_weights,
+        warning=RANDOM_WEIGHTS_WARNING if backbone.random_weights else None,
+        tree_hash=tree.tree_hash(),
+        tree_generator=tree.provenance.generator,
+        split_seed=dataset.split_seed,
+        source=str(dataset.source),
+        n_images=stats.images,
+        n_scored=stats.scored,
+        n_skipped=len(stats.skipped),
+        standardization=moments.standardization(),
+        versions=library_versions(),
+    )
 
 
 def extract_features(

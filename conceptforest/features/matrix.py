@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
 from conceptforest.atomic import atomic_write_json
 from conceptforest.cache import file_sha256
 from conceptforest.concepts.tree import Concept
 from conceptforest.errors import BadInputError
+from conceptforest.features.meta import FeatureMeta
 
 FEATURES_FILE = "features.parquet"
 SIDECAR_FILE = "concepts.json"
@@ -39,42 +42,41 @@ class FeatureMatrix:
     """
 
     frame: pd.DataFrame
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: FeatureMeta
+
+    def __post_init__(self) -> None:
+        if isinstance(self.meta, Mapping):  # a sidecar dict made in memory (tests, notebooks): validated here
+            self.meta = FeatureMeta.model_validate(dict(self.meta))
 
     @property
     def concept_ids(self) -> list[str]:
-        return [c["id"] for c in self.meta["concepts"]]
+        return self.meta.concept_ids
 
     @property
     def labels(self) -> list[str]:
-        return list(self.meta["labels"])
+        return list(self.meta.labels)
 
     @property
     def concepts(self) -> list[Concept]:
         """The concepts of the columns, in column order."""
-        return [
-            Concept(
-                id=c["id"],
-                part_path=c.get("part_path", ""),
-                attribute=c.get("attribute", ""),
-                value=c.get("value", ""),
-                sentence=c.get("sentence", ""),
-                labels=tuple(c.get("labels", ())),
-            )
-            for c in self.meta["concepts"]
-        ]
+        return list(self.meta.concepts)
 
     @property
     def random_weights(self) -> bool:
-        return bool(self.meta.get("random_weights", False))
+        return self.meta.random_weights
 
     @property
     def backbone_id(self) -> str:
-        return str(self.meta["backbone_id"])
+        return self.meta.backbone_id
 
     @property
     def tree_hash(self) -> str:
-        return str(self.meta["tree_hash"])
+        return self.meta.tree_hash
+
+    def with_meta(self, **changes: Any) -> FeatureMatrix:
+        """The same rows with some sidecar fields changed (validated again)."""
+        meta = FeatureMeta.model_validate({**self.meta.model_dump(), **changes})
+        return replace(self, meta=meta)
 
     def rows(self, split: str | None = None) -> pd.DataFrame:
         return self.frame if split is None else self.frame[self.frame["split"] == split]
@@ -83,13 +85,13 @@ class FeatureMatrix:
         """Concept scores as a DataFrame whose columns are concept ids (optionally standardised)."""
         scores = self.rows(split)[self.concept_ids]
         if standardized:
-            stats = self.meta.get("standardization")
-            if not stats:
+            stats = self.meta.standardization
+            if stats is None:
                 raise BadInputError(
                     "This feature matrix was extracted without standardisation statistics.",
                     hint="re-run 'features extract' with --standardize.",
                 )
-            scores = (scores - np.asarray(stats["mean"], dtype=np.float32)) / np.asarray(stats["std"], dtype=np.float32)
+            scores = (scores - np.asarray(stats.mean, dtype=np.float32)) / np.asarray(stats.std, dtype=np.float32)
         return scores
 
     def y(self, split: str | None = None) -> pd.Series:
@@ -116,7 +118,7 @@ class FeatureMatrix:
         meta = _read_sidecar(sidecar)
         frame = _read_table(features)
         _check_binding(features, sidecar, meta)
-        expected = [*ID_COLUMNS, *(c["id"] for c in meta["concepts"])]
+        expected = [*ID_COLUMNS, *meta.concept_ids]
         if list(frame.columns) != expected:
             raise BadInputError(
                 f"{str(features)!r} does not match its sidecar {str(sidecar)!r}: their concept columns differ.",
@@ -149,37 +151,47 @@ class FeatureMatrix:
                 f"{str(features)!r} does not exist; the sidecar describes that file and is written after it.",
                 hint="write the table first (FeatureMatrix.save writes both).",
             )
-        self.meta[BINDING_KEY] = file_sha256(features)
-        return atomic_write_json(Path(folder) / SIDECAR_FILE, self.meta)
+        self.meta = self.meta.model_copy(update={BINDING_KEY: file_sha256(features)})
+        return atomic_write_json(Path(folder) / SIDECAR_FILE, self.meta.to_json())
 
 
 _RERUN_HINT = "re-run 'conceptforest features extract' into this folder (cached embeddings make it quick)."
 
 
-def _read_sidecar(sidecar: Path) -> dict[str, Any]:
-    """The sidecar's JSON, checked for the keys every stage reads."""
+def _read_sidecar(sidecar: Path) -> FeatureMeta:
+    """The sidecar, validated: a clear error naming the file for JSON or fields that are not a sidecar's."""
     try:
-        meta = json.loads(sidecar.read_bytes().decode("utf-8"))
+        raw = json.loads(sidecar.read_bytes().decode("utf-8"))
     except (OSError, ValueError, RecursionError) as exc:  # truncated JSON, non-UTF-8 bytes, absurd nesting
         raise BadInputError(
             f"{str(sidecar)!r} is truncated or not valid JSON ({type(exc).__name__}: {str(exc)[:200]}).",
             hint=_RERUN_HINT,
         ) from None
-    concepts = meta.get("concepts") if isinstance(meta, dict) else None
-    labels = meta.get("labels") if isinstance(meta, dict) else None
-    valid = (
-        isinstance(concepts, list)
-        and all(isinstance(c, dict) and isinstance(c.get("id"), str) for c in concepts)
-        and isinstance(labels, list)
-        and all(isinstance(label, str) for label in labels)
-        and isinstance(meta.get("backbone_id"), str)
-    )
-    if not valid:
+    if not isinstance(raw, dict):
+        raise BadInputError(f"{str(sidecar)!r} is not a concepts sidecar (a JSON object).", hint=_RERUN_HINT)
+    if raw.get("format_version", 2) != 2:
         raise BadInputError(
-            f"{str(sidecar)!r} is not a concepts sidecar: it lacks valid 'concepts', 'labels' or 'backbone_id'.",
-            hint=_RERUN_HINT,
+            f"{str(sidecar)!r} has sidecar format {raw.get('format_version')!r}; this version reads format 2.",
+            hint="regenerate it with this version: " + _RERUN_HINT,
         )
-    return dict(meta)
+    try:
+        return FeatureMeta.model_validate(raw)
+    except ValidationError as exc:
+        raise BadInputError(
+            f"{str(sidecar)!r} is not a concepts sidecar: {validation_summary(exc)}.", hint=_RERUN_HINT
+        ) from None
+
+
+def invalid_fields(exc: ValidationError) -> list[str]:
+    """The top-level fields a pydantic error is about, in order."""
+    return list(dict.fromkeys(str(e["loc"][0]) for e in exc.errors() if e["loc"]))
+
+
+def validation_summary(exc: ValidationError, limit: int = 5) -> str:
+    """``'labels: Input should be a valid list; ...'``: a pydantic error in one line, naming the fields."""
+    parts = [f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()[:limit]]
+    more = exc.error_count() - limit
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
 def _read_table(features: Path) -> pd.DataFrame:
@@ -192,9 +204,9 @@ def _read_table(features: Path) -> pd.DataFrame:
         ) from None
 
 
-def _check_binding(features: Path, sidecar: Path, meta: dict[str, Any]) -> None:
+def _check_binding(features: Path, sidecar: Path, meta: FeatureMeta) -> None:
     """Refuse a table and sidecar that were not written together by one extraction."""
-    recorded = meta.get(BINDING_KEY)
+    recorded = meta.features_sha256
     if not isinstance(recorded, str):
         raise BadInputError(
             f"{str(sidecar)!r} does not record which {FEATURES_FILE} it describes (an older version wrote it), "

@@ -8,20 +8,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import skops.io as sio
+from pydantic import ValidationError
 
 from conceptforest._version import library_versions
 from conceptforest.atomic import atomic_write_bytes, atomic_write_json
 from conceptforest.errors import BadInputError
-from conceptforest.features.matrix import FeatureMatrix
+from conceptforest.features.matrix import FeatureMatrix, invalid_fields, validation_summary
 from conceptforest.models.forest import ConceptForestClassifier
+from conceptforest.models.manifest import FORMAT_VERSION, BundleManifest, ConceptSentence, Seeds
 
-FORMAT_VERSION = 2
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_FILE",
+    "MODEL_FILE",
+    "BundleManifest",
+    "ModelBundle",
+    "build_manifest",
+    "load_bundle",
+    "save_bundle",
+]
 MODEL_FILE = "model.skops"
 MANIFEST_FILE = "manifest.json"
 TRUSTED_TYPES = frozenset({"conceptforest.models.forest.ConceptForestClassifier", "sklearn.tree._tree.Tree"})
@@ -33,15 +45,24 @@ class ModelBundle:
     """A fitted model and the manifest that says what it expects."""
 
     model: ConceptForestClassifier
-    manifest: dict[str, Any]
+    manifest: BundleManifest
+
+    def __post_init__(self) -> None:
+        if isinstance(self.manifest, Mapping):  # a manifest dict made in memory (tests): validated here
+            self.manifest = BundleManifest.model_validate(dict(self.manifest))
 
     @property
     def concept_ids(self) -> list[str]:
-        return list(self.manifest["concept_ids"])
+        return list(self.manifest.concept_ids)
 
     @property
     def labels(self) -> list[str]:
-        return list(self.manifest["labels"])
+        return list(self.manifest.labels)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The held-out metrics recorded at training (``eval_split``, ``random_weights``, accuracy, ...)."""
+        return dict(self.manifest.metrics)
 
     def check_matrix(self, matrix: FeatureMatrix) -> None:
         """Refuse a FeatureMatrix whose concepts, backbone or labels differ from the bundle's, saying which."""
@@ -50,9 +71,9 @@ class ModelBundle:
             missing = [c for c in self.concept_ids if c not in matrix.concept_ids][:5]
             extra = [c for c in matrix.concept_ids if c not in self.concept_ids][:5]
             problems.append(f"the concepts differ (missing {missing}, unexpected {extra}, or another order)")
-        if matrix.backbone_id != self.manifest["backbone_id"]:
+        if matrix.backbone_id != self.manifest.backbone_id:
             problems.append(
-                f"the backbone is {matrix.backbone_id!r}, the model was trained on {self.manifest['backbone_id']!r}"
+                f"the backbone is {matrix.backbone_id!r}, the model was trained on {self.manifest.backbone_id!r}"
             )
         unknown = [label for label in matrix.labels if label not in self.labels]
         if unknown:
@@ -64,36 +85,49 @@ class ModelBundle:
             )
 
 
-def save_bundle(
-    model: ConceptForestClassifier, folder: str | Path, *, matrix: FeatureMatrix, metrics: dict[str, Any] | None = None
-) -> Path:
-    """Write ``model.skops`` and then ``manifest.json`` (concept and label order, backbone, tree hash, metrics,
-    seeds, versions, and the sha256 of the model file) atomically into ``folder``."""
-    folder = Path(folder)
-    model_bytes = sio.dumps(model)
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
-        "concept_ids": list(map(str, model.feature_names_in_))
+def build_manifest(
+    model: ConceptForestClassifier,
+    matrix: FeatureMatrix,
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    model_sha256: str | None = None,
+) -> BundleManifest:
+    """The manifest of a model fitted on ``matrix`` (concept and label order, backbone, tree hash, params, seeds,
+    metrics, versions); ``model_sha256`` is set when the model file is written."""
+    meta = matrix.meta
+    return BundleManifest(
+        format_version=FORMAT_VERSION,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        model_sha256=model_sha256,
+        concept_ids=list(map(str, model.feature_names_in_))
         if hasattr(model, "feature_names_in_")
         else matrix.concept_ids,
-        "labels": [str(label) for label in model.classes_],
-        "backbone_id": matrix.backbone_id,
-        "backbone": matrix.meta.get("backbone", {}),
-        "concepts": [{"id": c["id"], "sentence": c["sentence"]} for c in matrix.meta["concepts"]],
-        "random_weights": bool(matrix.meta.get("random_weights")),
-        "tree_hash": matrix.tree_hash,
-        "params": {k: v for k, v in model.get_params().items() if k != "param_grid"},
-        "param_grid": model.param_grid,
-        "best_params": model.best_params_,
-        "seeds": {"random_state": model.random_state, "split_seed": matrix.meta.get("split_seed")},
-        "metrics": metrics or {},
-        "versions": library_versions(),
-    }
+        labels=[str(label) for label in model.classes_],
+        backbone_id=matrix.backbone_id,
+        backbone=meta.backbone,
+        concepts=[ConceptSentence(id=c.id, sentence=c.sentence) for c in meta.concepts],
+        random_weights=meta.random_weights,
+        tree_hash=matrix.tree_hash,
+        params={k: v for k, v in model.get_params().items() if k != "param_grid"},
+        param_grid=model.param_grid,
+        best_params=model.best_params_,
+        seeds=Seeds(random_state=model.random_state, split_seed=meta.split_seed),
+        metrics=dict(metrics or {}),
+        versions=library_versions(),
+    )
+
+
+def save_bundle(
+    model: ConceptForestClassifier, folder: str | Path, *, matrix: FeatureMatrix, metrics: dict[str, Any] | None = None
+) -> ModelBundle:
+    """Write ``model.skops`` and then ``manifest.json`` (see :func:`build_manifest`, with the sha256 of the model
+    file) atomically into ``folder``; returns the bundle as written."""
+    folder = Path(folder)
+    model_bytes = sio.dumps(model)
+    manifest = build_manifest(model, matrix, metrics=metrics, model_sha256=hashlib.sha256(model_bytes).hexdigest())
     atomic_write_bytes(folder / MODEL_FILE, model_bytes)
-    atomic_write_json(folder / MANIFEST_FILE, manifest)  # last: it vouches for the model file
-    return folder
+    atomic_write_json(folder / MANIFEST_FILE, manifest.to_json())  # last: it vouches for the model file
+    return ModelBundle(model=model, manifest=manifest)
 
 
 def load_bundle(folder: str | Path) -> ModelBundle:
@@ -110,7 +144,7 @@ def load_bundle(folder: str | Path) -> ModelBundle:
     manifest = _read_manifest(manifest_path)
     model_bytes = _read_bytes(model_path)
     trusted = _trusted_types_of(model_path, model_bytes)
-    if hashlib.sha256(model_bytes).hexdigest() != manifest["model_sha256"]:
+    if hashlib.sha256(model_bytes).hexdigest() != manifest.model_sha256:
         raise BadInputError(
             f"{str(model_path)!r} is not the model that {str(manifest_path)!r} describes (a run was interrupted "
             "between writing the two, or one of them was replaced).",
@@ -128,37 +162,30 @@ def _read_bytes(path: Path) -> bytes:
         raise BadInputError(f"{str(path)!r} could not be read: {exc}.", hint=RETRAIN_HINT) from exc
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
-    """The manifest as a dict with the keys loading relies on, or a clear error naming the file."""
+def _read_manifest(path: Path) -> BundleManifest:
+    """The validated manifest, or a clear error naming the file."""
     try:
-        manifest = json.loads(_read_bytes(path).decode("utf-8"))
+        raw = json.loads(_read_bytes(path).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BadInputError(
             f"{str(path)!r} is not valid JSON (it was cut short or edited): {exc}.", hint=RETRAIN_HINT
         ) from exc
-    if not isinstance(manifest, dict):
+    if not isinstance(raw, dict):
         raise BadInputError(f"{str(path)!r} is not a model manifest (a JSON object).", hint=RETRAIN_HINT)
-    if not isinstance(manifest.get("model_sha256"), str):
+    if not isinstance(raw.get("model_sha256"), str) or raw.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
         raise BadInputError(
-            f"{str(path)!r} does not record the sha256 of its model file, so the pair cannot be checked (it was "
-            "written by a conceptforest version before bundle format 2, or edited).",
+            f"{str(path)!r} does not record the sha256 of its model file, or has another bundle format "
+            f"({raw.get('format_version')!r}), so the pair cannot be checked (it was written by a conceptforest "
+            f"version other than bundle format {FORMAT_VERSION}, or edited).",
             hint=RETRAIN_HINT,
         )
-    problems = [key for key in ("concept_ids", "labels") if not _is_str_list(manifest.get(key))]
-    concepts = manifest.get("concepts")
-    if not isinstance(concepts, list) or not all(
-        isinstance(c, dict) and isinstance(c.get("id"), str) and isinstance(c.get("sentence"), str) for c in concepts
-    ):
-        problems.append("concepts")
-    if not isinstance(manifest.get("backbone_id"), str):
-        problems.append("backbone_id")
-    if problems:
-        raise BadInputError(f"{str(path)!r} lacks or garbles the field(s) {problems}.", hint=RETRAIN_HINT)
-    return manifest
-
-
-def _is_str_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    try:
+        return BundleManifest.model_validate(raw)
+    except ValidationError as exc:
+        raise BadInputError(
+            f"{str(path)!r} lacks or garbles the field(s) {invalid_fields(exc)}: {validation_summary(exc)}.",
+            hint=RETRAIN_HINT,
+        ) from None
 
 
 def _trusted_types_of(path: Path, data: bytes) -> list[str]:
@@ -195,20 +222,20 @@ def _unpack_model(path: Path, data: bytes, trusted: list[str]) -> ConceptForestC
     return model
 
 
-def _check_model_matches_manifest(model: ConceptForestClassifier, manifest: dict[str, Any], folder: Path) -> None:
+def _check_model_matches_manifest(model: ConceptForestClassifier, manifest: BundleManifest, folder: Path) -> None:
     """The manifest's concept ids and labels must be the model's features and classes, in the same order."""
     problems = []
-    concept_ids = manifest["concept_ids"]
+    concept_ids = manifest.concept_ids
     if hasattr(model, "feature_names_in_"):
         if list(map(str, model.feature_names_in_)) != concept_ids:
             problems.append("its concept ids are not the model's features (feature_names_in_)")
     elif getattr(model, "n_features_in_", None) != len(concept_ids):
         problems.append(f"it lists {len(concept_ids)} concepts, the model has {getattr(model, 'n_features_in_', 0)}")
-    if [c["id"] for c in manifest["concepts"]] != concept_ids:
+    if [c.id for c in manifest.concepts] != concept_ids:
         problems.append("its concept sentences do not follow its concept ids")
     classes = [str(label) for label in getattr(model, "classes_", [])]
-    if classes != manifest["labels"]:
-        problems.append(f"its labels {manifest['labels']} are not the model's classes {classes}")
+    if classes != manifest.labels:
+        problems.append(f"its labels {manifest.labels} are not the model's classes {classes}")
     if problems:
         raise BadInputError(
             f"The manifest in {str(folder)!r} does not describe its model: " + "; ".join(problems) + ".",

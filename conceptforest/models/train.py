@@ -9,7 +9,7 @@ import pandas as pd
 
 from conceptforest.errors import BadInputError
 from conceptforest.features.matrix import FeatureMatrix
-from conceptforest.models.bundle import save_bundle
+from conceptforest.models.bundle import ModelBundle, build_manifest, save_bundle
 from conceptforest.models.forest import ConceptForestClassifier
 from conceptforest.models.metrics import classification_metrics
 
@@ -53,19 +53,26 @@ def check_training_rows(matrix: FeatureMatrix, params: dict[str, Any] | None = N
 
 def train_model(
     matrix: FeatureMatrix, out_dir: str | Path | None = None, *, eval_split: str = "test", **params: Any
-) -> tuple[ConceptForestClassifier, dict[str, Any]]:
+) -> ModelBundle:
     """Fit on the ``train`` rows, evaluate on ``eval_split`` rows, and (with ``out_dir``) save the bundle.
 
-    ``params`` go to :class:`ConceptForestClassifier`. Returns the model and its metrics.
+    ``params`` go to :class:`ConceptForestClassifier`.
+
+    Returns
+    -------
+    ModelBundle
+        The fitted model and its manifest; ``bundle.metrics`` holds the held-out metrics (``eval_split``,
+        ``random_weights``, and accuracy with its interval, balanced accuracy, macro-F1, ... when that split
+        has rows). ``manifest.model_sha256`` is set only when the bundle was saved.
     """
     check_training_rows(matrix, params)
     model = ConceptForestClassifier(**params).fit(matrix.X("train"), matrix.y("train"))
-    metrics: dict[str, Any] = {"eval_split": eval_split, "random_weights": bool(matrix.meta.get("random_weights"))}
+    metrics: dict[str, Any] = {"eval_split": eval_split, "random_weights": matrix.random_weights}
     if not matrix.rows(eval_split).empty:
         predicted = model.predict(matrix.X(eval_split))
         metrics.update(
             classification_metrics(matrix.y(eval_split), predicted, matrix.labels, random_state=model.random_state or 0)
         )
     if out_dir is not None:
-        save_bundle(model, out_dir, matrix=matrix, metrics=metrics)
-    return model, metrics
+        return save_bundle(model, out_dir, matrix=matrix, metrics=metrics)
+    return ModelBundle(model=model, manifest=build_manifest(model, matrix, metrics=metrics))

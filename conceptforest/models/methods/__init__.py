@@ -18,9 +18,6 @@ from conceptforest.models.methods.base import (
     select_methods,
 )
 
-# The built-in methods register themselves on import, in the comparison table's order.
-from conceptforest.models.methods import concept, zeroshot, descriptions, controls  # noqa: E402, I001
-
 __all__ = [
     "NEED_HINTS",
     "REGISTRY",
@@ -35,3 +32,16 @@ __all__ = [
     "run_methods",
     "select_methods",
 ]
+
+# The built-in methods register themselves on import, in the comparison table's order.
+BUILTIN_MODULES = ("concept", "zeroshot", "descriptions", "controls")
+
+
+def _register_builtins() -> None:
+    import importlib
+
+    for module in BUILTIN_MODULES:
+        importlib.import_module(f"{__name__}.{module}")
+
+
+_register_builtins()

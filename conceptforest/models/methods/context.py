@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from conceptforest.errors import BadInputError
 from conceptforest.models.methods.base import MethodInputs
 
@@ -34,7 +36,6 @@ def method_inputs(
     cache of that backbone; descriptor sets by style (one per style); the split checked to have rows."""
     from conceptforest.cache import conceptforest_home
     from conceptforest.features.store import EmbeddingStore
-    from conceptforest.models.baselines import image_embeddings
 
     if not (matrix.frame["split"] == split).any():
         raise BadInputError(
@@ -77,3 +78,26 @@ def method_inputs(
         llm=llm,
         cache_dir=root,
     )
+
+
+def image_embeddings(matrix: FeatureMatrix, backbone_id: str, cache_dir: str | Path | None = None) -> np.ndarray:
+    """The cached image embeddings of the matrix's rows, by the content sha256 each row records (nothing is
+    re-encoded). Byte-identical images (several rows with one sha256, under one label or several) share one."""
+    from conceptforest.cache import conceptforest_home
+    from conceptforest.features.store import EmbeddingStore
+
+    store = EmbeddingStore(cache_dir or conceptforest_home() / "cache", backbone_id, "images")
+    keys = matrix.frame["sha256"].tolist()
+    found = store.get(keys)
+    missing = set(keys) - set(found)
+    if missing:
+        rows = sum(1 for key in keys if key in missing)
+        raise BadInputError(
+            f"{len(missing)} image embedding(s) of this run ({rows} row(s)) are not in the cache "
+            f"{str(store.folder)!r}.",
+            hint="re-run 'features extract' with the same --cache-dir (it only re-encodes what is missing), or "
+            "pass the --cache-dir the features were extracted with.",
+        )
+    if not keys:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack([found[k] for k in keys]).astype(np.float32)
