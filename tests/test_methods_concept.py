@@ -16,7 +16,7 @@ from conceptforest.errors import EstimatorInputError
 from conceptforest.features.backbone import Backbone, load_backbone
 from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.features.store import EmbeddingStore
-from conceptforest.models.bundle import ModelBundle
+from conceptforest.models.bundle import ModelBundle, build_manifest
 from conceptforest.models.forest import ConceptForestClassifier
 from conceptforest.models.methods.base import REGISTRY, MethodInputs, Need, NotComputed, run_methods
 from conceptforest.models.methods.concept import (
@@ -157,7 +157,7 @@ def test_every_method_scores_each_evaluated_row_for_each_label(
 
 def test_the_forest_method_uses_the_bundles_model(matrix: FeatureMatrix, backbone: Backbone, tmp_path: Path) -> None:
     model = ConceptForestClassifier(n_estimators=15, random_state=4).fit(matrix.X("train"), matrix.y("train"))
-    bundle = ModelBundle(model=model, manifest={"concept_ids": matrix.concept_ids, "labels": matrix.labels})
+    bundle = ModelBundle(model=model, manifest=build_manifest(model, matrix))
     result = ConceptForestMethod().run(make_inputs(matrix, backbone, tmp_path, bundle=bundle))
     assert np.array_equal(result.predicted, model.predict(matrix.X("test"))) and result.note == ""
     proba = model.predict_proba(matrix.X("test"))
@@ -172,7 +172,9 @@ def test_a_model_of_other_concepts_is_a_not_computed_row(
 ) -> None:
     X = matrix.X("train").rename(columns=lambda c: f"other:{c}")
     model = ConceptForestClassifier(n_estimators=5).fit(X, matrix.y("train"))
-    inputs = make_inputs(matrix, backbone, tmp_path, bundle=ModelBundle(model=model, manifest={}))
+    inputs = make_inputs(
+        matrix, backbone, tmp_path, bundle=ModelBundle(model=model, manifest=build_manifest(model, matrix))
+    )
     [row] = run_methods(inputs, ["forest"])
     assert isinstance(row, NotComputed) and "other concepts" in row.hint
 
@@ -230,7 +232,9 @@ def test_the_controls_take_the_trained_models_settings(
     matrix: FeatureMatrix, backbone: Backbone, tmp_path: Path
 ) -> None:
     model = ConceptForestClassifier(n_estimators=7, min_samples_leaf=3).fit(matrix.X("train"), matrix.y("train"))
-    inputs = make_inputs(matrix, backbone, tmp_path, bundle=ModelBundle(model=model, manifest={}))
+    inputs = make_inputs(
+        matrix, backbone, tmp_path, bundle=ModelBundle(model=model, manifest=build_manifest(model, matrix))
+    )
     assert control_forest(inputs).get_params()["min_samples_leaf"] == 3
     result = RandomWordsControl().run(inputs)
     assert "7 trees" in result.note and "MODEL" in result.note

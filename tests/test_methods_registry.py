@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -10,7 +11,6 @@ import pytest
 from scipy.stats import binomtest
 
 from conceptforest.explain.grounding import grounding_summary, grounding_table
-from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.models.methods import (
     REGISTRY,
     Method,
@@ -96,11 +96,8 @@ def test_grounding_finds_the_concepts_that_carry_signal() -> None:
     matrix = made_up_matrix(n=300)
     # In the made-up data, head/ears:shape=v{i+1} is raised for label i: give each label that concept alone.
     signal = {f"{SIGNAL_PART}:shape=v{i + 1}": label for i, label in enumerate(LABELS)}
-    meta = dict(matrix.meta)
-    meta["concepts"] = [
-        {**c, "labels": [signal[c["id"]]] if c["id"] in signal else [LABELS[0]]} for c in matrix.meta["concepts"]
-    ]
-    table = grounding_table(FeatureMatrix(frame=matrix.frame, meta=meta)).set_index("concept")
+    concepts = [replace(c, labels=(signal.get(c.id, LABELS[0]),)) for c in matrix.concepts]
+    table = grounding_table(matrix.with_meta(concepts=concepts)).set_index("concept")
     for concept in signal:
         assert table.loc[concept, "auc"] > 0.9 and table.loc[concept, "detected"], concept
     noise = [c for c in table.index if c not in signal]
@@ -112,10 +109,9 @@ def test_grounding_auc_equals_sklearns_roc_auc() -> None:
     from sklearn.metrics import roc_auc_score
 
     matrix = made_up_matrix(n=120)
-    meta = dict(matrix.meta)
-    first = matrix.meta["concepts"][0]["id"]
-    meta["concepts"] = [{**c, "labels": [matrix.labels[0]]} for c in matrix.meta["concepts"]]
-    table = grounding_table(FeatureMatrix(frame=matrix.frame, meta=meta)).set_index("concept")
+    first = matrix.concept_ids[0]
+    concepts = [replace(c, labels=(matrix.labels[0],)) for c in matrix.concepts]
+    table = grounding_table(matrix.with_meta(concepts=concepts)).set_index("concept")
     train = matrix.rows("train")
     expected = roc_auc_score(train["label"] == matrix.labels[0], train[first])
     assert table.loc[first, "auc"] == pytest.approx(expected)
