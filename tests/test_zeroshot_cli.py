@@ -1,0 +1,79 @@
+"""``conceptforest zeroshot`` end to end: descriptors from the stub LLM, the tiny backbone, the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conceptforest.cli import app
+from tests.llm_stub import StubServer
+
+runner = CliRunner()
+LABELS = ["red disc", "blue tile", "green wedge"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from conceptforest.features import save_tiny_backbone
+    from conceptforest.features.synthetic import make_shape_images
+
+    root = tmp_path_factory.mktemp("zeroshot")
+    return {
+        "images": make_shape_images(root / "images", per_label=6, labels=LABELS),
+        "tiny": save_tiny_backbone(root / "tiny"),
+        "cache": root / "cache",
+    }
+
+
+def zeroshot(data: dict[str, Path], out: Path, *extra: str):  # type: ignore[no-untyped-def]
+    args = ["zeroshot", str(data["images"]), "--clip", f"local-dir:{data['tiny']}", "-o", str(out)]
+    return runner.invoke(app, [*args, "--cache-dir", str(data["cache"]), "--no-progress", *extra])
+
+
+def test_dclip_explains_each_image_with_per_descriptor_scores(
+    stub: StubServer, data: dict[str, Path], tmp_path: Path
+) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(LABELS) + "\n")
+    descriptors = tmp_path / "dclip.json"
+    described = runner.invoke(
+        app,
+        ["concepts", "describe", "--style", "dclip", "--labels", str(labels), "--llm", "stub-model"]
+        + ["--llm-base-url", stub.base_url, "-o", str(descriptors), "--no-progress"],
+    )
+    assert described.exit_code == 0, described.output
+    result = zeroshot(data, tmp_path / "zs", "--method", "dclip", "--descriptors", str(descriptors))
+    assert result.exit_code == 0, result.output
+    assert "RANDOM WEIGHTS" in result.output and "accuracy" in result.output
+    predictions = pd.read_csv(tmp_path / "zs" / "predictions.csv")
+    assert len(predictions) == 18 and set(predictions["predicted"]) <= set(LABELS)
+    assert sorted(c for c in predictions.columns if c.startswith("score:")) == sorted(f"score:{x}" for x in LABELS)
+    explanations = pd.read_csv(tmp_path / "zs" / "report" / "tables" / "explanations.csv")
+    per_image = explanations[explanations["row"] == 0]
+    assert per_image["label"].nunique() == 2  # the top two labels, every descriptor of each
+    sets = json.loads(descriptors.read_text())["descriptors"]
+    for label, rows in per_image.groupby("label"):
+        assert len(rows) == len(sets[label])
+    top = predictions.iloc[0]["predicted"]
+    assert top in set(per_image["label"])
+    html = (tmp_path / "zs" / "report" / "index.html").read_text()
+    assert ">Why</h2>" in html and "data:image/png;base64" in html
+
+
+def test_waffle_and_clip_need_no_descriptors(data: dict[str, Path], tmp_path: Path) -> None:
+    for method in ("clip", "waffle"):
+        result = zeroshot(data, tmp_path / method, "--method", method)
+        assert result.exit_code == 0, result.output
+        report = json.loads((tmp_path / method / "report" / "report.json").read_text())
+        assert report["made_by"]["method"] == method
+
+
+def test_dclip_without_descriptors_names_the_flag(data: dict[str, Path], tmp_path: Path) -> None:
+    result = zeroshot(data, tmp_path / "none", "--method", "dclip")
+    assert result.exit_code == 2 and "--descriptors" in result.output and "Traceback" not in result.output
+    trained = zeroshot(data, tmp_path / "none", "--method", "forest")
+    assert trained.exit_code == 2 and "zero-shot" in trained.output
