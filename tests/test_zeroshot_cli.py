@@ -42,8 +42,10 @@ def test_dclip_explains_each_image_with_per_descriptor_scores(
     descriptors = tmp_path / "dclip.json"
     described = runner.invoke(
         app,
-        ["concepts", "describe", "--style", "dclip", "--labels", str(labels), "--llm", "stub-model"]
-        + ["--llm-base-url", stub.base_url, "-o", str(descriptors), "--no-progress"],
+        [
+            *("concepts", "describe", "--style", "dclip", "--labels", str(labels), "--llm", "stub-model"),
+            *("--llm-base-url", stub.base_url, "-o", str(descriptors), "--no-progress"),
+        ],
     )
     assert described.exit_code == 0, described.output
     result = zeroshot(data, tmp_path / "zs", "--method", "dclip", "--descriptors", str(descriptors))
