@@ -81,13 +81,18 @@ def _add_summary_and_methods(report: Report, run: Evaluation, outcomes: Sequence
     metrics = classification_metrics(run.y, run.predicted, matrix.labels, random_state=run.random_state)
     report.add_metrics("Summary", "metrics", metrics)
     comparison = comparison_table(outcomes, run.y.tolist(), matrix.labels, seed=run.random_state)
+    computed = comparison["status"].str.startswith("computed")
     report.add_table(
         "Method comparison",
         "methods",
-        comparison,
+        comparison[computed].drop(columns=["status"]),
         caption="All methods on the same split and the same cached image embeddings; McNemar's exact test pairs "
         "each method with the concept forest on the same images",
     )
+    for row in comparison.itertuples(index=False):
+        detail = str(row.status).removeprefix("computed").removeprefix("; ")
+        if detail:
+            report.add_text("Method comparison", f"{row.method}: {detail}", note=True)
     report.add_text("Method comparison", METHODS_NOTE, note=True)
     report.add_json("methods", comparison)
 

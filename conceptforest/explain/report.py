@@ -136,7 +136,7 @@ def _cell_text(value: Any) -> str:
 
 def _cell(value: Any) -> dict[str, Any]:
     if isinstance(value, float | np.floating):
-        return {"text": f"{value:.4g}", "num": True}
+        return {"text": "—" if np.isnan(value) else f"{value:.4g}", "num": True}
     if isinstance(value, int | np.integer) and not isinstance(value, bool):
         return {"text": str(value), "num": True}
     return {"text": str(value), "num": False}
