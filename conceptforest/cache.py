@@ -25,6 +25,11 @@ def conceptforest_home() -> Path:
     return Path.home() / ".cache" / "conceptforest"
 
 
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """The cache folder: ``cache_dir`` when given, else ``$CONCEPTFOREST_HOME/cache``. The one place that says so."""
+    return Path(cache_dir) if cache_dir else conceptforest_home() / "cache"
+
+
 def stable_hash(obj: Any) -> str:
     """sha256 of the canonical JSON of ``obj`` (sorted keys, no whitespace)."""
     canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -81,6 +81,7 @@ def run_pipeline(
     seed: int = 0,
     n_repeats: int = 10,
     method_names: Sequence[str] | None = None,
+    descriptors: Sequence[DescriptorSet] = (),
     config: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> RunResult:
@@ -103,7 +104,14 @@ def run_pipeline(
     metrics = train_model(matrix, out / "model", n_estimators=n_estimators, random_state=seed).metrics
     bundle = load_bundle(out / "model")
     inputs = method_inputs(
-        matrix, split="test", seed=seed, bundle=bundle, tree=tree, backbone=backbone, cache_dir=cache_dir
+        matrix,
+        split="test",
+        seed=seed,
+        bundle=bundle,
+        tree=tree,
+        descriptors=descriptors,
+        backbone=backbone,
+        cache_dir=cache_dir,
     )
     explain_model(
         bundle,

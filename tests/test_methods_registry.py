@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -133,3 +134,42 @@ def test_comparison_table_has_cost_and_label_name_columns() -> None:
     assert row["seconds_per_image"] == pytest.approx(0.5) and row["tokens_per_image"] == pytest.approx(10)
     assert bool(row["label_names_in_text"]) and row["accuracy"] == pytest.approx(0.75)
     assert isinstance(table, pd.DataFrame)
+
+
+def test_underscored_labels_read_as_words_in_every_text() -> None:
+    from conceptforest.concepts.describe import cupl_questions
+    from conceptforest.concepts.descriptors import dclip_sentence, waffle_sentence
+    from conceptforest.models.methods.zeroshot import fill_template
+
+    assert dclip_sentence("golden_retriever", "floppy ears") == "golden retriever, which has floppy ears"
+    assert waffle_sentence("golden_retriever", "x").startswith("A photo of a golden retriever,")
+    assert fill_template("a photo of a {label}.", "golden_retriever") == "a photo of a golden retriever."
+    assert all("golden retriever" in question for question in cupl_questions("golden_retriever"))
+
+
+def test_embeddings_missing_from_the_cache_are_rows_saying_why(tmp_path: Path) -> None:
+    from conceptforest.features.backbone import load_backbone
+    from conceptforest.models.methods.context import method_inputs
+
+    backbone = load_backbone("conceptforest-tiny-random")
+    matrix = made_up_matrix(n=80).with_meta(backbone_id=backbone.backbone_id)
+    inputs = method_inputs(matrix, backbone=backbone, cache_dir=tmp_path / "empty")
+    outcomes = {o.name: o for o in run_methods(inputs, ["clip", "probe", "logreg"])}
+    for name in ("clip", "probe"):
+        row = outcomes[name]
+        assert isinstance(row, NotComputed) and "not in the cache" in row.hint, row
+    assert isinstance(outcomes["logreg"], MethodResult)
+
+
+def test_a_mean_over_seeds_is_the_accuracy_the_table_shows() -> None:
+    result = MethodResult(
+        name="w",
+        display="w",
+        labels=("a", "b"),
+        predicted=np.array(["a", "a"], dtype=object),
+        scores=np.eye(2)[[0, 0]],
+        accuracy_std=0.1,
+        accuracy_mean=0.25,
+    )
+    row = comparison_table([result], ["a", "b"], ["a", "b"]).iloc[0]
+    assert row["accuracy"] == pytest.approx(0.25) and row["accuracy_std"] == pytest.approx(0.1)

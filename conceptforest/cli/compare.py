@@ -23,6 +23,7 @@ from conceptforest.cli.explain import DescriptorsOption, MethodsOption, ModelArg
 SHOWN_COLUMNS = [
     "method",
     "accuracy",
+    "accuracy_std",
     "ci95_low",
     "ci95_high",
     "balanced_accuracy",

@@ -36,6 +36,7 @@ from conceptforest.cli._common import (
     warn,
 )
 from conceptforest.cli.concepts import confirm_plan, read_label_file
+from conceptforest.cli.explain import DescriptorsOption, MethodsOption
 from conceptforest.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED, RANDOM_WEIGHTS_WARNING, TINY_RANDOM
 from conceptforest.errors import BadInputError
 
@@ -99,6 +100,8 @@ def run(
     sentence_template: SentenceTemplateOption = None,
     llm_sentences: LLMSentencesOption = None,
     yes: YesOption = False,
+    descriptors: DescriptorsOption = None,
+    methods: MethodsOption = None,
     clip: ClipOption = None,
     pretrained: PretrainedOption = None,
     checkpoint: CheckpointOption = None,
@@ -114,6 +117,7 @@ def run(
     A tree is never overwritten: --tree FILE is used as it is, and a run folder's existing tree.json is reused
     (and extended with new labels), so hand edits survive a rerun.
     """
+    from conceptforest.concepts.descriptors import DescriptorSet
     from conceptforest.concepts.tree import ConceptTree
     from conceptforest.config import load_config
     from conceptforest.features.dataset import load_dataset
@@ -144,6 +148,8 @@ def run(
         cache_dir=cfg.cache_dir,
         n_estimators=n_estimators,
         seed=seed,
+        method_names=methods or None,
+        descriptors=[DescriptorSet.load(path) for path in descriptors or []],
         config=cfg.public_dict(),
         progress=progress,
     )

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from conceptforest._version import package_version
 from conceptforest.concepts.descriptor_schemas import CuplAnswer, DclipAnswer, cupl_schema, dclip_schema
-from conceptforest.concepts.descriptors import DescriptorSet
+from conceptforest.concepts.descriptors import DescriptorSet, wordify
 from conceptforest.concepts.generate import usage_totals
 from conceptforest.concepts.labels import check_labels
 from conceptforest.concepts.llm import LLMClient
@@ -77,6 +77,7 @@ def cupl_questions(label: str) -> list[str]:
     Departure: CuPL's code writes "an" only when the label starts with a capital vowel (its ImageNet names are
     mostly lower case, so it writes "a apple"); here any vowel takes "an".
     """
+    label = wordify(label)
     return [question.format(a=_article(label), label=label) for question in CUPL_QUESTIONS]
 
 

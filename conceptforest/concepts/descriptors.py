@@ -32,6 +32,11 @@ MAX_DESCRIPTOR_CHARS = 300
 FORMAT_VERSION = 1
 
 
+def wordify(label: str) -> str:
+    """A label as words: folder names such as ``golden_retriever`` read as ``golden retriever`` (DCLIP's rule)."""
+    return label.replace("_", " ")
+
+
 def dclip_modifier(descriptor: str) -> str:
     """DCLIP's ``modify_descriptor``: how a descriptor joins its label.
 
@@ -48,13 +53,14 @@ def dclip_modifier(descriptor: str) -> str:
 
 
 def dclip_sentence(label: str, descriptor: str) -> str:
-    """DCLIP's text for one descriptor: ``"{label}, which (is|has) {descriptor}"``."""
-    return f"{label}, {dclip_modifier(descriptor)}"
+    """DCLIP's text for one descriptor: ``"{label}, which (is|has) {descriptor}"`` (underscores in the label read
+    as spaces, as DCLIP's ``wordify`` does)."""
+    return f"{wordify(label)}, {dclip_modifier(descriptor)}"
 
 
 def waffle_sentence(label: str, descriptor: str) -> str:
     """WaffleCLIP's text: ``"A photo of a {label}, {modify(d)}."``."""
-    return f"A photo of a {label}, {dclip_modifier(descriptor)}."
+    return f"A photo of a {wordify(label)}, {dclip_modifier(descriptor)}."
 
 
 class DescriptorSet(BaseModel):

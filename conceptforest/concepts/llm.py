@@ -18,7 +18,7 @@ from typing import Any, Generic, Literal, TypeVar
 import openai
 from pydantic import BaseModel, ValidationError
 
-from conceptforest.cache import DiskCache, conceptforest_home
+from conceptforest.cache import DiskCache, cache_root
 from conceptforest.concepts.llm_transport import (
     call_with_deadline,
     deadline_http_client,
@@ -168,7 +168,7 @@ class LLMClient:
         self.price_per_1k_prompt = price_per_1k_prompt
         self.price_per_1k_completion = price_per_1k_completion
         self.sleep = sleep
-        self.cache = None if cache_dir is False else DiskCache(cache_dir or conceptforest_home() / "cache", "llm")
+        self.cache = None if cache_dir is False else DiskCache(cache_root(cache_dir), "llm")
         key = api_key or os.environ.get("OPENAI_API_KEY")
         if not key:
             if not self.base_url:

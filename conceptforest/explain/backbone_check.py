@@ -101,6 +101,8 @@ def _requested(
         recorded, bundle.manifest.backbone_id, clip, pretrained, Path(checkpoint) if checkpoint is not None else None
     )
     precision = recorded.precision if recorded is not None else "fp32"
+    if cache_dir is None and recorded is not None:
+        cache_dir = recorded.cache_dir  # where the weights were downloaded when the model was trained
     spec = BackboneSpec.parse(name, tag, checkpoint=checkpoint_path, precision=precision, cache_dir=cache_dir)
     return spec, verified
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -48,13 +49,18 @@ class Evaluation:
     worst: int
     random_state: int
 
+    @cached_property
+    def grounding(self) -> pd.DataFrame:
+        """Per-concept grounding (computed once, shown in two sections)."""
+        return grounding_table(self.matrix)
+
 
 def add_importance(report: Report, run: Evaluation) -> pd.DataFrame:
     """Permutation and Gini importance; returns the permutation table (it shades the trees)."""
     permutation = permutation_table(
         run.bundle.model, run.X, run.y, n_repeats=run.n_repeats, random_state=run.random_state
     )
-    grounding = grounding_table(run.matrix)
+    grounding = run.grounding
     permutation = permutation.merge(
         grounding[["concept", "auc"]].rename(columns={"auc": "grounding_auc"}), on="concept", how="left"
     )
@@ -85,7 +91,7 @@ def add_importance(report: Report, run: Evaluation) -> pd.DataFrame:
 
 def add_grounding(report: Report, run: Evaluation) -> None:
     """How many concepts CLIP actually detects, and the least detected."""
-    table = grounding_table(run.matrix)
+    table = run.grounding
     report.add_text("Grounding", grounding_summary(table))
     report.add_table(
         "Grounding",

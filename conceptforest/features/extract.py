@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from conceptforest._version import library_versions
 from conceptforest.atomic import atomic_write_text
-from conceptforest.cache import conceptforest_home
+from conceptforest.cache import cache_root
 from conceptforest.concepts.tree import Concept, ConceptTree
 from conceptforest.defaults import (  # re-exported: the stage modules have always offered these names
     SKIPPED_FILE as SKIPPED_FILE,
@@ -287,7 +287,7 @@ def extract_features(
     check_labels_match(dataset, tree)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    root = Path(cache_dir) if cache_dir else conceptforest_home() / "cache"
+    root = cache_root(cache_dir)
     concepts = tree.concepts()
     concept_matrix = concept_embeddings(tree, backbone, EmbeddingStore(root, backbone.backbone_id, "texts"))
     # paths refused while listing (dangling links, FIFOs, devices) are counted and listed with the rest

@@ -83,6 +83,7 @@ class MethodInputs:
     llm: LLMClient | None = None
     vision_llm: object | None = None
     cache_dir: Path | None = None
+    unavailable: dict[Need, str] = field(default_factory=dict)  # why a need is not met, when it was tried
 
     def available(self) -> set[Need]:
         """The needs these inputs meet."""
@@ -153,7 +154,8 @@ class MethodResult:
     tokens: int = 0
     uses_label_names: bool = False
     note: str = ""
-    accuracy_std: float | None = None  # for methods run over several seeds (WaffleCLIP)
+    accuracy_std: float | None = None  # for methods run over several seeds (WaffleCLIP) ...
+    accuracy_mean: float | None = None  # ... their mean accuracy (predicted/scores are the first seed's)
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,7 @@ class Method(ABC):
         tokens: int = 0,
         note: str = "",
         accuracy_std: float | None = None,
+        accuracy_mean: float | None = None,
     ) -> MethodResult:
         """A result from a (rows x labels) score matrix; the predicted label is the arg-max."""
         labels = tuple(inputs.labels)
@@ -213,6 +216,7 @@ class Method(ABC):
             uses_label_names=self.uses_label_names,
             note=note,
             accuracy_std=accuracy_std,
+            accuracy_mean=accuracy_mean,
         )
 
 
@@ -259,7 +263,8 @@ def run_methods(
     for cls in select_methods(names):
         missing = tuple(need for need in Need if need in cls.needs and need not in have)
         if missing:
-            outcomes.append(NotComputed(cls.name, cls.display, missing))
+            why = "; ".join(inputs.unavailable[need] for need in missing if need in inputs.unavailable)
+            outcomes.append(NotComputed(cls.name, cls.display, missing, reason=why))
             continue
         if on_start is not None:
             on_start(cls.display)

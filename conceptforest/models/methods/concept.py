@@ -249,7 +249,7 @@ class ConceptForestMethod(Method):
 
     name = "forest"
     display = "concept forest"
-    needs = frozenset({Need.CONCEPT_MATRIX})
+    needs = frozenset({Need.CONCEPT_MATRIX, Need.TRAINING_ROWS})
 
     def __init__(self, n_estimators: int = 200) -> None:
         self.n_estimators = n_estimators

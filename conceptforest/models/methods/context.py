@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from conceptforest.cache import cache_root
 from conceptforest.errors import BadInputError
-from conceptforest.models.methods.base import MethodInputs
+from conceptforest.models.methods.base import MethodInputs, Need
 
 if TYPE_CHECKING:
     from conceptforest.concepts.descriptors import DescriptorSet
@@ -34,7 +35,7 @@ def method_inputs(
 ) -> MethodInputs:
     """The shared inputs: with a ``backbone``, the run's cached image embeddings (never re-encoded) and the text
     cache of that backbone; descriptor sets by style (one per style); the split checked to have rows."""
-    from conceptforest.cache import conceptforest_home
+    from conceptforest.cache import cache_root
     from conceptforest.features.store import EmbeddingStore
 
     if not (matrix.frame["split"] == split).any():
@@ -47,24 +48,21 @@ def method_inputs(
             raise BadInputError(
                 f"Two descriptor sets of style {item.style!r} were given.", hint="pass one set per style."
             )
-        if list(item.labels) != list(matrix.labels):
-            missing = sorted(set(matrix.labels) - set(item.labels))
-            if missing:
-                raise BadInputError(
-                    f"The {item.style} descriptor set has no descriptors for: {', '.join(missing)}.",
-                    hint="describe every label of the run ('conceptforest concepts describe --labels ...').",
-                )
-        by_style[item.style] = item
+        by_style[item.style] = item  # each method matches its labels (ignoring case) and names any missing
     embeddings = text_store = None
-    root = Path(cache_dir) if cache_dir is not None else conceptforest_home() / "cache"
+    unavailable: dict[Need, str] = {}
+    root = cache_root(cache_dir)
     if backbone is not None:
         if backbone.backbone_id != matrix.backbone_id:
             raise BadInputError(
                 f"Backbone {backbone.backbone_id!r} did not make these features ({matrix.backbone_id!r}).",
                 hint="use the backbone the features were extracted with.",
             )
-        embeddings = image_embeddings(matrix, backbone.backbone_id, cache_dir)
-        text_store = EmbeddingStore(root, backbone.backbone_id, "texts")
+        try:
+            embeddings = image_embeddings(matrix, backbone.backbone_id, cache_dir)
+            text_store = EmbeddingStore(root, backbone.backbone_id, "texts")
+        except BadInputError as exc:  # the methods that need them become rows saying why
+            unavailable[Need.IMAGE_EMBEDDINGS] = str(exc)
     return MethodInputs(
         matrix=matrix,
         split=split,
@@ -77,16 +75,16 @@ def method_inputs(
         bundle=bundle,
         llm=llm,
         cache_dir=root,
+        unavailable=unavailable,
     )
 
 
 def image_embeddings(matrix: FeatureMatrix, backbone_id: str, cache_dir: str | Path | None = None) -> np.ndarray:
     """The cached image embeddings of the matrix's rows, by the content sha256 each row records (nothing is
     re-encoded). Byte-identical images (several rows with one sha256, under one label or several) share one."""
-    from conceptforest.cache import conceptforest_home
     from conceptforest.features.store import EmbeddingStore
 
-    store = EmbeddingStore(cache_dir or conceptforest_home() / "cache", backbone_id, "images")
+    store = EmbeddingStore(cache_root(cache_dir), backbone_id, "images")
     keys = matrix.frame["sha256"].tolist()
     found = store.get(keys)
     missing = set(keys) - set(found)

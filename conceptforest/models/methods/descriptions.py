@@ -93,7 +93,7 @@ def waffle_descriptors(
         raise BadInputError(
             f"WaffleCLIP needs a positive number of descriptors (got {count_words} word and {count_chars} "
             "character descriptors).",
-            hint="give --waffle-words/--waffle-chars of 0 or more, not both 0 (WaffleCLIP uses 15 and 15).",
+            hint="ask for at least one random word or character descriptor (WaffleCLIP uses 15 and 15).",
         )
     rng = random.Random(seed)
     words_per, length, groups, per_group = _waffle_shape(labels)
@@ -273,6 +273,8 @@ class WaffleClip(Method):
     count_chars: ClassVar[int] = 15
 
     def run(self, inputs: MethodInputs) -> MethodResult:
+        if "waffle" in inputs.descriptors:
+            return self._given_set(inputs)
         images = inputs.image_embeddings()
         truth = inputs.matrix.frame["label"].to_numpy()[inputs.split_mask]
         names = np.asarray(inputs.labels, dtype=object)
@@ -291,7 +293,14 @@ class WaffleClip(Method):
             f"{mean:.3f} ± {std or 0:.3f}; predictions of seed {inputs.seed}; "
             "our word list and a-z0-9 characters, not WaffleCLIP's GPT-derived vocabulary"
         )
-        return self.result(inputs, first, note=note, accuracy_std=std)
+        return self.result(inputs, first, note=note, accuracy_std=std, accuracy_mean=mean if accuracies else None)
+
+    def _given_set(self, inputs: MethodInputs) -> MethodResult:
+        """One run on the user's waffle descriptor set (``concepts describe --style waffle``), no seeds."""
+        given, spellings = _descriptor_set(inputs, "waffle", self.display)
+        sentences = [given.sentences(spelling) for spelling in spellings]
+        scores, _ = mean_similarities(inputs.image_embeddings(), sentences, inputs)
+        return self.result(inputs, scores, note="the given waffle descriptor set (one seed)")
 
 
 @register

@@ -72,7 +72,7 @@ def _row(
     return {
         "method": outcome.display,
         "name": outcome.name,
-        "accuracy": metrics["accuracy"],
+        "accuracy": outcome.accuracy_mean if outcome.accuracy_mean is not None else metrics["accuracy"],
         "ci95_low": metrics["accuracy_ci95"][0],
         "ci95_high": metrics["accuracy_ci95"][1],
         "accuracy_std": outcome.accuracy_std if outcome.accuracy_std is not None else np.nan,

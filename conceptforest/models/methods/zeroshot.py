@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from conceptforest.concepts.descriptors import wordify
 from conceptforest.errors import BadInputError
 from conceptforest.models.methods.base import Method, MethodInputs, MethodResult, Need, register
 
@@ -66,6 +67,7 @@ def resolve_templates(templates: str | Sequence[Template]) -> tuple[Template, ..
 
 def fill_template(template: Template, label: str) -> str:
     """One prompt: a callable is called with the label; a string may name it ``{label}`` or ``{}``."""
+    label = wordify(label)
     if callable(template):
         return template(label)
     try:
