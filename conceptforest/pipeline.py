@@ -99,6 +99,8 @@ def run_pipeline(
     elif missing := [label for label in found if label not in tree.labels]:
         tree = extend_tree(tree, missing, llm, progress=progress)
     save_run_tree(tree, out / TREE_FILE)
+    for descriptor_set in descriptors:  # beside the run, where explain and compare look by default
+        descriptor_set.save(out / f"descriptors-{descriptor_set.style}.json")
     dataset = load_dataset(images, labels=tree.labels, seed=seed)
     matrix, stats = extract_features(dataset, tree, backbone, out, cache_dir=cache_dir, progress=progress)
     metrics = train_model(matrix, out / "model", n_estimators=n_estimators, random_state=seed).metrics

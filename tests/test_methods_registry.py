@@ -173,3 +173,27 @@ def test_a_mean_over_seeds_is_the_accuracy_the_table_shows() -> None:
     )
     row = comparison_table([result], ["a", "b"], ["a", "b"]).iloc[0]
     assert row["accuracy"] == pytest.approx(0.25) and row["accuracy_std"] == pytest.approx(0.1)
+
+
+class DefaultEcho(EchoTruth):
+    name: ClassVar[str] = "test-default-echo"
+    display: ClassVar[str] = "test: a default method"
+    default: ClassVar[bool] = True
+
+
+def test_a_registered_default_method_reaches_the_report_with_no_other_change(tmp_path: Path) -> None:
+    from conceptforest.explain import explain_model
+    from conceptforest.models import train_model
+
+    matrix = made_up_matrix(n=120)
+    bundle = train_model(matrix, tmp_path / "model", n_estimators=10)
+    register(DefaultEcho)
+    try:
+        explain_model(bundle, matrix, tmp_path / "report", n_repeats=2, shap_rows=20)
+    finally:
+        REGISTRY.pop(DefaultEcho.name, None)
+    import json
+
+    rows = {m["name"]: m for m in json.loads((tmp_path / "report" / "report.json").read_text())["methods"]}
+    assert rows["test-default-echo"]["status"] == "computed"
+    assert "test: a default method" in (tmp_path / "report" / "index.html").read_text()

@@ -272,6 +272,11 @@ def default_tree(tree: Path | None, run_dir: Path) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def default_descriptors(descriptors: list[Path] | None, run_dir: Path) -> list[Path]:
+    """``--descriptors`` when given, else the run folder's ``descriptors-*.json`` (what ``run`` and ``demo`` save)."""
+    return list(descriptors) if descriptors else sorted(run_dir.glob("descriptors-*.json"))
+
+
 def echo(message: str = "") -> None:
     typer.echo(_printable_lines(message))
 

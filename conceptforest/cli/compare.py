@@ -15,6 +15,7 @@ from conceptforest.cli._common import (
     PretrainedOption,
     SeedOption,
     TreeOption,
+    default_descriptors,
     default_tree,
     echo,
 )
@@ -74,7 +75,7 @@ def compare(
         seed=seed,
         bundle=bundle,
         tree=ConceptTree.load(tree_path) if tree_path else None,
-        descriptors=[DescriptorSet.load(path) for path in descriptors or []],
+        descriptors=[DescriptorSet.load(path) for path in default_descriptors(descriptors, run_dir)],
         backbone=backbone,
         cache_dir=cache_dir,
     )

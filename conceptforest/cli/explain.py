@@ -16,6 +16,7 @@ from conceptforest.cli._common import (
     SeedOption,
     TopKOption,
     TreeOption,
+    default_descriptors,
     default_tree,
     echo,
     warn,
@@ -30,7 +31,8 @@ DescriptorsOption = Annotated[
     typer.Option(
         "--descriptors",
         metavar="FILE",
-        help="A descriptor set from 'concepts describe' (repeatable, one per style) for DCLIP and CuPL.",
+        help="A descriptor set from 'concepts describe' (repeatable, one per style) for DCLIP and CuPL. "
+        "Default: the run folder's descriptors-*.json.",
     ),
 ]
 METHOD_NAMES = (
@@ -107,7 +109,7 @@ def explain(
         out,
         tree_path=tree_path,
         backbone=backbone,
-        descriptors=[DescriptorSet.load(path) for path in descriptors or []],
+        descriptors=[DescriptorSet.load(path) for path in default_descriptors(descriptors, run_dir)],
         method_names=methods or None,
         cache_dir=cache_dir,
         split=split,

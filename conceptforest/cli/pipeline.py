@@ -174,14 +174,16 @@ def demo(
 ) -> None:
     """Run the whole pipeline on made-up images of five coloured shapes, with no LLM and no network (--offline).
 
-    The concept tree is the LLM-free template tree; the images are drawn with PIL.
+    The concept tree is the LLM-free template tree; the images are drawn with PIL; the DCLIP and CuPL descriptor
+    sets are hand-written (descriptors-dclip.json, descriptors-cupl.json), so every method of the comparison runs.
     """
     from conceptforest.concepts.template import template_tree
     from conceptforest.features.backbone import load_backbone
-    from conceptforest.features.synthetic import SHAPES, make_shape_images
+    from conceptforest.features.synthetic import SHAPES, demo_descriptor_sets, make_shape_images
     from conceptforest.pipeline import run_pipeline
 
     images = make_shape_images(out / "images", per_label=per_label)
+    descriptor_sets = demo_descriptor_sets()  # hand-written (no LLM); run_pipeline saves them beside the run
     if offline:
         warn(f"--offline: using the untrained {TINY_RANDOM} backbone. {RANDOM_WEIGHTS_WARNING}")
         backbone = load_backbone(TINY_RANDOM)
@@ -194,6 +196,7 @@ def demo(
         backbone=backbone,
         llm=None,
         tree=template_tree(DEMO_DOMAIN, list(SHAPES)),
+        descriptors=descriptor_sets,
         cache_dir=cache_dir,
         n_estimators=n_estimators,
         n_repeats=5,

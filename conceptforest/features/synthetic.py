@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from conceptforest.concepts.descriptors import DescriptorSet
 
 SHAPES = {
     "red disc": ("disc", (215, 40, 40)),
@@ -65,3 +69,37 @@ def make_shape_images(
         for i in range(per_label):
             draw_shape(label, rng, size).save(folder / f"{i:04d}.png")
     return root
+
+
+# Hand-written descriptors of the demo's shapes, so that the offline demo (no LLM) can show the description
+# methods too. Their provenance says they are hand-written, not an LLM's.
+_SHAPE_WORDS = {
+    "disc": ("a round filled shape", "a smooth circular outline", "no corners"),
+    "tile": ("a square shape", "four straight edges", "four right-angled corners"),
+    "wedge": ("a triangular shape", "three straight edges", "a pointed tip"),
+    "star": ("five pointed arms", "a spiky outline", "sharp points around a centre"),
+    "ring": ("a round outline with a hole", "a thick circular band", "an empty centre"),
+}
+
+
+def demo_descriptor_sets() -> list[DescriptorSet]:
+    """A DCLIP-style and a CuPL-style descriptor set for :data:`SHAPES`, written by hand (no LLM)."""
+    from conceptforest.concepts.descriptors import DescriptorSet
+    from conceptforest.concepts.provenance import Provenance
+
+    note = "hand-written for the offline demo (no LLM): the shapes' colour and geometry"
+    dclip: dict[str, list[str]] = {}
+    cupl: dict[str, list[str]] = {}
+    for label, (kind, _) in SHAPES.items():
+        colour = label.split()[0]
+        dclip[label] = [f"{colour} colour", *_SHAPE_WORDS[kind]]
+        cupl[label] = [
+            f"A {label} is {_SHAPE_WORDS[kind][0]} coloured {colour}.",
+            f"A {label} has {_SHAPE_WORDS[kind][1]} in {colour}.",
+            f"A photo of a {label} shows {_SHAPE_WORDS[kind][2]} on a plain background.",
+        ]
+    labels = list(SHAPES)
+    return [
+        DescriptorSet(style="dclip", labels=labels, descriptors=dclip, provenance=Provenance(note=note)),
+        DescriptorSet(style="cupl", labels=labels, descriptors=cupl, provenance=Provenance(note=note)),
+    ]
