@@ -67,7 +67,12 @@ def _add_explanations(report: Report, result: MethodResult, predictions: pd.Data
     report.add_table(
         "Why", "explanations", result.explanations, caption="Per image: the evidence behind each top label's score"
     )
-    for row in sorted(set(result.explanations["row"]))[:EXPLAINED_IMAGES]:
+    explained = set(result.explanations["row"])
+    # one image per true label first (then the next ones), so every label is seen
+    firsts = [int(i) for i in predictions.reset_index().groupby("label", sort=False)["index"].first()]
+    chosen = [row for row in firsts if row in explained][:EXPLAINED_IMAGES]
+    chosen += [row for row in sorted(explained) if row not in chosen][: EXPLAINED_IMAGES - len(chosen)]
+    for row in chosen:
         item = predictions.iloc[int(row)]
         title = f"{item['path']}: true {item['label']!r}, predicted {item['predicted']!r}"
         figure = plots.descriptor_pair(result.explanations[result.explanations["row"] == row], title)
