@@ -197,3 +197,44 @@ def test_a_registered_default_method_reaches_the_report_with_no_other_change(tmp
     rows = {m["name"]: m for m in json.loads((tmp_path / "report" / "report.json").read_text())["methods"]}
     assert rows["test-default-echo"]["status"] == "computed"
     assert "test: a default method" in (tmp_path / "report" / "index.html").read_text()
+
+
+def test_the_forest_on_dclip_descriptors_uses_each_descriptor_once_without_its_label(tmp_path: Path) -> None:
+    from conceptforest.concepts.descriptors import DescriptorSet
+    from conceptforest.features.backbone import load_backbone
+    from conceptforest.features.store import EmbeddingStore
+
+    backbone = load_backbone("conceptforest-tiny-random")
+    matrix = made_up_matrix(n=90)
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(len(matrix.frame), backbone.embed_dim)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    described = DescriptorSet(
+        style="dclip",
+        labels=list(LABELS),
+        descriptors={
+            "husky": ["pointed ears", "blue eyes"],
+            "pug": ["flat face", "blue eyes"],
+            "beagle": ["long ears"],
+        },
+    )
+    encoded: list[str] = []
+    inputs = MethodInputs(
+        matrix=matrix,
+        backbone=backbone,
+        embeddings=embeddings,
+        text_store=EmbeddingStore(tmp_path, backbone.backbone_id, "texts"),
+        descriptors={"dclip": described},
+    )
+    original = inputs.text_embeddings
+
+    def recording(sentences):  # type: ignore[no-untyped-def]
+        encoded.extend(sentences)
+        return original(sentences)
+
+    inputs.text_embeddings = recording  # type: ignore[method-assign]
+    [result] = run_methods(inputs, ["forest-descriptors"])
+    assert isinstance(result, MethodResult) and result.scores.shape == (int(inputs.split_mask.sum()), 3)
+    assert encoded == ["pointed ears", "blue eyes", "flat face", "long ears"]
+    [missing] = run_methods(MethodInputs(matrix=matrix), ["forest-descriptors"])
+    assert isinstance(missing, NotComputed) and "--descriptors" in missing.hint

@@ -37,7 +37,7 @@ DescriptorsOption = Annotated[
 ]
 METHOD_NAMES = (
     "forest, logreg, sparse, clip, ensemble, dclip, cupl, waffle, tree-descriptors, probe, random-words, "
-    "shuffled-tree, chance"
+    "shuffled-tree, forest-descriptors, chance"
 )
 MethodsOption = Annotated[
     list[str] | None,

@@ -186,6 +186,28 @@ class ShuffledTreeControl(_SentenceForest):
 
 
 @register
+class DescriptorForest(_SentenceForest):
+    """The concept forest on a DCLIP descriptor set: each distinct descriptor, without its label, is a concept.
+
+    The issue's "forest on DCLIP descriptors": the features a forest learns from are the cosines of the cached
+    image embeddings with the descriptors as class-free sentences (deduplicated across labels), so the row says
+    whether the LLM's flat descriptors carry more than the tree's structured concepts.
+    """
+
+    name = "forest-descriptors"
+    display = "concept forest on DCLIP descriptors (class-free)"
+    needs = frozenset({Need.IMAGE_EMBEDDINGS, Need.DESCRIPTORS, Need.TRAINING_ROWS})
+
+    def sentences(self, inputs: MethodInputs) -> Sequence[str]:
+        described = inputs.descriptors.get("dclip")
+        if described is None:
+            raise BadInputError(
+                f"{self.display} needs a dclip descriptor set.", hint="pass --descriptors FILE of style dclip."
+            )
+        return list(dict.fromkeys(item for label in described.labels for item in described.descriptors[label]))
+
+
+@register
 class ChanceMethod(Method):
     """The most frequent train label for every image; its scores are the train label frequencies."""
 
