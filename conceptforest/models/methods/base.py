@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from conceptforest.features.backbone import Backbone
     from conceptforest.features.matrix import FeatureMatrix
     from conceptforest.features.store import EmbeddingStore
+    from conceptforest.llm.vision_types import VisionLLM
     from conceptforest.models.bundle import ModelBundle
 
 
@@ -81,7 +82,7 @@ class MethodInputs:
     descriptors: dict[str, DescriptorSet] = field(default_factory=dict)  # by style: dclip, cupl, waffle, ...
     bundle: ModelBundle | None = None
     llm: LLMClient | None = None
-    vision_llm: object | None = None
+    vision_llm: VisionLLM | None = None
     cache_dir: Path | None = None
     unavailable: dict[Need, str] = field(default_factory=dict)  # why a need is not met, when it was tried
 
