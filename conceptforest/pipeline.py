@@ -24,6 +24,7 @@ from conceptforest.features.backbone import Backbone
 from conceptforest.features.dataset import load_dataset
 from conceptforest.features.extract import ExtractionStats, extract_features
 from conceptforest.features.matrix import FeatureMatrix
+from conceptforest.llm.vision_types import VisionLLM
 from conceptforest.models.bundle import load_bundle
 from conceptforest.models.methods import MethodResult, Need, NotComputed, run_methods
 from conceptforest.models.methods.context import method_inputs
@@ -82,6 +83,7 @@ def run_pipeline(
     n_repeats: int = 10,
     method_names: Sequence[str] | None = None,
     descriptors: Sequence[DescriptorSet] = (),
+    vision_llm: VisionLLM | None = None,
     config: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> RunResult:
@@ -114,6 +116,7 @@ def run_pipeline(
         descriptors=descriptors,
         backbone=backbone,
         cache_dir=cache_dir,
+        vision_llm=vision_llm,
     )
     explain_model(
         bundle,
@@ -150,6 +153,8 @@ def run_zero_shot(
     descriptors: Sequence[DescriptorSet] = (),
     tree: ConceptTree | None = None,
     domain: str = "object",
+    vision_llm: VisionLLM | None = None,
+    limit: int | None = None,
     cache_dir: str | Path | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -158,7 +163,8 @@ def run_zero_shot(
 
     The images are encoded through the same cached extraction as a full run (a tree's concept scores are written
     too: ``tree`` or the LLM-free template tree), so a later ``run`` on the same images re-encodes nothing.
-    Writes ``predictions.csv`` and ``report/`` in ``out_dir``.
+    Writes ``predictions.csv`` and ``report/`` in ``out_dir``. ``limit`` evaluates a seeded random sample of that
+    many images (cost control for vision-LLM methods).
     """
     from conceptforest.concepts.template import template_tree
     from conceptforest.explain.zeroshot_report import write_zero_shot_report
@@ -175,14 +181,29 @@ def run_zero_shot(
     tree = tree or template_tree(domain, dataset.labels)
     dataset = load_dataset(images, labels=tree.labels, seed=seed)
     matrix, stats = extract_features(dataset, tree, backbone, out, cache_dir=cache_dir, progress=progress)
-    every_image = FeatureMatrix(frame=matrix.frame.assign(split="test"), meta=matrix.meta)
+    frame = matrix.frame.assign(split="test")
+    if limit is not None and limit < len(frame):
+        frame = frame.sample(n=limit, random_state=seed).sort_index()
+    every_image = FeatureMatrix(frame=frame.reset_index(drop=True), meta=matrix.meta)
     inputs = method_inputs(
-        every_image, split="test", seed=seed, tree=tree, descriptors=descriptors, backbone=backbone, cache_dir=cache_dir
+        every_image,
+        split="test",
+        seed=seed,
+        tree=tree,
+        descriptors=descriptors,
+        backbone=backbone,
+        cache_dir=cache_dir,
+        vision_llm=vision_llm,
     )
     (outcome,) = run_methods(inputs, [method])
     if isinstance(outcome, NotComputed):
         raise BadInputError(f"{outcome.display} could not run: {outcome.hint}.", hint="see 'zeroshot --help'.")
-    write_zero_shot_report(outcome, every_image, out, seed=seed)
+    ablation = None
+    if outcome.name == "wdys":
+        from conceptforest.models.methods.wdys import wdys_ablation
+
+        ablation = wdys_ablation(inputs)  # the answers are cached: no request is made again
+    write_zero_shot_report(outcome, every_image, out, seed=seed, ablation=ablation)
     truth = every_image.frame["label"].to_numpy()
     accuracy = float((outcome.predicted == truth).mean()) if len(truth) else float("nan")
     return ZeroShotResult(out_dir=out, result=outcome, stats=stats, accuracy=accuracy)

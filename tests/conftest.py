@@ -7,6 +7,7 @@ import pytest
 
 from conceptforest.concepts.llm import LLMClient
 from tests.llm_stub import StubServer, start_stub
+from tests.vision_stub import VisionStubServer, start_vision_stub
 
 SECRET_KEY = "sk-test-secret-never-written-0123456789"
 
@@ -24,6 +25,14 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 @pytest.fixture
 def stub() -> Iterator[StubServer]:
     server = start_stub()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def vision_stub() -> Iterator[VisionStubServer]:
+    server = start_vision_stub()
     yield server
     server.shutdown()
     server.server_close()

@@ -110,7 +110,7 @@ def test_report_builder_is_chainable(tmp_path: Path) -> None:
     assert path.exists() and "0.1 – 0.9" in path.read_text()
 
 
-def test_demo_offline_end_to_end_with_predict(tmp_path: Path) -> None:
+def test_demo_offline_end_to_end_with_predict(tmp_path: Path, vision_stub) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "demo"
     result = runner.invoke(
         app,
@@ -152,8 +152,11 @@ def test_demo_offline_end_to_end_with_predict(tmp_path: Path) -> None:
     from conceptforest.models.methods import registered_methods
 
     assert list(methods) == [name for name, cls in registered_methods().items() if cls.default]
-    for row in methods.values():  # the demo's hand-written descriptor sets let DCLIP and CuPL run too
-        assert row["status"].startswith("computed") and 0.0 <= row["accuracy"] <= 1.0, row
+    for name, row in methods.items():  # the demo's hand-written descriptor sets let DCLIP and CuPL run too
+        if name in ("mllm", "wdys"):  # no vision LLM in the demo: rows that say which flag adds one
+            assert row["status"].startswith("not computed") and "--mllm" in row["status"], row
+        else:
+            assert row["status"].startswith("computed") and 0.0 <= row["accuracy"] <= 1.0, row
     assert (out / "descriptors-dclip.json").exists() and (out / "descriptors-cupl.json").exists()
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"")
@@ -204,6 +207,20 @@ def test_demo_offline_end_to_end_with_predict(tmp_path: Path) -> None:
     assert compared.exit_code == 0, compared.output
     assert "control: forest on a shuffled tree" in compared.output and "random backbone" in compared.output
     assert len(pd.read_csv(tmp_path / "methods.csv")) == len(methods)
+    assert "vision LLM, direct classification: not computed" in compared.output and "--mllm" in compared.output
+    with_mllm = runner.invoke(
+        app,
+        [
+            *("compare", str(out / "model"), str(out), "--methods", "mllm", "--methods", "wdys"),
+            *("--mllm", "stub-vision", "--mllm-base-url", vision_stub.base_url, "--cache-dir", str(tmp_path / "cache")),
+            *("-o", str(tmp_path / "vision.csv")),
+        ],
+    )
+    assert with_mllm.exit_code == 0, with_mllm.output
+    vision_rows = pd.read_csv(tmp_path / "vision.csv").set_index("name")
+    assert list(vision_rows.index) == ["mllm", "wdys"]
+    assert vision_rows["status"].str.startswith("computed").all()
+    assert vision_rows.loc["mllm", "accuracy"] >= 0.9  # the stub looks at each shape's colour
 
 
 def test_run_with_an_llm_tree_on_the_stub(stub, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -79,3 +79,32 @@ def test_dclip_without_descriptors_names_the_flag(data: dict[str, Path], tmp_pat
     assert result.exit_code == 2 and "--descriptors" in result.output and "Traceback" not in result.output
     trained = zeroshot(data, tmp_path / "none", "--method", "forest")
     assert trained.exit_code == 2 and "zero-shot" in trained.output
+
+
+def test_mllm_and_wdys_through_the_cli_with_a_stub_that_looks_at_the_images(
+    vision_stub, data: dict[str, Path], tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    mllm = ("--mllm", "stub-vision", "--mllm-base-url", vision_stub.base_url)
+    direct = zeroshot(data, tmp_path / "mllm", "--method", "mllm", *mllm, "--limit", "9")
+    assert direct.exit_code == 0, direct.output
+    assert "Plan: up to 1 vision-LLM request(s) per image" in direct.output
+    predictions = pd.read_csv(tmp_path / "mllm" / "predictions.csv")
+    assert len(predictions) == 9 and (predictions["predicted"] == predictions["label"]).mean() >= 0.9
+    tables = tmp_path / "mllm" / "report" / "tables"
+    assert {"answer_types.csv", "answer_bias.csv", "confusion_raw.csv", "per_label.csv"} <= {
+        p.name for p in tables.iterdir()
+    }
+    sent = len(vision_stub.state.requests)
+    again = zeroshot(data, tmp_path / "mllm2", "--method", "mllm", *mllm, "--limit", "9")
+    assert again.exit_code == 0 and len(vision_stub.state.requests) == sent  # every answer from the cache
+    fused = zeroshot(data, tmp_path / "wdys", "--method", "wdys", *mllm)
+    assert fused.exit_code == 0, fused.output
+    ablation = pd.read_csv(tmp_path / "wdys" / "report" / "tables" / "wdys_ablation.csv")
+    assert len(ablation) == 4 and ablation["accuracy"].between(0, 1).all()
+    html = (tmp_path / "wdys" / "report" / "index.html").read_text()
+    assert ">Ablation</h2>" in html
+
+
+def test_without_mllm_the_vision_methods_name_the_flag(data: dict[str, Path], tmp_path: Path) -> None:
+    result = zeroshot(data, tmp_path / "none", "--method", "mllm")
+    assert result.exit_code == 2 and "--mllm" in result.output and "Traceback" not in result.output

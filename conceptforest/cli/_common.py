@@ -254,6 +254,51 @@ def overrides(params: dict[str, Any], settings: dict[str, str]) -> dict[str, Any
     return {dotted: params[name] for name, dotted in settings.items() if name in params}
 
 
+MllmOption = Annotated[
+    str | None,
+    typer.Option(
+        "--mllm",
+        metavar="MODEL",
+        help="Vision LLM for the mllm and wdys methods (e.g. gpt-4o-mini, llava through Ollama). The key comes "
+        "from $OPENAI_API_KEY.",
+    ),
+]
+MllmBaseURLOption = Annotated[
+    str | None,
+    typer.Option("--mllm-base-url", metavar="URL", help="OpenAI-compatible server of the vision LLM."),
+]
+ConcurrencyOption = Annotated[int, typer.Option(min=1, metavar="N", help="Vision-LLM requests in flight at once.")]
+MaxSideOption = Annotated[
+    int, typer.Option(min=64, metavar="PX", help="Images sent to the vision LLM are downscaled to this longest side.")
+]
+
+
+def vision_client(
+    model: str | None,
+    base_url: str | None,
+    *,
+    timeout: float | None,
+    max_attempts: int | None,
+    concurrency: int,
+    max_side: int,
+    cache_dir: Path | None,
+) -> Any:
+    """The vision LLM for ``--mllm`` (None without it)."""
+    if not model:
+        return None
+    from conceptforest.llm.vision import OpenAIVisionLLM
+
+    return OpenAIVisionLLM(
+        model,
+        base_url=base_url or os.environ.get("OPENAI_BASE_URL"),
+        timeout=timeout or 60.0,
+        max_attempts=max_attempts or 4,
+        concurrency=concurrency,
+        max_side=max_side,
+        cache_dir=cache_dir,
+    )
+
+
 def read_text_file(path: Path, what: str, hint: str) -> str:
     """A file's text, or a clear error naming it."""
     if not path.exists() or path.is_dir():

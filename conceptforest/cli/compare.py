@@ -11,13 +11,18 @@ from conceptforest.cli._common import (
     CacheDirOption,
     CheckpointOption,
     ClipOption,
+    ConcurrencyOption,
     DeviceOption,
+    MaxSideOption,
+    MllmBaseURLOption,
+    MllmOption,
     PretrainedOption,
     SeedOption,
     TreeOption,
     default_descriptors,
     default_tree,
     echo,
+    vision_client,
 )
 from conceptforest.cli.explain import DescriptorsOption, MethodsOption, ModelArgument, RunArgument, SplitOption
 
@@ -43,6 +48,10 @@ def compare(
     split: SplitOption = "test",
     seed: SeedOption = 0,
     out: Annotated[Path | None, typer.Option("-o", "--out", metavar="CSV", help="Also write the table.")] = None,
+    mllm: MllmOption = None,
+    mllm_base_url: MllmBaseURLOption = None,
+    concurrency: ConcurrencyOption = 4,
+    max_side: MaxSideOption = 768,
     clip: ClipOption = None,
     pretrained: PretrainedOption = None,
     checkpoint: CheckpointOption = None,
@@ -78,6 +87,15 @@ def compare(
         descriptors=[DescriptorSet.load(path) for path in default_descriptors(descriptors, run_dir)],
         backbone=backbone,
         cache_dir=cache_dir,
+        vision_llm=vision_client(
+            mllm,
+            mllm_base_url,
+            timeout=None,
+            max_attempts=None,
+            concurrency=concurrency,
+            max_side=max_side,
+            cache_dir=cache_dir,
+        ),
     )
     outcomes = run_methods(inputs, methods or None)
     table = comparison_table(outcomes, matrix.y(split).tolist(), matrix.labels, seed=seed)

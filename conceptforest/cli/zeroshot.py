@@ -12,19 +12,27 @@ from conceptforest.cli._common import (
     CacheDirOption,
     CheckpointOption,
     ClipOption,
+    ConcurrencyOption,
     ConfigOption,
     DeviceOption,
+    MaxAttemptsOption,
+    MaxSideOption,
+    MllmBaseURLOption,
+    MllmOption,
     PretrainedOption,
     ProgressOption,
     SeedOption,
+    TimeoutOption,
     echo,
     overrides,
+    vision_client,
     warn,
 )
 from conceptforest.cli.explain import DescriptorsOption
 from conceptforest.defaults import RANDOM_WEIGHTS_WARNING
 
-ZERO_SHOT_METHODS = ("clip", "ensemble", "dclip", "cupl", "waffle", "tree-descriptors")
+ZERO_SHOT_METHODS = ("clip", "ensemble", "dclip", "cupl", "waffle", "tree-descriptors", "mllm", "wdys")
+REQUESTS_PER_IMAGE = {"mllm": 1, "wdys": 2}
 
 
 def zeroshot(
@@ -48,6 +56,15 @@ def zeroshot(
         "object"
     ),
     out: Annotated[Path, typer.Option("-o", "--out", metavar="DIR", help="Output folder.")] = Path("zeroshot"),
+    mllm: MllmOption = None,
+    mllm_base_url: MllmBaseURLOption = None,
+    concurrency: ConcurrencyOption = 4,
+    max_side: MaxSideOption = 768,
+    timeout: TimeoutOption = None,
+    max_attempts: MaxAttemptsOption = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, metavar="N", help="Evaluate a seeded sample of N images (cost control).")
+    ] = None,
     clip: ClipOption = None,
     pretrained: PretrainedOption = None,
     checkpoint: CheckpointOption = None,
@@ -62,6 +79,8 @@ def zeroshot(
     score of every descriptor of the top two labels).
 
     DCLIP and CuPL need --descriptors FILE from 'conceptforest concepts describe'; WaffleCLIP makes its own.
+    mllm (direct classification by a vision LLM) and wdys ("What Do You See?" fusion) need --mllm MODEL; the
+    number of requests is printed before the first is sent, and answers are cached per image.
     """
     from conceptforest.concepts.descriptors import DescriptorSet
     from conceptforest.concepts.tree import ConceptTree
@@ -75,6 +94,21 @@ def zeroshot(
         )
     cfg = load_config(config, {**overrides(locals(), BACKBONE_SETTINGS), "seed": seed})
     backbone = cfg.backbone(device=device)
+    client = vision_client(
+        mllm,
+        mllm_base_url,
+        timeout=timeout,
+        max_attempts=max_attempts,
+        concurrency=concurrency,
+        max_side=max_side,
+        cache_dir=cfg.cache_dir,
+    )
+    if method in REQUESTS_PER_IMAGE and client is not None:
+        echo(
+            f"Plan: up to {REQUESTS_PER_IMAGE[method]} vision-LLM request(s) per image"
+            + (f", {limit} images" if limit else "")
+            + "; cached answers are not requested again."
+        )
     if backbone.random_weights:
         warn(RANDOM_WEIGHTS_WARNING)
     done = run_zero_shot(
@@ -85,6 +119,8 @@ def zeroshot(
         descriptors=[DescriptorSet.load(path) for path in descriptors or []],
         tree=ConceptTree.load(tree) if tree else None,
         domain=domain,
+        vision_llm=client,
+        limit=limit,
         cache_dir=cfg.cache_dir,
         seed=seed,
         progress=progress,

@@ -21,6 +21,7 @@ from conceptforest.explain.sections import MAX_EMBEDDED_TREES, Evaluation
 from conceptforest.explain.shap_values import explain_shap
 from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING, Backbone
 from conceptforest.features.matrix import FeatureMatrix
+from conceptforest.llm.vision_types import VisionLLM
 from conceptforest.models.bundle import ModelBundle
 from conceptforest.models.methods import MethodInputs, MethodOutcome, run_methods
 from conceptforest.models.methods.context import method_inputs
@@ -175,6 +176,7 @@ def explain_run(
     backbone: Backbone | None = None,
     descriptors: Sequence[DescriptorSet] = (),
     method_names: Sequence[str] | None = None,
+    vision_llm: VisionLLM | None = None,
     cache_dir: str | Path | None = None,
     split: str = "test",
     random_state: int = 0,
@@ -208,6 +210,7 @@ def explain_run(
         descriptors=descriptors,
         backbone=backbone,
         cache_dir=cache_dir,
+        vision_llm=vision_llm,
     )
     made_by = {
         "model_dir": str(model_dir),

@@ -30,7 +30,12 @@ def predictions_table(result: MethodResult, matrix: FeatureMatrix) -> pd.DataFra
 
 
 def write_zero_shot_report(
-    result: MethodResult, matrix: FeatureMatrix, out_dir: str | Path, *, seed: int = 0
+    result: MethodResult,
+    matrix: FeatureMatrix,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    ablation: pd.DataFrame | None = None,
 ) -> Report:
     """``predictions.csv`` and a report (index.html, report.md, report.json, tables/) in ``out_dir``."""
     out = Path(out_dir)
@@ -55,9 +60,38 @@ def write_zero_shot_report(
     )
     report.add_table("Per label", "per_label", per_label_table(truth, result.predicted, result.labels))
     report.add_table("Predictions", "predictions", predictions, caption="Every image: predicted label and scores")
-    _add_explanations(report, result, predictions)
+    if result.name == "mllm":
+        _add_answers(report, result, truth)
+    if ablation is not None:
+        report.add_table(
+            "Ablation",
+            "wdys_ablation",
+            ablation,
+            caption="WDYS: the same class weights against each query (image only = zero-shot)",
+        )
+    if result.name != "mllm":
+        _add_explanations(report, result, predictions)
     report.save(out / "report")
     return report
+
+
+def _add_answers(report: Report, result: MethodResult, truth: list[str]) -> None:
+    """Direct vision-LLM classification: how each answer matched, the bias check, and raw unmatched answers."""
+    from conceptforest.models.methods.vision import answer_bias, answer_type_counts
+
+    if result.explanations is not None:
+        report.add_table("Answers", "answer_types", answer_type_counts(result.explanations))
+    bias = answer_bias(truth, list(result.predicted), list(result.labels))
+    report.add_table(
+        "Answers",
+        "answer_bias",
+        bias,
+        caption="Bias check: a label predicted far more often than it occurs (the 'cat' effect) is flagged",
+    )
+    if result.explanations is not None and not result.explanations.empty:
+        report.add_table(
+            "Answers", "raw_answers", result.explanations.head(40), caption="Raw answers and how they matched"
+        )
 
 
 def _add_explanations(report: Report, result: MethodResult, predictions: pd.DataFrame) -> None:

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 # The built-in methods register themselves on import, in the comparison table's order.
-BUILTIN_MODULES = ("concept", "zeroshot", "descriptions", "controls")
+BUILTIN_MODULES = ("concept", "zeroshot", "descriptions", "vision", "wdys", "controls")
 
 
 def _register_builtins() -> None:

@@ -64,7 +64,7 @@ NEED_HINTS: dict[Need, str] = {
     Need.TRAINING_ROWS: "train rows in the split",
     Need.MODEL: "a MODEL folder from 'conceptforest train'",
     Need.LLM: "--llm MODEL",
-    Need.VISION_LLM: "--mllm MODEL",
+    Need.VISION_LLM: "--mllm MODEL (with --mllm-base-url URL for a local server)",
 }
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from conceptforest.concepts.tree import ConceptTree
     from conceptforest.features.backbone import Backbone
     from conceptforest.features.matrix import FeatureMatrix
+    from conceptforest.llm.vision_types import VisionLLM
     from conceptforest.models.bundle import ModelBundle
 
 
@@ -32,6 +33,7 @@ def method_inputs(
     backbone: Backbone | None = None,
     cache_dir: str | Path | None = None,
     llm: LLMClient | None = None,
+    vision_llm: VisionLLM | None = None,
 ) -> MethodInputs:
     """The shared inputs: with a ``backbone``, the run's cached image embeddings (never re-encoded) and the text
     cache of that backbone; descriptor sets by style (one per style); the split checked to have rows."""
@@ -74,6 +76,7 @@ def method_inputs(
         descriptors=by_style,
         bundle=bundle,
         llm=llm,
+        vision_llm=vision_llm,
         cache_dir=root,
         unavailable=unavailable,
     )

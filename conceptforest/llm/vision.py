@@ -1,0 +1,375 @@
+"""An OpenAI-compatible vision LLM client: images as content parts, concurrent, retried, cached by image hash.
+
+It reaches any server that takes ``{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,..."}}``
+content parts (OpenAI, Ollama's /v1, vLLM, llama.cpp's server) and reuses the text client's transport
+(:mod:`conceptforest.concepts.llm_transport`): a deadline for each request as a whole, back-off on 429/5xx that
+honours ``Retry-After``, redaction of the API key from every message, and hints that follow the failure. The key is
+read from the argument or ``OPENAI_API_KEY`` and never written anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Literal
+
+import openai
+from tqdm.auto import tqdm
+
+from conceptforest.cache import DiskCache, cache_root
+from conceptforest.concepts.llm import extract_json
+from conceptforest.concepts.llm_transport import (
+    call_with_deadline,
+    deadline_http_client,
+    redact_secrets,
+    retry_after_seconds,
+    sanitize_base_url,
+)
+from conceptforest.errors import LLMError
+from conceptforest.features.images import ImageDecodeError
+from conceptforest.llm.image_payload import DEFAULT_MAX_SIDE, image_payload, read_image_file
+from conceptforest.llm.vision_types import VisionAnswer
+
+__all__ = ["OpenAIVisionLLM", "label_logprobs"]
+
+TOP_LOGPROBS = 5
+
+
+def _fragment_matches(fragment: str, label: str) -> bool:
+    text = fragment.strip().strip('"').casefold()
+    return bool(text) and label.casefold().replace("_", " ").startswith(text.replace("_", " "))
+
+
+def label_logprobs(content: str, tokens: Sequence[Any], labels: Sequence[str]) -> dict[str, float] | None:
+    """Best-effort log-probabilities of the labels, from the top alternatives of the answer's first label token.
+
+    The label's value starts after ``{"label": "`` when the answer is that JSON object, else at the first
+    non-blank character. The token covering that position is found by adding up token lengths; each of its top
+    alternatives (with the part before the value start removed) gives its log-probability to every label that
+    begins with it (ignoring case). A label that several alternatives fit takes the longest; labels that share
+    their first token share its log-probability; labels no alternative fits are left out. ``None`` when nothing
+    fits (the tokens do not add up to the answer, or no alternative starts a label).
+    """
+    start = _value_start(content)
+    position = 0
+    for token in tokens:
+        text = str(getattr(token, "token", ""))
+        if position + len(text) > start:
+            cut = start - position
+            best: dict[str, tuple[int, float]] = {}
+            for alt in getattr(token, "top_logprobs", None) or [token]:
+                alt_text = str(getattr(alt, "token", ""))
+                if alt_text[:cut].strip() != text[:cut].strip():
+                    continue
+                fragment = alt_text[cut:]
+                for label in labels:
+                    length = len(fragment.strip())
+                    if _fragment_matches(fragment, label) and length > best.get(label, (-1, 0.0))[0]:
+                        best[label] = (length, float(getattr(alt, "logprob", 0.0)))
+            return {label: value for label, (_, value) in best.items()} or None
+        position += len(text)
+    return None
+
+
+def _value_start(content: str) -> int:
+    """Where the label's text begins: inside ``{"label": "..."}`` when the answer is that object."""
+    marker = content.find('"label"')
+    if marker >= 0:
+        quote = content.find('"', content.find(":", marker) + 1)
+        if quote >= 0:
+            return quote + 1
+    return len(content) - len(content.lstrip())
+
+
+def _chosen_text(content: str, choices: Sequence[str] | None) -> str:
+    """The label inside a ``{"label": ...}`` answer (fences and prose around it tolerated), else the raw text."""
+    if choices:
+        try:
+            value = extract_json(content)
+        except ValueError:
+            return content
+        if isinstance(value, dict) and isinstance(value.get("label"), str):
+            return str(value["label"])
+    return content
+
+
+class OpenAIVisionLLM:
+    """A :class:`~conceptforest.llm.vision_types.VisionLLM` over an OpenAI-compatible chat completions server.
+
+    Parameters
+    ----------
+    model : str
+        The model name as the server knows it (``gpt-4o-mini``, ``llava``, ``qwen2.5vl``...).
+    base_url : str, optional
+        E.g. ``http://localhost:11434/v1`` for Ollama; defaults to ``$OPENAI_BASE_URL``, then OpenAI.
+    api_key : str, optional
+        Defaults to ``$OPENAI_API_KEY``; a local server without one gets a placeholder. Never stored.
+    timeout : float
+        Seconds per request as a whole (a server that trickles its answer is cut off too).
+    max_attempts : int
+        Requests per image on 429, 5xx, timeouts and connection errors; then that image gets an error answer
+        and the run goes on. 401/403/404 raise :class:`LLMError` at once (they would fail for every image).
+    concurrency : int
+        Requests in flight at once.
+    max_side : int
+        Images are downscaled so that their longest side is at most this many pixels, then sent as JPEG.
+    cache_dir : path or False, optional
+        Answers are kept in ``DiskCache(cache_root(cache_dir), "vision")``, keyed by (image sha256, model, prompt
+        sha256, step, temperature, choices, max_side, max_tokens): never the image or the prompt itself. Failed
+        and empty answers are not cached. ``False`` disables the cache.
+    max_tokens : int
+        The answer's token limit (part of the cache key).
+    backoff_base, backoff_max : float
+        Exponential back-off in seconds, and its cap (a server's Retry-After is honoured up to the cap).
+    sleep : callable
+        How to wait between attempts (tests record the waits instead of sleeping).
+
+    Notes
+    -----
+    With ``choices`` the request asks for ``response_format`` ``json_schema`` with ``{"label": {"enum": choices}}``
+    and ``logprobs=True, top_logprobs=5``. A server that refuses this (400/422, or a 5xx naming response_format)
+    is asked again in plain text, without either, for the rest of this client's life. The answer's ``text`` is the
+    label of a ``{"label": ...}`` answer (markdown fences tolerated), otherwise the raw answer; ``logprobs`` comes
+    from :func:`label_logprobs` when the server returned log-probabilities.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_attempts: int = 4,
+        concurrency: int = 4,
+        max_side: int = DEFAULT_MAX_SIDE,
+        cache_dir: str | Path | Literal[False] | None = None,
+        max_tokens: int = 300,
+        backoff_base: float = 1.0,
+        backoff_max: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not model or model.strip().lower() == "none":
+            raise LLMError("No vision LLM model was given.", hint="pass --mllm MODEL (a multimodal chat model).")
+        self.model = model
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        self.timeout = timeout
+        self.max_attempts = max(1, max_attempts)
+        self.concurrency = max(1, concurrency)
+        self.max_side = max_side
+        self.max_tokens = max_tokens
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.sleep = sleep
+        self.cache = None if cache_dir is False else DiskCache(cache_root(cache_dir), "vision")
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if not self.base_url:
+                raise LLMError(
+                    "OPENAI_API_KEY is not set and no --mllm-base-url was given.",
+                    hint="export OPENAI_API_KEY, or point --mllm-base-url at a local server "
+                    "(e.g. http://localhost:11434/v1 for Ollama).",
+                )
+            key = "not-needed"
+        self._client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=key,
+            timeout=timeout,
+            max_retries=0,
+            http_client=deadline_http_client(timeout),
+        )
+        self.structured = True  # False once the server refused response_format json_schema
+        self.requests = 0
+        self.tokens = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"OpenAIVisionLLM(model={self.model!r}, base_url={sanitize_base_url(self.base_url)!r})"
+
+    @property
+    def _server(self) -> str:
+        return sanitize_base_url(self.base_url) or "the OpenAI API"
+
+    def ask(
+        self,
+        images: Sequence[Path],
+        prompt: str,
+        *,
+        step: str,
+        temperature: float = 0.0,
+        choices: Sequence[str] | None = None,
+        progress: bool = False,
+    ) -> list[VisionAnswer]:
+        """One answer per image, in input order (see the class notes); raises :class:`LLMError` only for
+        401/403/404, which would fail for every image."""
+        prompt_sha = hashlib.sha256(prompt.encode("utf-8")).hexdigest()
+        options = {"step": step, "temperature": temperature, "choices": list(choices) if choices else None}
+        answers: list[VisionAnswer | None] = [None] * len(images)
+        bar = tqdm(total=len(images), desc=f"vision LLM {step}", unit="img", disable=not progress, leave=False)
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        try:
+            futures = {
+                pool.submit(self._answer, Path(path), prompt, prompt_sha, options): index
+                for index, path in enumerate(images)
+            }
+            for future in as_completed(futures):
+                answers[futures[future]] = future.result()
+                bar.update(1)
+                bar.set_postfix(requests=self.requests, tokens=self.tokens, refresh=False)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
+        return [answer for answer in answers if answer is not None]
+
+    # -- one image -------------------------------------------------------------------------------------------
+
+    def _answer(self, path: Path, prompt: str, prompt_sha: str, options: dict[str, Any]) -> VisionAnswer:
+        try:
+            data = read_image_file(path)
+        except ImageDecodeError as exc:
+            return VisionAnswer(sha256="", text="", error=f"{path}: {exc}")
+        sha = hashlib.sha256(data).hexdigest()
+        key = {
+            "image": sha,
+            "model": self.model,
+            "prompt": prompt_sha,
+            **options,
+            "max_side": self.max_side,
+            "max_tokens": self.max_tokens,
+        }
+        stored = self.cache.get(key) if self.cache is not None else None
+        if isinstance(stored, dict) and isinstance(stored.get("text"), str):
+            return VisionAnswer(sha256=sha, text=stored["text"], cached=True, logprobs=stored.get("logprobs"))
+        try:
+            payload = image_payload(data, max_side=self.max_side, sha256=sha)
+        except ImageDecodeError as exc:
+            return VisionAnswer(sha256=sha, text="", error=f"{path}: {exc}")
+        answer = self._request(path, payload.url, prompt, options)
+        answer = VisionAnswer(sha, answer.text, answer.tokens, False, answer.error, answer.logprobs)
+        if answer.error is None and self.cache is not None:
+            self.cache.put(key, {"text": answer.text, "logprobs": answer.logprobs})
+        return answer
+
+    def _request(self, path: Path, url: str, prompt: str, options: dict[str, Any]) -> VisionAnswer:
+        """Ask until the server answers; transport failures are retried with back-off up to ``max_attempts``."""
+        choices: list[str] | None = options["choices"]
+        failures = 0
+        while True:
+            structured = bool(choices) and self.structured
+            try:
+                response = self._create(url, prompt, options, structured)
+            except (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError) as exc:
+                if structured and isinstance(exc, openai.APIStatusError) and self._rejects_format(exc):
+                    self.structured = False
+                    continue
+                if isinstance(exc, openai.APIStatusError) and exc.status_code in (401, 403, 404):
+                    raise self._error(
+                        f"Vision LLM step '{options['step']}': the server at {self._server} refused model "
+                        f"{self.model!r}: {self._describe(exc)}",
+                        self._hint(exc),
+                    ) from exc
+                failures += 1
+                if not self._worth_retrying(exc) or failures >= self.max_attempts:
+                    message = f"no answer after {failures} request(s): {self._describe(exc)}. Fix: {self._hint(exc)}"
+                    return VisionAnswer(sha256="", text="", error=self._redact(f"{path}: {message}"))
+                self.sleep(self._backoff(exc, failures))
+                continue
+            return self._read(response, choices)
+
+    def _read(self, response: Any, choices: list[str] | None) -> VisionAnswer:
+        usage = response.usage
+        tokens = ((usage.prompt_tokens or 0) + (usage.completion_tokens or 0)) if usage else 0
+        with self._lock:
+            self.tokens += tokens
+        choice = response.choices[0] if response.choices else None
+        content = (choice.message.content if choice else None) or ""
+        if not content.strip():
+            return VisionAnswer(sha256="", text="", tokens=tokens, error="the server's answer was empty")
+        logprobs = None
+        content_tokens = getattr(getattr(choice, "logprobs", None), "content", None)
+        if choices and content_tokens:
+            logprobs = label_logprobs(content, content_tokens, choices)
+        return VisionAnswer(sha256="", text=_chosen_text(content, choices).strip(), tokens=tokens, logprobs=logprobs)
+
+    def _create(self, url: str, prompt: str, options: dict[str, Any], structured: bool) -> Any:
+        content = [{"type": "text", "text": prompt}, {"type": "image_url", "image_url": {"url": url}}]
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": content}],
+            "temperature": options["temperature"],
+            "max_tokens": self.max_tokens,
+        }
+        if structured:
+            schema = {
+                "type": "object",
+                "properties": {"label": {"type": "string", "enum": options["choices"]}},
+                "required": ["label"],
+                "additionalProperties": False,
+            }
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": f"conceptforest_{options['step']}", "schema": schema, "strict": True},
+            }
+            kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = TOP_LOGPROBS
+        with self._lock:
+            self.requests += 1
+        return call_with_deadline(
+            lambda: self._client.chat.completions.create(**kwargs), self.timeout, str(self._client.base_url)
+        )
+
+    # -- failures --------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _rejects_format(exc: openai.APIStatusError) -> bool:
+        """Whether the server refused the structured request (llama.cpp answers 500, others 400/422)."""
+        body = exc.response.text if exc.response is not None else ""
+        return exc.status_code in (400, 422) or (exc.status_code >= 500 and "response_format" in body)
+
+    @staticmethod
+    def _worth_retrying(exc: Exception) -> bool:
+        if isinstance(exc, openai.APIStatusError):
+            return exc.status_code == 429 or exc.status_code >= 500
+        return True
+
+    def _backoff(self, exc: Exception, failures: int) -> float:
+        if isinstance(exc, openai.APIStatusError):
+            retry_after = retry_after_seconds(exc)
+            if retry_after is not None:
+                return min(retry_after, self.backoff_max)
+        return float(min(self.backoff_base * 2 ** (failures - 1), self.backoff_max))
+
+    def _describe(self, exc: Exception) -> str:
+        if isinstance(exc, openai.APITimeoutError):
+            return f"the request timed out after {self.timeout:g} s"
+        if isinstance(exc, openai.APIConnectionError):
+            return f"could not connect to {self._server}"
+        if isinstance(exc, openai.APIStatusError):
+            body = self._redact(exc.response.text) if exc.response is not None else ""
+            return f"HTTP {exc.status_code} from the server: {body[:300]}".strip()
+        return str(exc)
+
+    def _hint(self, exc: Exception) -> str:
+        if isinstance(exc, openai.APITimeoutError):
+            return f"raise --timeout (now {self.timeout:g} s) or lower --concurrency (now {self.concurrency})."
+        if isinstance(exc, openai.APIConnectionError):
+            return f"is the server running at {self._server}? Start it, or point --mllm-base-url at it."
+        status = exc.status_code if isinstance(exc, openai.APIStatusError) else 0
+        if status in (401, 403):
+            return f"check the API key: export OPENAI_API_KEY with a key that {self._server} accepts."
+        if status == 404:
+            return f"check the model name (--mllm {self.model}) and --mllm-base-url (usually ending in /v1)."
+        if status == 429:
+            return f"the server is rate-limiting: lower --concurrency (now {self.concurrency}) or retry later."
+        return "look at the server's log and retry later; answers received so far are cached."
+
+    def _redact(self, text: str) -> str:
+        return redact_secrets(text, [self._client.api_key])
+
+    def _error(self, message: str, hint: str) -> LLMError:
+        return LLMError(self._redact(message), hint=self._redact(hint))
