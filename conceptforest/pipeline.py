@@ -117,6 +117,7 @@ def run_pipeline(
         backbone=backbone,
         cache_dir=cache_dir,
         vision_llm=vision_llm,
+        progress=progress,
     )
     explain_model(
         bundle,
@@ -194,6 +195,7 @@ def run_zero_shot(
         backbone=backbone,
         cache_dir=cache_dir,
         vision_llm=vision_llm,
+        progress=progress,
     )
     (outcome,) = run_methods(inputs, [method])
     if isinstance(outcome, NotComputed):

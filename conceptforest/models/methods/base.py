@@ -85,6 +85,7 @@ class MethodInputs:
     vision_llm: VisionLLM | None = None
     cache_dir: Path | None = None
     unavailable: dict[Need, str] = field(default_factory=dict)  # why a need is not met, when it was tried
+    progress: bool = False  # progress bars on stderr for long work (vision-LLM requests)
 
     def available(self) -> set[Need]:
         """The needs these inputs meet."""

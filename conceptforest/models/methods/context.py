@@ -34,6 +34,7 @@ def method_inputs(
     cache_dir: str | Path | None = None,
     llm: LLMClient | None = None,
     vision_llm: VisionLLM | None = None,
+    progress: bool = False,
 ) -> MethodInputs:
     """The shared inputs: with a ``backbone``, the run's cached image embeddings (never re-encoded) and the text
     cache of that backbone; descriptor sets by style (one per style); the split checked to have rows."""
@@ -77,6 +78,7 @@ def method_inputs(
         bundle=bundle,
         llm=llm,
         vision_llm=vision_llm,
+        progress=progress,
         cache_dir=root,
         unavailable=unavailable,
     )

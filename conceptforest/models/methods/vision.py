@@ -15,7 +15,6 @@ string equality only.
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar, NamedTuple
@@ -169,7 +168,7 @@ class DirectMLLM(Method):
             step=STEP,
             temperature=0.0,
             choices=labels,
-            progress=sys.stderr.isatty(),
+            progress=inputs.progress,
         )
         scores = np.zeros((len(answers), len(labels)))
         predicted: list[str] = []

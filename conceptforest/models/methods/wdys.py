@@ -119,10 +119,10 @@ def ask_wdys(inputs: MethodInputs) -> WdysAnswers:
         raise BadInputError("WDYS needs a vision LLM.", hint="--mllm MODEL (with --mllm-base-url URL).")
     paths = image_paths(inputs)
     described = inputs.vision_llm.ask(
-        paths, DESCRIBE_PROMPT, step="wdys-describe", temperature=DESCRIBE_TEMPERATURE, progress=True
+        paths, DESCRIBE_PROMPT, step="wdys-describe", temperature=DESCRIBE_TEMPERATURE, progress=inputs.progress
     )
     guessed = inputs.vision_llm.ask(
-        paths, guess_prompt(inputs.labels), step="wdys-guess", temperature=GUESS_TEMPERATURE, progress=True
+        paths, guess_prompt(inputs.labels), step="wdys-guess", temperature=GUESS_TEMPERATURE, progress=inputs.progress
     )
     if len(described) != len(paths) or len(guessed) != len(paths):
         raise BadInputError(
