@@ -92,8 +92,10 @@ def _add_answers(report: Report, result: MethodResult, truth: list[str]) -> None
         caption="Bias check: a label predicted far more often than it occurs (the 'cat' effect) is flagged",
     )
     if result.explanations is not None and not result.explanations.empty:
+        answers = result.explanations.rename(columns={"label": "answer_type", "item": "raw_answer"})
+        unmatched_first = answers.sort_values("answer_type", key=lambda kind: kind == "exact", kind="stable")
         report.add_table(
-            "Answers", "raw_answers", result.explanations.head(40), caption="Raw answers and how they matched"
+            "Answers", "raw_answers", unmatched_first, caption="Raw answers and how they matched (non-exact first)"
         )
 
 
