@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from conceptforest.atomic import atomic_write_json
 from conceptforest.concepts.descriptors import DescriptorSet
@@ -26,7 +29,7 @@ from conceptforest.features.extract import ExtractionStats, extract_features
 from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.llm.vision_types import VisionLLM
 from conceptforest.models.bundle import load_bundle
-from conceptforest.models.methods import MethodResult, Need, NotComputed, run_methods
+from conceptforest.models.methods import MethodInputs, MethodResult, Need, NotComputed, run_methods
 from conceptforest.models.methods.context import method_inputs
 from conceptforest.models.train import train_model
 
@@ -133,6 +136,22 @@ def run_pipeline(
     return RunResult(out_dir=out, tree=tree, stats=stats, metrics=metrics)
 
 
+def _zero_shot_outcome(inputs: MethodInputs, method: str) -> tuple[MethodResult, pd.DataFrame | None]:
+    """The method's result; WDYS's comes with its ablation, built from the same answers (asked once)."""
+    if method == "wdys" and {Need.IMAGE_EMBEDDINGS, Need.VISION_LLM} <= inputs.available():
+        from dataclasses import replace
+
+        from conceptforest.models.methods.wdys import run_wdys
+
+        started = time.perf_counter()
+        fused = run_wdys(inputs)
+        return replace(fused.result, seconds=time.perf_counter() - started), fused.ablation
+    (outcome,) = run_methods(inputs, [method])
+    if isinstance(outcome, NotComputed):
+        raise BadInputError(f"{outcome.display} could not run: {outcome.hint}.", hint="see 'zeroshot --help'.")
+    return outcome, None
+
+
 @dataclass
 class ZeroShotResult:
     out_dir: Path
@@ -197,14 +216,7 @@ def run_zero_shot(
         vision_llm=vision_llm,
         progress=progress,
     )
-    (outcome,) = run_methods(inputs, [method])
-    if isinstance(outcome, NotComputed):
-        raise BadInputError(f"{outcome.display} could not run: {outcome.hint}.", hint="see 'zeroshot --help'.")
-    ablation = None
-    if outcome.name == "wdys":
-        from conceptforest.models.methods.wdys import wdys_ablation
-
-        ablation = wdys_ablation(inputs)  # the answers are cached: no request is made again
+    outcome, ablation = _zero_shot_outcome(inputs, method)
     write_zero_shot_report(outcome, every_image, out, seed=seed, ablation=ablation)
     truth = every_image.frame["label"].to_numpy()
     accuracy = float((outcome.predicted == truth).mean()) if len(truth) else float("nan")

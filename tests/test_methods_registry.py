@@ -238,3 +238,32 @@ def test_the_forest_on_dclip_descriptors_uses_each_descriptor_once_without_its_l
     assert encoded == ["pointed ears", "blue eyes", "flat face", "long ears"]
     [missing] = run_methods(MethodInputs(matrix=matrix), ["forest-descriptors"])
     assert isinstance(missing, NotComputed) and "--descriptors" in missing.hint
+
+
+class RefusedByServer(EchoTruth):
+    name: ClassVar[str] = "test-refused"
+    display: ClassVar[str] = "test: a server that refuses the model"
+
+    def run(self, inputs: MethodInputs) -> MethodResult:
+        from conceptforest.errors import LLMError
+
+        raise LLMError("the server refused model 'x'", hint="check --mllm")
+
+
+def test_an_llm_error_in_one_method_is_a_row_not_the_end_of_the_comparison() -> None:
+    register(RefusedByServer)
+    try:
+        outcomes = run_methods(MethodInputs(matrix=made_up_matrix(n=60)), ["test-refused", "chance"])
+    finally:
+        REGISTRY.pop(RefusedByServer.name, None)
+    assert isinstance(outcomes[0], NotComputed) and "refused model" in outcomes[0].hint
+    assert isinstance(outcomes[1], MethodResult)
+
+
+def test_labels_sharing_a_first_token_do_not_share_a_score() -> None:
+    from conceptforest.llm.vision_types import VisionAnswer
+    from conceptforest.models.methods.vision import _label_scores
+
+    answer = VisionAnswer(sha256="", text="red square", logprobs={"red circle": -0.1, "red square": -0.1})
+    scores = _label_scores(answer, "red square", ["red circle", "red square"])
+    assert scores.tolist() == [0.0, 1.0]

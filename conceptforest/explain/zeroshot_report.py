@@ -57,7 +57,9 @@ def write_zero_shot_report(
         f"Cost: {result.seconds:.1f} s, {result.tokens} LLM tokens." + (f" {result.note}" if result.note else ""),
     )
     report.add_metrics("Summary", "metrics", metrics)
-    tables = confusion_tables(truth, result.predicted, result.labels)
+    # an unmatched vision-LLM answer is its own column, so it is counted wrong, not dropped
+    outside = sorted(set(map(str, result.predicted)) - set(result.labels))
+    tables = confusion_tables(truth, result.predicted, [*result.labels, *outside])
     report.add_table(
         "Confusion", "confusion_raw", tables["raw"].reset_index(names="true \\ predicted"), caption="Confusion matrix"
     )

@@ -251,7 +251,8 @@ class OpenAIVisionLLM:
             return VisionAnswer(sha256=sha, text="", error=f"{path}: {exc}")
         answer = self._request(path, payload.url, prompt, options)
         answer = VisionAnswer(sha, answer.text, answer.tokens, False, answer.error, answer.logprobs)
-        if answer.error is None and self.cache is not None:
+        off_enum = bool(options["choices"]) and self.structured and answer.text not in options["choices"]
+        if answer.error is None and not off_enum and self.cache is not None:  # a server fault is never cached
             self.cache.put(key, {"text": answer.text, "logprobs": answer.logprobs})
         return answer
 
@@ -290,6 +291,8 @@ class OpenAIVisionLLM:
         content = (choice.message.content if choice else None) or ""
         if not content.strip():
             return VisionAnswer(sha256="", text="", tokens=tokens, error="the server's answer was empty")
+        if choice is not None and choice.finish_reason == "length":
+            return VisionAnswer(sha256="", text=content, tokens=tokens, error="the answer was cut off (max tokens)")
         logprobs = None
         content_tokens = getattr(getattr(choice, "logprobs", None), "content", None)
         if choices and content_tokens:

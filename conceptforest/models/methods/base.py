@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import pandas as pd
 
-from conceptforest.errors import BadInputError
+from conceptforest.errors import BadInputError, LLMError
 
 if TYPE_CHECKING:
     from conceptforest.concepts.descriptors import DescriptorSet
@@ -273,7 +273,7 @@ def run_methods(
         started = time.perf_counter()
         try:
             result = cls().run(inputs)
-        except BadInputError as exc:
+        except (BadInputError, LLMError) as exc:  # e.g. a vision LLM that refuses the model: a row, not a crash
             outcomes.append(NotComputed(cls.name, cls.display, (), reason=str(exc)))
             continue
         seconds = result.seconds or time.perf_counter() - started

@@ -22,6 +22,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 import pandas as pd
 
+from conceptforest.errors import BadInputError
 from conceptforest.llm.vision_types import VisionAnswer
 from conceptforest.models.methods.base import Method, MethodInputs, MethodResult, Need, register
 
@@ -130,7 +131,8 @@ def _label_scores(answer: VisionAnswer, chosen: str, labels: Sequence[str]) -> n
     """Softmax over the labels' log-probabilities where the server returned them, else 1 for the chosen label."""
     scores = np.zeros(len(labels))
     known = {label: value for label, value in (answer.logprobs or {}).items() if label in labels}
-    if chosen not in known:
+    ambiguous = sum(1 for value in known.values() if value == known.get(chosen)) > 1
+    if chosen not in known or ambiguous:  # labels sharing their first token share a value: do not guess
         scores[list(labels).index(chosen)] = 1.0
         return scores
     values = np.array(list(known.values()))
@@ -170,6 +172,16 @@ class DirectMLLM(Method):
             choices=labels,
             progress=inputs.progress,
         )
+        if len(answers) != len(rows):
+            raise BadInputError(
+                f"The vision LLM gave {len(answers)} answers for {len(rows)} images.", hint="report this as a bug."
+            )
+        if answers and all(answer.error for answer in answers):
+            raise BadInputError(
+                f"The vision LLM gave no answer for any of the {len(answers)} images; the first: {answers[0].error}",
+                hint="check the image paths (relative paths resolve from the folder extraction ran in) and the "
+                "server (--mllm, --mllm-base-url).",
+            )
         scores = np.zeros((len(answers), len(labels)))
         predicted: list[str] = []
         records: list[tuple[int, str, str, float]] = []

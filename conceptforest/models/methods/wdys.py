@@ -208,7 +208,8 @@ def answer_parts(inputs: MethodInputs, answers: WdysAnswers) -> WdysParts:
         for i, text in zip(usable, kept, strict=True):
             row_texts[i] = text
         vectors[part], texts[part], shortened = block, tuple(row_texts), shortened + cut
-        errors[part] = tuple(None if i in set(usable) else (a.error or "empty answer") for i, a in enumerate(given))
+        kept_rows = set(usable)
+        errors[part] = tuple(None if i in kept_rows else (a.error or "empty answer") for i, a in enumerate(given))
     return WdysParts(vectors, texts, errors, shortened)
 
 
@@ -325,7 +326,9 @@ def run_wdys(inputs: MethodInputs, answers: WdysAnswers | None = None) -> WdysRu
     note = (
         f"class weight: {weight_note}; left out (vision LLM errors): {parts.left_out('description')} "
         f"description(s), {parts.left_out('guess')} guess(es); {parts.shortened + cut_weights} text(s) shortened "
-        f"to CLIP's context; ablation accuracy: {accuracies}; vision LLM {getattr(inputs.vision_llm, 'model', '?')}"
+        f"to CLIP's context; ablation accuracy: {accuracies}; vision LLM {getattr(inputs.vision_llm, 'model', '?')}. "
+        "Departures: a failed answer leaves its part out for that image; underscores in labels read as spaces; "
+        "the image embedding is the run's cached one"
     )
     result = Wdys().result(
         inputs, query @ weights.T, explanations=explain(parts, weights, inputs.labels), tokens=answers.tokens, note=note
