@@ -8,7 +8,6 @@ provenance, not in logs.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,11 +19,9 @@ from pydantic import BaseModel, ValidationError
 
 from conceptforest.cache import DiskCache, cache_root
 from conceptforest.concepts.llm_transport import (
+    OpenAICompatibleTransport,
     call_with_deadline,
-    deadline_http_client,
     failure_hint,
-    redact_secrets,
-    retry_after_seconds,
     sanitize_base_url,
 )
 from conceptforest.concepts.prompts import PromptTemplate
@@ -99,7 +96,7 @@ def _repair_messages(content: str | None, problem: str, truncated: bool) -> list
     ]
 
 
-class LLMClient:
+class LLMClient(OpenAICompatibleTransport):
     """An OpenAI-compatible chat client that returns validated pydantic answers.
 
     Parameters
@@ -152,49 +149,33 @@ class LLMClient:
         price_per_1k_completion: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if not model or model.strip().lower() == "none":
-            raise LLMError("No LLM model was given.", hint="pass --llm MODEL, or --llm none for the template tree.")
-        self.model = model
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        self.timeout = timeout
-        self.max_attempts = max(1, max_attempts)
+        self._connect(
+            model,
+            what="LLM",
+            flag="--llm",
+            model_hint="pass --llm MODEL, or --llm none for the template tree.",
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            sleep=sleep,
+        )
         self.max_repairs = max(0, max_repairs)
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.seed = seed
         self.structured: StructuredMode = structured
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
         self.price_per_1k_prompt = price_per_1k_prompt
         self.price_per_1k_completion = price_per_1k_completion
-        self.sleep = sleep
         self.cache = None if cache_dir is False else DiskCache(cache_root(cache_dir), "llm")
-        key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not key:
-            if not self.base_url:
-                raise LLMError(
-                    "OPENAI_API_KEY is not set and no --llm-base-url was given.",
-                    hint="export OPENAI_API_KEY, or point --llm-base-url at a local server "
-                    "(e.g. http://localhost:11434/v1 for Ollama).",
-                )
-            key = "not-needed"
-        self._client = openai.OpenAI(
-            base_url=self.base_url,
-            api_key=key,
-            timeout=timeout,
-            max_retries=0,
-            http_client=deadline_http_client(timeout),
-        )
         self._mode: Literal["json_schema", "json_object", "prompt"] = (
             "json_schema" if structured == "auto" else structured
         )
 
     def __repr__(self) -> str:
         return f"LLMClient(model={self.model!r}, base_url={sanitize_base_url(self.base_url)!r})"
-
-    @property
-    def safe_base_url(self) -> str | None:
-        return sanitize_base_url(self.base_url)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -324,35 +305,6 @@ class LLMClient:
         mentions_format = "response_format" in body or self._mode in body
         return exc.status_code in (400, 422) or (exc.status_code >= 500 and mentions_format)
 
-    def _backoff(self, exc: Exception, failures: int) -> float:
-        if isinstance(exc, openai.APIStatusError):
-            retry_after = retry_after_seconds(exc)
-            if retry_after is not None:
-                return min(retry_after, self.backoff_max)
-        return float(min(self.backoff_base * 2 ** (failures - 1), self.backoff_max))
-
-    @staticmethod
-    def _worth_retrying(exc: Exception) -> bool:
-        """429, 5xx, timeouts and connection errors are worth another try after a pause; other statuses not."""
-        if isinstance(exc, openai.APIStatusError):
-            return exc.status_code == 429 or exc.status_code >= 500
-        return True
-
-    @property
-    def _server(self) -> str:
-        return self.safe_base_url or "the OpenAI API"
-
-    def _describe(self, exc: Exception) -> str:
-        if isinstance(exc, openai.APITimeoutError):
-            return f"the request timed out after {self.timeout:g} s"
-        if isinstance(exc, openai.APIConnectionError):
-            return f"could not connect to {self._server}"
-        if isinstance(exc, openai.APIStatusError):
-            # redact the whole body before cutting it, so a cut never leaves part of an echoed key
-            body = redact_secrets(exc.response.text, [self._client.api_key]) if exc.response is not None else ""
-            return f"HTTP {exc.status_code} from the server: {body[:300]}".strip()
-        return str(exc)
-
     def _hint(self, exc: Exception | None, *, truncated: bool = False) -> str:
         return failure_hint(
             exc,
@@ -364,11 +316,6 @@ class LLMClient:
             max_repairs=self.max_repairs,
             truncated=truncated,
         )
-
-    def _error(self, message: str, hint: str) -> LLMError:
-        """An LLMError with the API key and anything that looks like a token redacted (servers echo them)."""
-        secrets = [self._client.api_key]
-        return LLMError(redact_secrets(message, secrets), hint=redact_secrets(hint, secrets))
 
     def _transport_error(self, record: CallRecord, exc: Exception) -> LLMError:
         if isinstance(exc, openai.APIStatusError) and exc.status_code in (401, 403, 404):

@@ -8,6 +8,7 @@ has passed, and the request runs in a worker thread that the caller stops waitin
 from __future__ import annotations
 
 import email.utils
+import os
 import re
 import threading
 import time
@@ -17,6 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 import openai
+
+from conceptforest.errors import LLMError
 
 ResultT = TypeVar("ResultT")
 DEADLINE_EXTENSION = "conceptforest_deadline"
@@ -174,3 +177,102 @@ def _status_hint(status: int, *, server: str, model: str, max_attempts: int) -> 
         f"the server refused the request: check that --llm-base-url ({server}) is an OpenAI-compatible "
         "endpoint and that the model serves chat completions."
     )
+
+
+class OpenAICompatibleTransport:
+    """What the text and the vision client share: one ``openai`` client with our whole-request deadline and no
+    retries of its own, the key check, back-off (honouring Retry-After), failure descriptions and redaction.
+
+    Subclasses call :meth:`_connect` from ``__init__``; ``what`` and ``flag`` name the client and its model option
+    (``--llm``, ``--mllm``) in the messages.
+    """
+
+    model: str
+    base_url: str | None
+    timeout: float
+    max_attempts: int
+    backoff_base: float
+    backoff_max: float
+    sleep: Callable[[float], None]
+    _client: openai.OpenAI
+
+    def _connect(
+        self,
+        model: str,
+        *,
+        what: str,
+        flag: str,
+        model_hint: str,
+        base_url: str | None,
+        api_key: str | None,
+        timeout: float,
+        max_attempts: int,
+        backoff_base: float,
+        backoff_max: float,
+        sleep: Callable[[float], None],
+    ) -> None:
+        if not model or model.strip().lower() == "none":
+            raise LLMError(f"No {what} model was given.", hint=model_hint)
+        self.model = model
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        self.timeout = timeout
+        self.max_attempts = max(1, max_attempts)
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.sleep = sleep
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if not self.base_url:
+                raise LLMError(
+                    f"OPENAI_API_KEY is not set and no {flag}-base-url was given.",
+                    hint=f"export OPENAI_API_KEY, or point {flag}-base-url at a local server "
+                    "(e.g. http://localhost:11434/v1 for Ollama).",
+                )
+            key = "not-needed"
+        self._client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=key,
+            timeout=timeout,
+            max_retries=0,
+            http_client=deadline_http_client(timeout),
+        )
+
+    @property
+    def safe_base_url(self) -> str | None:
+        return sanitize_base_url(self.base_url)
+
+    @property
+    def _server(self) -> str:
+        return self.safe_base_url or "the OpenAI API"
+
+    def _backoff(self, exc: Exception, failures: int) -> float:
+        if isinstance(exc, openai.APIStatusError):
+            retry_after = retry_after_seconds(exc)
+            if retry_after is not None:
+                return min(retry_after, self.backoff_max)
+        return float(min(self.backoff_base * 2 ** (failures - 1), self.backoff_max))
+
+    @staticmethod
+    def _worth_retrying(exc: Exception) -> bool:
+        """429, 5xx, timeouts and connection errors are worth another try after a pause; other statuses not."""
+        if isinstance(exc, openai.APIStatusError):
+            return exc.status_code == 429 or exc.status_code >= 500
+        return True
+
+    def _describe(self, exc: Exception) -> str:
+        if isinstance(exc, openai.APITimeoutError):
+            return f"the request timed out after {self.timeout:g} s"
+        if isinstance(exc, openai.APIConnectionError):
+            return f"could not connect to {self._server}"
+        if isinstance(exc, openai.APIStatusError):
+            # redact the whole body before cutting it, so a cut never leaves part of an echoed key
+            body = self._redact(exc.response.text) if exc.response is not None else ""
+            return f"HTTP {exc.status_code} from the server: {body[:300]}".strip()
+        return str(exc)
+
+    def _redact(self, text: str) -> str:
+        return redact_secrets(text, [self._client.api_key])
+
+    def _error(self, message: str, hint: str) -> LLMError:
+        """An LLMError with the API key and anything that looks like a token redacted (servers echo them)."""
+        return LLMError(self._redact(message), hint=self._redact(hint))

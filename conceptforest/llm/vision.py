@@ -10,7 +10,6 @@ read from the argument or ``OPENAI_API_KEY`` and never written anywhere.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,13 +23,10 @@ from tqdm.auto import tqdm
 from conceptforest.cache import DiskCache, cache_root
 from conceptforest.concepts.llm import extract_json
 from conceptforest.concepts.llm_transport import (
+    OpenAICompatibleTransport,
     call_with_deadline,
-    deadline_http_client,
-    redact_secrets,
-    retry_after_seconds,
     sanitize_base_url,
 )
-from conceptforest.errors import LLMError
 from conceptforest.features.images import ImageDecodeError
 from conceptforest.llm.image_payload import DEFAULT_MAX_SIDE, image_payload, read_image_file
 from conceptforest.llm.vision_types import VisionAnswer
@@ -98,7 +94,7 @@ def _chosen_text(content: str, choices: Sequence[str] | None) -> str:
     return content
 
 
-class OpenAIVisionLLM:
+class OpenAIVisionLLM(OpenAICompatibleTransport):
     """A :class:`~conceptforest.llm.vision_types.VisionLLM` over an OpenAI-compatible chat completions server.
 
     Parameters
@@ -154,35 +150,23 @@ class OpenAIVisionLLM:
         backoff_max: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if not model or model.strip().lower() == "none":
-            raise LLMError("No vision LLM model was given.", hint="pass --mllm MODEL (a multimodal chat model).")
-        self.model = model
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        self.timeout = timeout
-        self.max_attempts = max(1, max_attempts)
+        self._connect(
+            model,
+            what="vision LLM",
+            flag="--mllm",
+            model_hint="pass --mllm MODEL (a multimodal chat model).",
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            sleep=sleep,
+        )
         self.concurrency = max(1, concurrency)
         self.max_side = max_side
         self.max_tokens = max_tokens
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
-        self.sleep = sleep
         self.cache = None if cache_dir is False else DiskCache(cache_root(cache_dir), "vision")
-        key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not key:
-            if not self.base_url:
-                raise LLMError(
-                    "OPENAI_API_KEY is not set and no --mllm-base-url was given.",
-                    hint="export OPENAI_API_KEY, or point --mllm-base-url at a local server "
-                    "(e.g. http://localhost:11434/v1 for Ollama).",
-                )
-            key = "not-needed"
-        self._client = openai.OpenAI(
-            base_url=self.base_url,
-            api_key=key,
-            timeout=timeout,
-            max_retries=0,
-            http_client=deadline_http_client(timeout),
-        )
         self.structured = True  # False once the server refused response_format json_schema
         self.requests = 0
         self.tokens = 0
@@ -190,10 +174,6 @@ class OpenAIVisionLLM:
 
     def __repr__(self) -> str:
         return f"OpenAIVisionLLM(model={self.model!r}, base_url={sanitize_base_url(self.base_url)!r})"
-
-    @property
-    def _server(self) -> str:
-        return sanitize_base_url(self.base_url) or "the OpenAI API"
 
     def ask(
         self,
@@ -334,29 +314,6 @@ class OpenAIVisionLLM:
         body = exc.response.text if exc.response is not None else ""
         return exc.status_code in (400, 422) or (exc.status_code >= 500 and "response_format" in body)
 
-    @staticmethod
-    def _worth_retrying(exc: Exception) -> bool:
-        if isinstance(exc, openai.APIStatusError):
-            return exc.status_code == 429 or exc.status_code >= 500
-        return True
-
-    def _backoff(self, exc: Exception, failures: int) -> float:
-        if isinstance(exc, openai.APIStatusError):
-            retry_after = retry_after_seconds(exc)
-            if retry_after is not None:
-                return min(retry_after, self.backoff_max)
-        return float(min(self.backoff_base * 2 ** (failures - 1), self.backoff_max))
-
-    def _describe(self, exc: Exception) -> str:
-        if isinstance(exc, openai.APITimeoutError):
-            return f"the request timed out after {self.timeout:g} s"
-        if isinstance(exc, openai.APIConnectionError):
-            return f"could not connect to {self._server}"
-        if isinstance(exc, openai.APIStatusError):
-            body = self._redact(exc.response.text) if exc.response is not None else ""
-            return f"HTTP {exc.status_code} from the server: {body[:300]}".strip()
-        return str(exc)
-
     def _hint(self, exc: Exception) -> str:
         if isinstance(exc, openai.APITimeoutError):
             return f"raise --timeout (now {self.timeout:g} s) or lower --concurrency (now {self.concurrency})."
@@ -370,9 +327,3 @@ class OpenAIVisionLLM:
         if status == 429:
             return f"the server is rate-limiting: lower --concurrency (now {self.concurrency}) or retry later."
         return "look at the server's log and retry later; answers received so far are cached."
-
-    def _redact(self, text: str) -> str:
-        return redact_secrets(text, [self._client.api_key])
-
-    def _error(self, message: str, hint: str) -> LLMError:
-        return LLMError(self._redact(message), hint=self._redact(hint))
