@@ -11,13 +11,16 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from conceptforest.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED, TINY_RANDOM
 from conceptforest.errors import BadInputError, ConceptforestError
+
+if TYPE_CHECKING:
+    from conceptforest.llm.vision_types import VisionLLM
 
 BAD_INPUT_EXIT = 2
 INTERNAL_ERROR_EXIT = 1
@@ -273,28 +276,22 @@ MaxSideOption = Annotated[
 ]
 
 
-def vision_client(
-    model: str | None,
-    base_url: str | None,
-    *,
-    timeout: float | None,
-    max_attempts: int | None,
-    concurrency: int,
-    max_side: int,
-    cache_dir: Path | None,
-) -> Any:
-    """The vision LLM for ``--mllm`` (None without it)."""
-    if not model:
+def vision_client(params: dict[str, Any], cache_dir: Path | None) -> VisionLLM | None:
+    """The vision LLM named by a command's ``--mllm`` options (pass ``locals()``), or None without ``--mllm``.
+
+    ``--timeout``/``--max-attempts`` are used where the command has them, the client's defaults elsewhere.
+    """
+    if not params.get("mllm"):
         return None
     from conceptforest.llm.vision import OpenAIVisionLLM
 
     return OpenAIVisionLLM(
-        model,
-        base_url=base_url or os.environ.get("OPENAI_BASE_URL"),
-        timeout=timeout or 60.0,
-        max_attempts=max_attempts or 4,
-        concurrency=concurrency,
-        max_side=max_side,
+        params["mllm"],
+        base_url=params.get("mllm_base_url"),
+        timeout=params.get("timeout") or 60.0,
+        max_attempts=params.get("max_attempts") or 4,
+        concurrency=params["concurrency"],
+        max_side=params["max_side"],
         cache_dir=cache_dir,
     )
 

@@ -87,15 +87,7 @@ def compare(
         descriptors=[DescriptorSet.load(path) for path in default_descriptors(descriptors, run_dir)],
         backbone=backbone,
         cache_dir=cache_dir,
-        vision_llm=vision_client(
-            mllm,
-            mllm_base_url,
-            timeout=None,
-            max_attempts=None,
-            concurrency=concurrency,
-            max_side=max_side,
-            cache_dir=cache_dir,
-        ),
+        vision_llm=vision_client(locals(), cache_dir),
     )
     outcomes = run_methods(inputs, methods or None)
     table = comparison_table(outcomes, matrix.y(split).tolist(), matrix.labels, seed=seed)

@@ -159,15 +159,7 @@ def run(
         seed=seed,
         method_names=methods or None,
         descriptors=[DescriptorSet.load(path) for path in descriptors or []],
-        vision_llm=vision_client(
-            mllm,
-            mllm_base_url,
-            timeout=timeout,
-            max_attempts=max_attempts,
-            concurrency=concurrency,
-            max_side=max_side,
-            cache_dir=cfg.cache_dir,
-        ),
+        vision_llm=vision_client(locals(), cfg.cache_dir),
         config=cfg.public_dict(),
         progress=progress,
     )

@@ -94,15 +94,7 @@ def zeroshot(
         )
     cfg = load_config(config, {**overrides(locals(), BACKBONE_SETTINGS), "seed": seed})
     backbone = cfg.backbone(device=device)
-    client = vision_client(
-        mllm,
-        mllm_base_url,
-        timeout=timeout,
-        max_attempts=max_attempts,
-        concurrency=concurrency,
-        max_side=max_side,
-        cache_dir=cfg.cache_dir,
-    )
+    client = vision_client(locals(), cfg.cache_dir)
     if method in REQUESTS_PER_IMAGE and client is not None:
         echo(
             f"Plan: up to {REQUESTS_PER_IMAGE[method]} vision-LLM request(s) per image"
