@@ -7,6 +7,7 @@ every artefact. Random weights exist only under the explicit name :data:`TINY_RA
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import warnings
@@ -61,7 +62,16 @@ def checkpoint_sha256(path: str | Path) -> str:
     """The full sha256 (64 hex digits) of a checkpoint file, as recorded in ``Backbone.description``.
 
     The backbone id's weights part is ``"sha256-" + checkpoint_sha256(path)[:16]`` (see :func:`checkpoint_weights`).
+    Checking a model's backbone, building its spec and loading it each need this hash: it is computed once per
+    (file, size, modification time), since a checkpoint is often half a gigabyte.
     """
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return _checkpoint_sha256(str(resolved), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _checkpoint_sha256(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(Path(path))
 
 
