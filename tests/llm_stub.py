@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 WORDS = [
     "pointed",
@@ -25,6 +25,8 @@ WORDS = [
     "spotted",
     "smooth",
 ]
+
+ServerT = TypeVar("ServerT", bound=ThreadingHTTPServer)
 
 FAULTS = (
     "ok",
@@ -172,17 +174,26 @@ class StubState:
         return [r["step"] for r in self.requests]
 
 
-class StubServer(ThreadingHTTPServer):
+class LoopbackServer(ThreadingHTTPServer):
+    """A threaded HTTP server on 127.0.0.1 whose ``base_url`` is an OpenAI-style ``/v1`` root (shared by the stubs)."""
+
     daemon_threads = True
-    state: StubState
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/v1"
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: StubServer
+def serve_on_loopback(server_class: type[ServerT], handler: type[BaseHTTPRequestHandler], state: Any) -> ServerT:
+    """Start ``server_class`` on a free loopback port in a daemon thread, with ``state`` attached."""
+    server = server_class(("127.0.0.1", 0), handler)
+    server.state = state  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+class JSONHandler(BaseHTTPRequestHandler):
+    """Quiet request handler that answers JSON (shared by the stubs)."""
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -199,6 +210,14 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout test)
+
+
+class StubServer(LoopbackServer):
+    state: StubState
+
+
+class Handler(JSONHandler):
+    server: StubServer
 
     def _drip(self, payload: dict[str, Any], interval: float, headers_too: bool = False) -> None:
         """Send a 200 answer one byte at a time, ``interval`` seconds apart (a stalling server); with
@@ -289,7 +308,4 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def start_stub() -> StubServer:
-    server = StubServer(("127.0.0.1", 0), Handler)
-    server.state = StubState()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return serve_on_loopback(StubServer, Handler, StubState())

@@ -16,13 +16,13 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from conceptforest.features.synthetic import SHAPES
+from tests.llm_stub import JSONHandler, LoopbackServer, serve_on_loopback
 
 COLOURS = {label.split()[0]: rgb for label, (_, rgb) in SHAPES.items()}
 FAULTS = ("429", "500", "401", "refusal", "off_label", "fenced", "loose", "empty")
@@ -102,13 +102,8 @@ class VisionStubState:
         return [r["prompt"] for r in self.requests]
 
 
-class VisionStubServer(ThreadingHTTPServer):
-    daemon_threads = True
+class VisionStubServer(LoopbackServer):
     state: VisionStubState
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
 
 
 def answer_for(fault: str | None, prompt: str, enum: list[str] | None, colour: str) -> str:
@@ -129,21 +124,8 @@ def answer_for(fault: str | None, prompt: str, enum: list[str] | None, colour: s
     return f"I see a {colour} object on a grey background."
 
 
-class VisionHandler(BaseHTTPRequestHandler):
+class VisionHandler(JSONHandler):
     server: VisionStubServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_POST(self) -> None:
         state = self.server.state
@@ -190,7 +172,4 @@ class VisionHandler(BaseHTTPRequestHandler):
 
 
 def start_vision_stub() -> VisionStubServer:
-    server = VisionStubServer(("127.0.0.1", 0), VisionHandler)
-    server.state = VisionStubState()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return serve_on_loopback(VisionStubServer, VisionHandler, VisionStubState())
