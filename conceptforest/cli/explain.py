@@ -97,11 +97,12 @@ def explain(
     from conceptforest.models.bundle import load_bundle
 
     tree_path = default_tree(tree, run_dir)
+    bundle = load_bundle(model_dir)
     backbone = None
     if baselines is not False:
         try:
             backbone = backbone_for(
-                load_bundle(model_dir),
+                bundle,
                 clip=clip,
                 pretrained=pretrained,
                 checkpoint=checkpoint,
@@ -117,6 +118,7 @@ def explain(
         run_dir,
         out,
         tree_path=tree_path,
+        bundle=bundle,
         backbone=backbone,
         descriptors=[DescriptorSet.load(path) for path in default_descriptors(descriptors, run_dir)],
         method_names=methods or None,

@@ -173,6 +173,7 @@ def explain_run(
     out_dir: str | Path,
     *,
     tree_path: str | Path | None = None,
+    bundle: ModelBundle | None = None,
     backbone: Backbone | None = None,
     descriptors: Sequence[DescriptorSet] = (),
     method_names: Sequence[str] | None = None,
@@ -187,6 +188,8 @@ def explain_run(
 
     Parameters
     ----------
+    bundle : ModelBundle, optional
+        The bundle of ``model_dir`` when the caller has loaded it already (it is not loaded twice).
     backbone : Backbone, optional
         The model's backbone, already loaded and checked (``backbone_check.backbone_for``). Without it, the
         methods that need image embeddings are listed as not computed.
@@ -197,7 +200,7 @@ def explain_run(
     """
     from conceptforest.models.bundle import load_bundle
 
-    bundle = load_bundle(model_dir)
+    bundle = bundle or load_bundle(model_dir)
     matrix = FeatureMatrix.load(run_dir)
     bundle.check_matrix(matrix)
     tree = ConceptTree.load(tree_path) if tree_path else None
