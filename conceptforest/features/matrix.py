@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from collections.abc import Mapping
@@ -116,8 +118,9 @@ class FeatureMatrix:
                     hint="point at the output folder of 'conceptforest features extract'.",
                 )
         meta = _read_sidecar(sidecar)
-        frame = _read_table(features)
-        _check_binding(features, sidecar, meta)
+        data = features.read_bytes()  # read once: parsed, and hashed to check the binding
+        frame = _read_table(features, data)
+        _check_binding(features, sidecar, meta, hashlib.sha256(data).hexdigest())
         expected = [*ID_COLUMNS, *meta.concept_ids]
         if list(frame.columns) != expected:
             raise BadInputError(
@@ -194,9 +197,9 @@ def validation_summary(exc: ValidationError, limit: int = 5) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
-def _read_table(features: Path) -> pd.DataFrame:
+def _read_table(features: Path, data: bytes) -> pd.DataFrame:
     try:
-        return pd.read_parquet(features)
+        return pd.read_parquet(io.BytesIO(data))
     except Exception as exc:  # pyarrow raises several kinds for a truncated or foreign file
         raise BadInputError(
             f"{str(features)!r} is truncated or not a Parquet file ({type(exc).__name__}: {str(exc)[:200]}).",
@@ -204,7 +207,7 @@ def _read_table(features: Path) -> pd.DataFrame:
         ) from None
 
 
-def _check_binding(features: Path, sidecar: Path, meta: FeatureMeta) -> None:
+def _check_binding(features: Path, sidecar: Path, meta: FeatureMeta, sha256: str) -> None:
     """Refuse a table and sidecar that were not written together by one extraction."""
     recorded = meta.features_sha256
     if not isinstance(recorded, str):
@@ -213,7 +216,7 @@ def _check_binding(features: Path, sidecar: Path, meta: FeatureMeta) -> None:
             f"so it cannot be trusted to match {str(features)!r}.",
             hint="regenerate both: " + _RERUN_HINT,
         )
-    if file_sha256(features) != recorded:
+    if sha256 != recorded:
         raise BadInputError(
             f"{str(features)!r} and {str(sidecar)!r} do not belong together: the table changed after its sidecar "
             "was written (for example an extraction interrupted between the two writes).",
