@@ -17,13 +17,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from conceptforest.concepts.descriptors import MAX_DESCRIPTOR_CHARS
-from conceptforest.concepts.schemas import RUNAWAY_FACTOR, clean_llm_text
+from conceptforest.concepts.schemas import clean_llm_text, trim_items
 
 __all__ = [
     "DCLIP_MAX_CHARS",
     "CuplAnswer",
     "DclipAnswer",
-    "clean_items",
     "cupl_schema",
     "dclip_schema",
 ]
@@ -65,43 +64,6 @@ def _sentence(item: Any) -> str:
     return text
 
 
-def clean_items(value: Any, limit: int, what: str, clean: Any) -> Any:
-    """Clean a list's items with ``clean``, drop the unusable ones and repeats (ignoring case), keep ``limit``.
-
-    Parameters
-    ----------
-    value : Any
-        The answer's list (anything else is left to pydantic, which reports the type).
-    limit : int
-        The most items kept.
-    what : str
-        What the items are, for the error message fed back to the model.
-    clean : callable
-        ``item -> str``, raising ``ValueError`` with the reason an item cannot be used.
-
-    Raises
-    ------
-    ValueError
-        When no item is usable, or the list holds more than ``RUNAWAY_FACTOR`` times ``limit`` distinct items.
-    """
-    if not isinstance(value, list):
-        return value
-    kept: dict[str, str] = {}
-    reasons: list[str] = []
-    for item in value:
-        try:
-            text = clean(item)
-        except ValueError as exc:
-            reasons.append(str(exc))
-            continue
-        kept.setdefault(text.casefold(), text)
-    if value and not kept:
-        raise ValueError(f"none of the {what} is usable: {reasons[0]}")
-    if len(kept) > RUNAWAY_FACTOR * max(limit, 1):
-        raise ValueError(f"the answer lists {len(kept)} distinct {what}; give at most {limit}")
-    return list(kept.values())[:limit]
-
-
 def _limit(info: ValidationInfo, default: int) -> int:
     return int((info.context or {}).get("max_items", default))
 
@@ -118,7 +80,7 @@ class DclipAnswer(_Answer):
     @field_validator("descriptors", mode="before")
     @classmethod
     def _before(cls, value: Any, info: ValidationInfo) -> Any:
-        return clean_items(value, _limit(info, 12), "descriptors", _descriptor)
+        return trim_items(value, _limit(info, 12), "descriptors", _descriptor, DCLIP_MAX_CHARS, key=str.casefold)
 
 
 class CuplAnswer(_Answer):
@@ -129,7 +91,7 @@ class CuplAnswer(_Answer):
     @field_validator("sentences", mode="before")
     @classmethod
     def _before(cls, value: Any, info: ValidationInfo) -> Any:
-        return clean_items(value, _limit(info, 10), "sentences", _sentence)
+        return trim_items(value, _limit(info, 10), "sentences", _sentence, CUPL_MAX_CHARS, key=str.casefold)
 
 
 def _list_schema(key: str, count: int, max_chars: int) -> dict[str, Any]:

@@ -95,18 +95,20 @@ def _labels(info: ValidationInfo) -> list[str]:
     return list((info.context or {}).get("labels", []))
 
 
-def _trim(
+def trim_items(
     value: Any,
     limit: int,
     what: str,
     clean: Callable[[Any], Any] = _clean_name,
     max_chars: int = MAX_NAME_CHARS,
     labels: list[str] | None = None,
+    key: Callable[[str], str] = normalize_text,
 ) -> Any:
-    """Clean a list's items, drop the unusable ones and repeats, and keep the first ``limit``.
+    """Clean a list's items, drop the unusable ones and repeats (equal under ``key``), and keep the first ``limit``.
 
-    A list whose items are all unusable is refused with the first reason; a list far past the limit is
-    degenerate and refused too.
+    Every list answer goes through here (trees and descriptor sets). A list whose items are all unusable is refused
+    with the first reason; a list far past the limit is degenerate and refused too; an item naming one of
+    ``labels`` is unusable.
     """
     if not isinstance(value, list):
         return value
@@ -121,7 +123,7 @@ def _trim(
         except ValueError as exc:
             reasons.append(str(exc))
             continue
-        kept.setdefault(normalize_text(text), text)
+        kept.setdefault(key(text), text)
     if value and not kept:
         raise ValueError(f"none of the {what} is usable: {reasons[0]}")
     if len(kept) > RUNAWAY_FACTOR * max(limit, 1):
@@ -142,7 +144,7 @@ class PartAnswer(_Answer):
     def _subparts(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, list):
             value = [item for item in value if not any(mentions(str(item), lb) for lb in _labels(info))]
-        return _trim(value, _limit(info, "max_subparts", MAX_SUBPARTS), "sub-parts")
+        return trim_items(value, _limit(info, "max_subparts", MAX_SUBPARTS), "sub-parts")
 
 
 class PartsAnswer(_Answer):
@@ -188,7 +190,7 @@ class AttributesAnswer(_Answer):
     @field_validator("attributes", mode="before")
     @classmethod
     def _before(cls, value: Any, info: ValidationInfo) -> Any:
-        return _trim(value, _limit(info, "max_attributes", MAX_ATTRIBUTES), "attributes")
+        return trim_items(value, _limit(info, "max_attributes", MAX_ATTRIBUTES), "attributes")
 
 
 class PairValues(_Answer):
@@ -207,7 +209,7 @@ class PairValues(_Answer):
     @classmethod
     def _before(cls, value: Any, info: ValidationInfo) -> Any:
         limit = _limit(info, "max_values", MAX_VALUES)
-        return _trim(value, limit, "values", _clean_value, MAX_VALUE_CHARS, _labels(info))
+        return trim_items(value, limit, "values", _clean_value, MAX_VALUE_CHARS, _labels(info))
 
 
 def _entries(value: Any) -> Any:
