@@ -7,6 +7,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
@@ -62,6 +63,8 @@ def detect_step(body: dict[str, Any]) -> str:
         ("rewrite each visual description", "sentences"),
         ("useful features for distinguishing a", "dclip"),
         ("different answers, each one short descriptive sentence", "cupl"),
+        ("leveraging the hints of confusion classes list above", "optimize_initial"),
+        ("leveraging the hints of confusion classes and two lists above", "optimize_mutation"),
     ):
         if marker in text:
             return step
@@ -72,8 +75,28 @@ def first_user(body: dict[str, Any]) -> str:
     return next(m["content"] for m in body["messages"] if m["role"] == "user")
 
 
+def asked_labels(body: dict[str, Any]) -> list[str]:
+    """The labels an optimisation prompt asks about: the enum of the schema printed at the end of the prompt."""
+    schema = json.loads(first_user(body).split("The JSON schema of the answer:", 1)[1])
+    return list(schema["properties"]["labels"]["items"]["properties"]["label"]["enum"])
+
+
+def optimize_answer(body: dict[str, Any]) -> dict[str, Any]:
+    """Every asked label with descriptors built from plain words, different per sampling seed."""
+    seed = int(body.get("seed") or 0)
+    entries = []
+    for label in asked_labels(body):
+        start = int(hashlib.sha256(label.encode()).hexdigest(), 16) + seed
+        entries.append(
+            {"label": label, "descriptors": [f"{WORDS[(start + i) % len(WORDS)]} edge {i}" for i in range(4)]}
+        )
+    return {"labels": entries}
+
+
 def canned_answer(step: str, body: dict[str, Any]) -> dict[str, Any]:
     prompt = first_user(body)
+    if step.startswith("optimize_"):
+        return optimize_answer(body)
     if step == "parts":
         return {"parts": [{"name": "head", "subparts": ["ears", "eyes"]}, {"name": "tail", "subparts": []}]}
     if step == "attributes":
@@ -156,6 +179,7 @@ class StubState:
     retry_after: str = "2"
     slow_seconds: float = 1.5
     drip_seconds: float = 1.0
+    answers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = field(default_factory=dict)  # by step
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_fault(self, kind: str, step: str | None = None, times: int = 1) -> None:
@@ -279,7 +303,8 @@ class Handler(JSONHandler):
         if fault == "slow":
             time.sleep(state.slow_seconds)
         if fault in (None, "ok", "slow", "drip", "drip_headers"):
-            content, finish = json.dumps(canned_answer(step, body)), "stop"
+            answer = state.answers[step](body) if step in state.answers else canned_answer(step, body)
+            content, finish = json.dumps(answer), "stop"
         else:
             content, finish = faulty_answer(fault, step, body)
         prompt_chars = sum(len(m.get("content") or "") for m in body.get("messages", []))

@@ -36,13 +36,14 @@ DescriptorsOption = Annotated[
     typer.Option(
         "--descriptors",
         metavar="FILE",
-        help="A descriptor set from 'concepts describe' (repeatable, one per style) for DCLIP and CuPL. "
+        help="A descriptor set from 'concepts describe' or 'concepts optimize' (repeatable, one per style) for "
+        "DCLIP, CuPL and the optimised methods. "
         "Default: the run folder's descriptors-*.json.",
     ),
 ]
 METHOD_NAMES = (
-    "forest, logreg, sparse, clip, ensemble, dclip, cupl, waffle, tree-descriptors, probe, random-words, "
-    "shuffled-tree, forest-descriptors, chance"
+    "forest, logreg, sparse, clip, ensemble, dclip, cupl, waffle, optimized, tree-descriptors, mllm, wdys, probe, "
+    "random-words, shuffled-tree, forest-descriptors, forest-optimized, chance"
 )
 MethodsOption = Annotated[
     list[str] | None,

@@ -25,6 +25,7 @@ __all__ = [
     "DclipAnswer",
     "cupl_schema",
     "dclip_schema",
+    "descriptor_item",
 ]
 
 DCLIP_MAX_CHARS = 120
@@ -38,7 +39,7 @@ def _strip_bullet(text: str) -> str:
     return _BULLET.sub("", text).strip()
 
 
-def _descriptor(item: Any) -> str:
+def descriptor_item(item: Any) -> str:
     """A DCLIP descriptor as DCLIP's own parser leaves it: the text after the "- ", without a closing full stop."""
     if not isinstance(item, str):
         raise ValueError(f"{item!r} is not a string")
@@ -80,7 +81,7 @@ class DclipAnswer(_Answer):
     @field_validator("descriptors", mode="before")
     @classmethod
     def _before(cls, value: Any, info: ValidationInfo) -> Any:
-        return trim_items(value, _limit(info, 12), "descriptors", _descriptor, DCLIP_MAX_CHARS, key=str.casefold)
+        return trim_items(value, _limit(info, 12), "descriptors", descriptor_item, DCLIP_MAX_CHARS, key=str.casefold)
 
 
 class CuplAnswer(_Answer):

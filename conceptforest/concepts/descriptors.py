@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from conceptforest.atomic import atomic_write_json
+from conceptforest.concepts.optimize_record import OptimizationRecord
 from conceptforest.concepts.provenance import Provenance
 from conceptforest.errors import BadInputError
 from conceptforest.text import strip_control
@@ -77,6 +78,7 @@ class DescriptorSet(BaseModel):
     labels: list[str] = Field(min_length=1)
     descriptors: dict[str, list[str]]
     provenance: Provenance = Field(default_factory=Provenance)
+    optimization: OptimizationRecord | None = None  # style "optimized": the images used and the history
     format_version: int = FORMAT_VERSION
 
     @field_validator("labels")

@@ -13,6 +13,7 @@ from string import Template
 from typing import Any
 
 STEPS = ("parts", "attributes", "values", "sentences")
+OTHER_TEMPLATES = ("dclip", "cupl", "optimize_initial", "optimize_mutation")
 TEMPLATE_VERSION = "v1"
 
 
@@ -58,8 +59,8 @@ class PromptTemplate:
 
 
 def load_prompt(step: str, version: str = TEMPLATE_VERSION) -> PromptTemplate:
-    """The packaged template of one generation step."""
-    if step not in STEPS:
-        raise ValueError(f"unknown generation step {step!r}; steps are {STEPS}")
+    """The packaged template of one generation step (or of descriptions and their optimisation)."""
+    if step not in STEPS + OTHER_TEMPLATES:
+        raise ValueError(f"unknown prompt template {step!r}; templates are {STEPS + OTHER_TEMPLATES}")
     text = resources.files("conceptforest.concepts").joinpath("prompts", f"{step}.{version}.txt").read_text("utf-8")
     return PromptTemplate.parse(step, version, text)

@@ -16,7 +16,7 @@ import random
 import string
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -197,14 +197,35 @@ class DescriptorForest(_SentenceForest):
     name = "forest-descriptors"
     display = "concept forest on DCLIP descriptors (class-free)"
     needs = frozenset({Need.IMAGE_EMBEDDINGS, Need.DESCRIPTORS, Need.TRAINING_ROWS})
+    style: ClassVar[str] = "dclip"
 
     def sentences(self, inputs: MethodInputs) -> Sequence[str]:
-        described = inputs.descriptors.get("dclip")
+        described = inputs.descriptors.get(self.style)
         if described is None:
             raise BadInputError(
-                f"{self.display} needs a dclip descriptor set.", hint="pass --descriptors FILE of style dclip."
+                f"{self.display} needs a {self.style} descriptor set.",
+                hint=f"pass --descriptors FILE of style {self.style}.",
             )
         return list(dict.fromkeys(item for label in described.labels for item in described.descriptors[label]))
+
+
+@register
+class OptimizedDescriptorForest(DescriptorForest):
+    """The concept forest on descriptors optimised with visual feedback: each distinct optimised descriptor,
+    without its label, is a concept (the forest trains on the train rows; the set's images are checked not to be
+    among the evaluated ones)."""
+
+    name = "forest-optimized"
+    display = "concept forest on optimised descriptors (class-free)"
+    style: ClassVar[str] = "optimized"
+
+    def sentences(self, inputs: MethodInputs) -> Sequence[str]:
+        from conceptforest.models.methods.descriptions import check_unseen
+
+        found = super().sentences(inputs)
+        described = inputs.descriptors[self.style]
+        check_unseen(inputs, described, self.display)
+        return found
 
 
 @register

@@ -129,6 +129,8 @@ def _descriptor_set(inputs: MethodInputs, style: str, display: str) -> tuple[Des
     command = f"'conceptforest concepts describe --style {style} --labels labels.txt -o {style}.json'"
     if found is None:
         given = ", ".join(sorted(inputs.descriptors)) or "none"
+        if style == "optimized":
+            command = "'conceptforest concepts optimize IMAGES --llm MODEL -o RUN/descriptors-optimized.json'"
         raise BadInputError(
             f"{display} needs a descriptor set of style {style!r}; the descriptor sets given are: {given}.",
             hint=f"--descriptors FILE written by {command}.",
@@ -217,6 +219,60 @@ class DescriptorClip(Method):
         evidence = top_label_evidence(scores, per_label, items, inputs.labels)
         count = sum(len(group) for group in items)
         return self.result(inputs, scores, explanations=evidence, note=f"{count} descriptors; scores are cosines")
+
+
+def check_unseen(inputs: MethodInputs, described: DescriptorSet, display: str) -> None:
+    """Refuse to score images an optimised set was tuned on (its record lists their sha256)."""
+    record = described.optimization
+    if record is None:
+        return
+    seen = set(record.image_sha256)
+    evaluated = inputs.matrix.frame["sha256"].to_numpy()[inputs.split_mask]
+    overlap = sum(1 for key in evaluated if key in seen)
+    if overlap:
+        raise BadInputError(
+            f"{display}: the optimised set was tuned on {overlap} of the {inputs.split!r} images it would score.",
+            hint="optimise on the same split as the features ('concepts optimize' with the same --seed and "
+            "fractions as 'features extract'), or evaluate another split.",
+        )
+    if record.backbone_id != inputs.matrix.backbone_id:
+        raise BadInputError(
+            f"{display}: the optimised set was tuned with backbone {record.backbone_id!r}, not the run's "
+            f"{inputs.matrix.backbone_id!r}.",
+            hint="optimise with the run's backbone (--clip/--pretrained/--checkpoint as for 'features extract').",
+        )
+
+
+@register
+class OptimizedDescriptions(Method):
+    """Descriptions optimised with visual feedback (Han et al.), scored like DCLIP.
+
+    A label's score is the mean cosine of ``"{label}, which (is|has) {d}"`` over its optimised descriptors: the
+    authors' final test uses DCLIP's sentence form, while their search scores ``"{label}, {d}"``. Refused when the
+    evaluated images include any image the set was optimised on.
+    """
+
+    name = "optimized"
+    display = "descriptions optimised with visual feedback (DCLIP scoring)"
+    needs = frozenset({Need.IMAGE_EMBEDDINGS, Need.DESCRIPTORS})
+    uses_label_names = True
+
+    def run(self, inputs: MethodInputs) -> MethodResult:
+        described, own = _descriptor_set(inputs, "optimized", self.display)
+        check_unseen(inputs, described, self.display)
+        sentences = [described.sentences(label) for label in own]
+        scores, per_label = mean_similarities(inputs.image_embeddings(), sentences, inputs)
+        items = [described.descriptors[label] for label in own]
+        evidence = top_label_evidence(scores, per_label, items, inputs.labels)
+        record = described.optimization
+        history = (
+            f"; train accuracy {record.best_accuracy:.3f} at iteration {record.best_iteration} of "
+            f"{len(record.iterations)} on {len(record.image_sha256)} images"
+            if record is not None
+            else ""
+        )
+        note = f"{sum(map(len, items))} descriptors{history}; scored with DCLIP's 'which is/has' sentences"
+        return self.result(inputs, scores, explanations=evidence, note=note)
 
 
 @register

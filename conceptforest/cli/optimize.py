@@ -1,0 +1,193 @@
+"""``conceptforest concepts optimize``: descriptors optimised by an LLM with visual feedback from a few images.
+
+The command is a plain function; the ``concepts`` app registers it like ``describe``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from conceptforest.cli._common import (
+    BACKBONE_SETTINGS,
+    TREE_SETTINGS,
+    CacheDirOption,
+    CheckpointOption,
+    ClipOption,
+    ConfigOption,
+    DeviceOption,
+    LLMBaseURLOption,
+    LLMOption,
+    MaxAttemptsOption,
+    MaxRepairsOption,
+    MaxTokensOption,
+    PretrainedOption,
+    ProgressOption,
+    TimeoutOption,
+    echo,
+    overrides,
+    warn,
+)
+from conceptforest.defaults import RANDOM_WEIGHTS_WARNING
+from conceptforest.errors import BadInputError
+
+if TYPE_CHECKING:
+    from conceptforest.concepts.descriptors import DescriptorSet
+    from conceptforest.concepts.llm import LLMClient
+    from conceptforest.config import RunConfig
+
+__all__ = ["SHORT_HELP", "optimize"]
+
+SHORT_HELP = "Optimise label descriptors with an LLM and visual feedback from a few training images."
+
+
+def _start(descriptors: Path | None, tree: Path | None) -> DescriptorSet | None:
+    from conceptforest.concepts.descriptors import DescriptorSet
+    from conceptforest.concepts.tree import ConceptTree
+
+    if descriptors is not None and tree is not None:
+        raise BadInputError(
+            "--descriptors and --tree both give a start set.", hint="pass one of them (or neither: the LLM starts)."
+        )
+    if descriptors is not None:
+        return DescriptorSet.load(descriptors)
+    return DescriptorSet.from_tree(ConceptTree.load(tree)) if tree is not None else None
+
+
+def _client(cfg: RunConfig) -> LLMClient:
+    from conceptforest.config import MODEL_ENV, NO_LLM
+
+    model = cfg.llm.model or os.environ.get(MODEL_ENV)
+    if not model or model.strip().lower() == NO_LLM:
+        raise BadInputError(
+            "The optimisation rewrites descriptors with an LLM, and no LLM was given.",
+            hint=f"pass --llm MODEL (with --llm-base-url URL for a local server), or set ${MODEL_ENV}.",
+        )
+    client = cfg.llm_client()
+    assert client is not None
+    return client
+
+
+def optimize(
+    images: Annotated[
+        Path,
+        typer.Argument(
+            metavar="IMAGES",
+            help="Folder of label sub-folders, or a CSV/Parquet manifest with path,label[,split]. Only train-split "
+            "images are read.",
+        ),
+    ],
+    descriptors: Annotated[
+        Path | None,
+        typer.Option("--descriptors", metavar="FILE", help="Start from this descriptor set (e.g. DCLIP's)."),
+    ] = None,
+    tree: Annotated[
+        Path | None, typer.Option("--tree", metavar="FILE", help="Start from this tree's concept sentences.")
+    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "-o",
+            "--out",
+            metavar="FILE",
+            help="Where to write the optimised set with its history; name it RUN/descriptors-optimized.json and "
+            "'compare'/'explain' find it.",
+        ),
+    ] = Path("descriptors-optimized.json"),
+    shots: Annotated[int, typer.Option(metavar="K", help="Training images per label (at most); 0 for all.")] = 16,
+    iterations: Annotated[int, typer.Option(min=1, metavar="N", help="Optimisation iterations.")] = 10,
+    candidates: Annotated[int, typer.Option(min=1, metavar="N", help="LLM candidates sampled per step.")] = 4,
+    initial: Annotated[int, typer.Option(min=1, metavar="N", help="Descriptors per label at the start.")] = 30,
+    replace: Annotated[int, typer.Option(min=1, metavar="N", help="Descriptors replaced per label and step.")] = 15,
+    group_size: Annotated[int, typer.Option(min=1, metavar="N", help="Labels optimised together.")] = 10,
+    temperature: Annotated[float, typer.Option(metavar="T", help="Sampling temperature (the authors: 1.0).")] = 1.0,
+    budget_tokens: Annotated[
+        int | None,
+        typer.Option(min=0, metavar="N", help="Stop before the next request once new requests used N tokens."),
+    ] = None,
+    llm: LLMOption = None,
+    llm_base_url: LLMBaseURLOption = None,
+    clip: ClipOption = None,
+    pretrained: PretrainedOption = None,
+    checkpoint: CheckpointOption = None,
+    device: DeviceOption = None,
+    val_fraction: Annotated[
+        float, typer.Option(metavar="F", help="Validation share when the data has no split column (as 'features').")
+    ] = 0.15,
+    test_fraction: Annotated[
+        float, typer.Option(metavar="F", help="Test share when the data has no split column (as 'features').")
+    ] = 0.15,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the split and of the image draw.")] = 0,
+    llm_seed: Annotated[int, typer.Option(metavar="N", help="First LLM sampling seed (the authors: 42).")] = 42,
+    timeout: TimeoutOption = None,
+    max_attempts: MaxAttemptsOption = None,
+    max_repairs: MaxRepairsOption = None,
+    max_tokens: MaxTokensOption = None,
+    config: ConfigOption = None,
+    cache_dir: CacheDirOption = None,
+    progress: ProgressOption = True,
+) -> None:
+    """Optimise each label's descriptors with an LLM and the confusions CLIP makes on a few training images
+    (Han et al., 'LLMs as Visual Explainers'); write the best set seen and its full history.
+
+    Only train-split images are read (the split is the same as 'features extract' with the same --seed and
+    fractions): validation and test images are never opened, and the set records the sha256 of every image it
+    used. Every LLM answer is cached: a killed run resumes, and a rerun makes no request.
+    """
+    from conceptforest.concepts.optimize import OptimizeSettings, optimize_descriptors
+    from conceptforest.config import load_config
+    from conceptforest.features.dataset import load_dataset
+    from conceptforest.features.fewshot import few_shot_images
+
+    cfg = load_config(config, overrides(locals(), {**TREE_SETTINGS, **BACKBONE_SETTINGS}))
+    settings = OptimizeSettings(
+        iterations=iterations,
+        candidates=candidates,
+        initial=initial,
+        replace=replace,
+        group_size=group_size,
+        temperature=temperature,
+        seed=llm_seed,
+        budget_tokens=budget_tokens,
+    )
+    settings.check()
+    start = _start(descriptors, tree)
+    client = _client(cfg)
+    dataset = load_dataset(
+        images,
+        labels=start.labels if start is not None else None,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+    )
+    backbone = cfg.backbone(device=device)
+    if backbone.random_weights:
+        warn(RANDOM_WEIGHTS_WARNING)
+    few, skipped = few_shot_images(dataset, backbone, shots=shots, seed=seed, cache_dir=cfg.cache_dir)
+    for item in skipped[:5]:
+        warn(f"skipped {item.path}: {item.reason}")
+    echo(f"Optimising on {len(few.sha256)} training image(s) of {len(few.labels)} labels (no val/test image read).")
+    result = optimize_descriptors(few, client, start=start, settings=settings, progress=progress)
+    _summarize(result, result.save(out))
+
+
+def _summarize(result: DescriptorSet, path: Path) -> None:
+    record = result.optimization
+    assert record is not None
+    curve = ", ".join(f"{it.train_accuracy:.3f}" for it in record.iterations)
+    start = f"start {record.start_accuracy:.3f}; " if record.start_accuracy is not None else ""
+    echo(
+        f"Wrote {path}: {len(result.labels)} labels, best train accuracy {record.best_accuracy:.3f} "
+        f"(iteration {record.best_iteration})."
+    )
+    echo(f"Train accuracy per iteration: {start}{curve}.")
+    usage = result.provenance.usage
+    echo(
+        f"LLM calls: {usage.calls} ({usage.cached_calls} from cache); tokens: {usage.prompt_tokens} prompt + "
+        f"{usage.completion_tokens} completion."
+    )
+    if record.stopped:
+        warn(f"stopped early: {record.stopped}; the best set so far was written.")

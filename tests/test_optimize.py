@@ -1,0 +1,249 @@
+"""Optimisation with visual feedback: the feedback text, grouping, keeping the best set, banks, resuming, budgets.
+
+Made-up data with a made-up text encoder: images of label k lie near axis k; a descriptor word ``goodK`` points
+along axis k (it helps label k), ``badK`` along the next label's axis (it hurts); other words are small
+pseudo-random vectors. A stub OpenAI-compatible server (real HTTP, the real client) is scripted to answer the
+mutation prompt with helpful or harmful descriptors depending on the sampling seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conceptforest.concepts.descriptors import DescriptorSet
+from conceptforest.concepts.llm import LLMClient
+from conceptforest.concepts.optimize import FewShotImages, OptimizeSettings, optimize_descriptors
+from conceptforest.concepts.optimize_feedback import confusions, feedback_text, group_labels
+from conceptforest.errors import LLMError
+from tests.llm_stub import StubServer, asked_labels
+
+DIM = 12
+LABELS = ["red disc", "blue square", "green star"]
+FIRST_SEED = 42
+
+
+def hashed(text: str, scale: float) -> np.ndarray:
+    seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+    return np.random.default_rng(seed).normal(0, scale, DIM)
+
+
+def word_vector(word: str, count: int) -> np.ndarray:
+    for prefix, shift in (("good", 0), ("bad", 1)):
+        if word.startswith(prefix) and word[len(prefix) :].isdigit():
+            vector = np.zeros(DIM)
+            vector[(int(word[len(prefix) :]) + shift) % count] = 3.0
+            return vector
+    return hashed(word, 0.3)
+
+
+def make_encoder(count: int) -> Callable[[Sequence[str]], np.ndarray]:
+    def encode(sentences: Sequence[str]) -> np.ndarray:
+        rows = []
+        for sentence in sentences:
+            label, _, descriptor = sentence.partition(", ")
+            vector = hashed(label, 1.0) + sum((word_vector(w, count) for w in descriptor.split()), np.zeros(DIM))
+            rows.append(vector / np.linalg.norm(vector))
+        return np.asarray(rows, dtype=np.float32)
+
+    return encode
+
+
+def few_shot(labels: Sequence[str] = LABELS, per_label: int = 8, seed: int = 0) -> FewShotImages:
+    rng = np.random.default_rng(seed)
+    truth = np.repeat(np.arange(len(labels)), per_label)
+    axes = np.eye(DIM)[truth % DIM]
+    embeddings = (axes + rng.normal(0, 0.6, (len(truth), DIM))).astype(np.float32)
+    return FewShotImages(
+        embeddings=embeddings,
+        truth=truth,
+        labels=list(labels),
+        sha256=[f"{i:064x}" for i in range(len(truth))],
+        backbone_id="made-up",
+        logit_scale=100.0,
+        encode=make_encoder(len(labels)),
+        shots=per_label,
+    )
+
+
+def neutral(body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "labels": [
+            {"label": label, "descriptors": [f"plain{i} shape" for i in range(4)]} for label in asked_labels(body)
+        ]
+    }
+
+
+def scripted(good_seeds: set[int]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Mutation answers: helpful words from the seeds in ``good_seeds``, harmful words from the others."""
+
+    def answer(body: dict[str, Any]) -> dict[str, Any]:
+        kind = "good" if int(body.get("seed") or 0) in good_seeds else "bad"
+        entries = []
+        for label in asked_labels(body):
+            k = LABELS.index(label) if label in LABELS else int(label.split()[-1])
+            entries.append({"label": label, "descriptors": [f"{kind}{k} look", f"{kind}{k} tone", "plain0 shape"]})
+        return {"labels": entries}
+
+    return answer
+
+
+def client(stub: StubServer, home: Path, **kwargs: Any) -> LLMClient:
+    options: dict[str, Any] = {"base_url": stub.base_url, "timeout": 5.0, "cache_dir": home, "sleep": lambda s: None}
+    return LLMClient("stub-model", **{**options, **kwargs})
+
+
+def test_the_feedback_text_is_exactly_as_specified() -> None:
+    probs = np.array(
+        [
+            [0.50, 0.46, 0.04],  # true A: B reaches 0.9 of A
+            [0.50, 0.30, 0.20],  # true A: none
+            [0.10, 0.80, 0.10],  # true B: none
+            [0.34, 0.30, 0.36],  # true C: A reaches 0.9 of C, B does not
+            [0.30, 0.35, 0.35],  # true C: B
+            [0.10, 0.45, 0.45],  # true C: B
+        ]
+    )
+    truth = np.array([0, 0, 1, 2, 2, 2])
+    text = feedback_text(confusions(np.log(probs), truth), ["A", "B", "C"])
+    assert text == ("A is confused with: B\nB is not confused with any other label\nC is confused with: B, A\n")
+
+
+def test_25_labels_give_groups_of_about_10() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(2, 8)) * 5
+    vectors = np.vstack([centres[i % 2] + rng.normal(size=8) for i in range(25)])
+    groups = group_labels(vectors, 10, seed=0)
+    assert len(groups) == 2
+    assert sorted(i for g in groups for i in g) == list(range(25))
+    assert all(10 <= len(g) <= 13 for g in groups)
+    assert group_labels(vectors, 10, seed=0) == groups  # deterministic
+
+
+def test_each_group_is_scored_on_its_own_images_only(stub: StubServer, tmp_path: Path) -> None:
+    labels = [f"kind {i}" for i in range(25)]
+    images = few_shot(labels, per_label=3)
+    stub.state.answers["optimize_initial"] = neutral
+    settings = OptimizeSettings(iterations=1, candidates=1, group_size=10)
+    result = optimize_descriptors(images, client(stub, tmp_path), settings=settings, progress=False)
+    record = result.optimization
+    assert record is not None
+    groups = record.iterations[0].groups
+    assert len(groups) == 2 and sorted(label for group in groups for label in group) == sorted(labels)
+    asked = [asked_labels(r["body"]) for r in stub.state.requests]
+    assert sorted(map(sorted, asked)) == sorted(map(sorted, groups))  # one request per group, its labels only
+    encode = make_encoder(len(labels))
+    for number, group in enumerate(groups):
+        members = [labels.index(label) for label in group]
+        rows = np.flatnonzero(np.isin(images.truth, members))
+        unit = images.embeddings[rows] / np.linalg.norm(images.embeddings[rows], axis=1, keepdims=True)
+        columns = [
+            (unit @ encode([f"{label}, {d}" for d in result.descriptors[label]]).T).mean(axis=1) for label in group
+        ]
+        expected = np.mean(np.argmax(np.column_stack(columns), axis=1) == np.arange(len(group)).repeat(3))
+        (candidate,) = [c for c in record.iterations[0].candidates if c.group == number]
+        assert candidate.accuracy == pytest.approx(expected)
+        feedback = record.iterations[0].feedback[number]
+        assert all(line.split(" is ")[0] in group for line in feedback.splitlines())
+
+
+def test_the_best_set_is_kept_and_the_best_accuracy_never_drops(stub: StubServer, tmp_path: Path) -> None:
+    stub.state.answers["optimize_initial"] = neutral
+    stub.state.answers["optimize_mutation"] = scripted(good_seeds={FIRST_SEED + 1})
+    settings = OptimizeSettings(iterations=3, candidates=3)
+    result = optimize_descriptors(few_shot(), client(stub, tmp_path), settings=settings, progress=False)
+    record = result.optimization
+    assert record is not None and result.style == "optimized"
+    best = [it.best_accuracy for it in record.iterations]
+    assert best == sorted(best)
+    assert record.best_accuracy == max(it.train_accuracy for it in record.iterations)
+    second = record.iterations[1]
+    accuracies = [c.accuracy for c in second.candidates]
+    assert accuracies[1] == max(a for a in accuracies if a is not None)  # the helpful candidate wins
+    assert second.train_accuracy > record.iterations[0].train_accuracy
+    assert all(f"good{k} look" in result.descriptors[label] for k, label in enumerate(LABELS))
+    added = {change.label: change.added for change in second.changes}
+    assert all(f"good{k} look" in added[label] for k, label in enumerate(LABELS))
+    assert {c.label for c in record.contributions} == set(LABELS)
+
+
+def test_harmful_rewrites_are_never_returned(stub: StubServer, tmp_path: Path) -> None:
+    stub.state.answers["optimize_initial"] = neutral
+    stub.state.answers["optimize_mutation"] = scripted(good_seeds=set())
+    settings = OptimizeSettings(iterations=3, candidates=2)
+    result = optimize_descriptors(few_shot(), client(stub, tmp_path), settings=settings, progress=False)
+    record = result.optimization
+    assert record is not None
+    first = record.iterations[0].train_accuracy
+    assert record.iterations[1].train_accuracy < first  # the kept candidate was worse ...
+    assert record.best_iteration == 1 and record.best_accuracy == first  # ... and is not what is returned
+    assert all(result.descriptors[label] == [f"plain{i} shape" for i in range(4)] for label in LABELS)
+    harmful = record.iterations[1].harmful
+    assert any(word.startswith("bad") for words in harmful.values() for word in words)
+    assert not any(word.startswith("good") for words in harmful.values() for word in words)
+
+
+def test_a_rerun_makes_no_request_and_a_killed_run_resumes_to_the_same_result(stub: StubServer, tmp_path: Path) -> None:
+    stub.state.answers["optimize_initial"] = neutral
+    healthy = scripted(good_seeds={FIRST_SEED})
+    stub.state.answers["optimize_mutation"] = healthy
+    settings = OptimizeSettings(iterations=3, candidates=2)
+    clean = optimize_descriptors(few_shot(), client(stub, tmp_path / "a"), settings=settings, progress=False)
+    total = len(stub.state.requests)
+    again = optimize_descriptors(few_shot(), client(stub, tmp_path / "a"), settings=settings, progress=False)
+    assert len(stub.state.requests) == total and again.descriptors == clean.descriptors
+
+    calls = {"n": 0}
+
+    def dies_after_two(body: dict[str, Any]) -> dict[str, Any]:
+        calls["n"] += 1
+        return healthy(body) if calls["n"] <= 2 else {"labels": []}  # the "server" dies in iteration 3
+
+    stub.state.answers["optimize_mutation"] = dies_after_two
+    killed = client(stub, tmp_path / "b", max_repairs=0, max_attempts=1)
+    with pytest.raises(LLMError):
+        optimize_descriptors(few_shot(), killed, settings=settings, progress=False)
+    stub.state.answers["optimize_mutation"] = healthy
+    before = len(stub.state.requests)
+    resumed = optimize_descriptors(few_shot(), client(stub, tmp_path / "b"), settings=settings, progress=False)
+    assert resumed.descriptors == clean.descriptors
+    assert resumed.optimization is not None and clean.optimization is not None
+    assert [it.train_accuracy for it in resumed.optimization.iterations] == [
+        it.train_accuracy for it in clean.optimization.iterations
+    ]
+    assert len(stub.state.requests) - before == total - 4  # only what the killed run had not got
+
+
+def test_a_token_budget_stops_cleanly_with_the_best_set_so_far(stub: StubServer, tmp_path: Path) -> None:
+    stub.state.answers["optimize_mutation"] = scripted(good_seeds=set())
+    start = DescriptorSet(
+        style="dclip", labels=LABELS, descriptors={k: ["plain1 shape", "plain2 shape"] for k in LABELS}
+    )
+    settings = OptimizeSettings(iterations=5, candidates=2, budget_tokens=1)
+    result = optimize_descriptors(few_shot(), client(stub, tmp_path), start=start, settings=settings, progress=False)
+    record = result.optimization
+    assert record is not None
+    assert "token budget reached" in record.stopped and len(stub.state.requests) == 1
+    assert record.start_accuracy is not None and record.best_accuracy >= record.start_accuracy
+    assert len(record.iterations) == 1
+    nothing = OptimizeSettings(iterations=5, candidates=2, budget_tokens=0)
+    with pytest.raises(LLMError, match="no complete descriptor set"):
+        optimize_descriptors(few_shot(), client(stub, tmp_path / "c"), settings=nothing, progress=False)
+
+
+def test_the_record_survives_a_save_and_load(stub: StubServer, tmp_path: Path) -> None:
+    stub.state.answers["optimize_initial"] = neutral
+    result = optimize_descriptors(
+        few_shot(), client(stub, tmp_path), settings=OptimizeSettings(iterations=1, candidates=1), progress=False
+    )
+    loaded = DescriptorSet.load(result.save(tmp_path / "optimized.json"))
+    assert loaded == result
+    data = json.loads((tmp_path / "optimized.json").read_text())
+    assert data["optimization"]["image_sha256"] == sorted(few_shot().sha256)
+    assert "crossover" in data["provenance"]["note"]
