@@ -1,0 +1,114 @@
+"""``concepts optimize`` end to end (tiny random CLIP saved to a file, stub LLM over HTTP), and the two methods."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conceptforest.cli import app
+from conceptforest.concepts.descriptors import DescriptorSet
+from conceptforest.concepts.optimize_record import OptimizationRecord
+from conceptforest.features import extract as extract_module
+from conceptforest.features.backbone import load_backbone
+from conceptforest.features.dataset import load_dataset
+from conceptforest.features.synthetic import make_shape_images
+from conceptforest.models.methods.base import MethodResult, NotComputed, run_methods
+from tests.llm_stub import StubServer
+from tests.test_wdys import LABELS, make_inputs
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_shape_images(tmp_path_factory.mktemp("shapes"), per_label=10, size=32)
+
+
+def test_optimize_reads_only_training_images_and_writes_the_set_and_history(
+    stub: StubServer, shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conceptforest.features import save_tiny_backbone
+
+    tiny = save_tiny_backbone(tmp_path / "tiny")
+    read: list[str] = []
+    original = extract_module._read
+
+    def spy(record):  # type: ignore[no-untyped-def]
+        read.append(str(record.path))
+        return original(record)
+
+    monkeypatch.setattr(extract_module, "_read", spy)
+    out = tmp_path / "descriptors-optimized.json"
+    args = ["concepts", "optimize", str(shapes), "--llm", "stub-model", "--llm-base-url", stub.base_url]
+    args += ["--clip", f"local-dir:{tiny}", "--shots", "3", "--iterations", "2", "--candidates", "2"]
+    result = runner.invoke(app, [*args, "-o", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "Train accuracy per iteration" in result.output
+    optimized = DescriptorSet.load(out)
+    record = optimized.optimization
+    assert optimized.style == "optimized" and isinstance(record, OptimizationRecord)
+    assert len(record.iterations) == 2 and record.images_per_label == {label: 3 for label in LABELS}
+    splits = {str(r.path): r.split for r in load_dataset(shapes).records}
+    assert read and all(splits[path] == "train" for path in read)  # no val/test file was even opened
+    used = sorted(hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in read)
+    assert record.image_sha256 == used
+    requests = len(stub.state.requests)
+    again = runner.invoke(app, [*args, "-o", str(tmp_path / "again.json"), "--no-progress"])
+    assert again.exit_code == 0 and len(stub.state.requests) == requests  # a rerun makes no request
+
+
+def test_optimize_without_an_llm_or_with_two_starts_is_a_clear_error(shapes: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["concepts", "optimize", str(shapes), "--llm", "none"])
+    assert result.exit_code == 2 and "--llm MODEL" in result.output
+    both = runner.invoke(app, ["concepts", "optimize", str(shapes), "--llm", "x", "--tree", "a", "--descriptors", "b"])
+    assert both.exit_code == 2 and "pass one of them" in both.output
+
+
+def optimized_set(seen: list[str]) -> DescriptorSet:
+    record = OptimizationRecord(
+        backbone_id="made-up",
+        image_sha256=seen,
+        images_per_label={},
+        shots=1,
+        iterations_asked=1,
+        candidates=1,
+        replace=1,
+        initial_descriptors=1,
+        group_size=10,
+        seed=42,
+        logit_scale=100.0,
+        start="test",
+    )
+    descriptors = {label: [f"{label.split()[0]} colour", "a plain background"] for label in LABELS}
+    return DescriptorSet(style="optimized", labels=LABELS, descriptors=descriptors, optimization=record)
+
+
+def test_both_methods_score_with_the_optimised_set(shapes: Path, tmp_path: Path) -> None:
+    backbone = load_backbone("conceptforest-tiny-random", device="cpu")
+    inputs = make_inputs(backbone, shapes, tmp_path, vision=None, styles=())
+    inputs.descriptors["optimized"] = optimized_set(["f" * 64])
+    outcomes = {o.name: o for o in run_methods(inputs, ["optimized", "forest-optimized"])}
+    row = outcomes["optimized"]
+    assert isinstance(row, MethodResult), row
+    images = inputs.image_embeddings()
+    texts = inputs.text_embeddings(
+        [s for label in LABELS for s in inputs.descriptors["optimized"].sentences(label)]
+    ).reshape(len(LABELS), 2, -1)
+    expected = np.stack([(images @ texts[k].T).mean(axis=1) for k in range(len(LABELS))], axis=1)
+    np.testing.assert_allclose(row.scores, expected, rtol=1e-5, atol=1e-6)
+    assert "which has" in inputs.descriptors["optimized"].sentences(LABELS[0])[0]  # DCLIP's form
+    assert isinstance(outcomes["forest-optimized"], MethodResult)
+
+
+def test_a_set_tuned_on_evaluated_images_is_refused(shapes: Path, tmp_path: Path) -> None:
+    backbone = load_backbone("conceptforest-tiny-random", device="cpu")
+    inputs = make_inputs(backbone, shapes, tmp_path, vision=None, styles=())
+    evaluated = inputs.matrix.frame["sha256"].to_numpy()[inputs.split_mask]
+    inputs.descriptors["optimized"] = optimized_set([str(evaluated[0])])
+    for outcome in run_methods(inputs, ["optimized", "forest-optimized"]):
+        assert isinstance(outcome, NotComputed)
+        assert "tuned on 1 of the 'test' images" in outcome.reason
