@@ -112,3 +112,33 @@ def test_a_set_tuned_on_evaluated_images_is_refused(shapes: Path, tmp_path: Path
     for outcome in run_methods(inputs, ["optimized", "forest-optimized"]):
         assert isinstance(outcome, NotComputed)
         assert "tuned on 1 of the 'test' images" in outcome.reason
+
+
+def test_a_run_folder_gives_its_split_and_backbone_and_the_methods_accept_the_set(
+    stub: StubServer, shapes: Path, tmp_path: Path
+) -> None:
+    from conceptforest.cache import cache_root
+    from conceptforest.features.matrix import FeatureMatrix
+    from conceptforest.models.methods.context import method_inputs
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(reversed(LABELS)) + "\n")  # a label order other than the folders' sorted one
+    tree = tmp_path / "tree.json"
+    generate = ["concepts", "generate", "--domain", "shape", "--labels", str(labels), "--llm", "none"]
+    assert runner.invoke(app, [*generate, "-o", str(tree)]).exit_code == 0
+    run = tmp_path / "run"
+    extract = ["features", "extract", str(shapes), str(tree), "--clip", "conceptforest-tiny-random"]
+    assert runner.invoke(app, [*extract, "-o", str(run), "--no-progress"]).exit_code == 0
+    out = run / "descriptors-optimized.json"
+    args = ["concepts", "optimize", str(run), "--llm", "stub-model", "--llm-base-url", stub.base_url]
+    result = runner.invoke(app, [*args, "--iterations", "1", "--candidates", "1", "-o", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    matrix = FeatureMatrix.load(run)
+    optimized = DescriptorSet.load(out)
+    assert optimized.optimization is not None
+    train = set(matrix.frame.loc[matrix.frame["split"] == "train", "sha256"])
+    assert set(optimized.optimization.image_sha256) <= train
+    backbone = load_backbone("conceptforest-tiny-random", device="cpu")
+    inputs = method_inputs(matrix, backbone=backbone, descriptors=[optimized], cache_dir=cache_root(None))
+    outcomes = run_methods(inputs, ["optimized", "forest-optimized"])
+    assert all(isinstance(o, MethodResult) for o in outcomes), outcomes

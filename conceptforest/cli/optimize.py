@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from conceptforest.concepts.descriptors import DescriptorSet
     from conceptforest.concepts.llm import LLMClient
     from conceptforest.config import RunConfig
+    from conceptforest.features.backbone import Backbone
+    from conceptforest.features.dataset import ImageDataset
+    from conceptforest.features.matrix import FeatureMatrix
 
 __all__ = ["SHORT_HELP", "optimize"]
 
@@ -55,6 +58,40 @@ def _start(descriptors: Path | None, tree: Path | None) -> DescriptorSet | None:
     if descriptors is not None:
         return DescriptorSet.load(descriptors)
     return DescriptorSet.from_tree(ConceptTree.load(tree)) if tree is not None else None
+
+
+def _dataset(
+    images: Path, start: DescriptorSet | None, fractions: tuple[float, float], seed: int
+) -> tuple[ImageDataset, FeatureMatrix | None]:
+    """The images with their splits: a run folder's own (its features.parquet), else a seeded split as
+    'features extract' makes it."""
+    from conceptforest.features.dataset import ImageDataset, ImageRecord, load_dataset
+    from conceptforest.features.matrix import FEATURES_FILE, FeatureMatrix
+
+    if images.is_dir() and (images / FEATURES_FILE).is_file():
+        matrix = FeatureMatrix.load(images)
+        frame = matrix.frame
+        records = [
+            ImageRecord(Path(path), label, split)
+            for path, label, split in zip(frame["path"], frame["label"], frame["split"], strict=True)
+        ]
+        return ImageDataset(source=images, records=records, labels=list(matrix.labels)), matrix
+    labels = start.labels if start is not None else None
+    dataset = load_dataset(images, labels=labels, val_fraction=fractions[0], test_fraction=fractions[1], seed=seed)
+    return dataset, None
+
+
+def _backbone(cfg: RunConfig, matrix: FeatureMatrix | None, flags: bool, device: str | None) -> Backbone:
+    """The run's own backbone when IMAGES is a run folder and no backbone flag is given, else the flags'."""
+    if matrix is not None and not flags and matrix.meta.backbone is not None:
+        return matrix.meta.backbone.load(device=device, cache_dir=cfg.cache_dir)
+    backbone = cfg.backbone(device=device)
+    if matrix is not None and backbone.backbone_id != matrix.backbone_id:
+        warn(
+            f"the backbone {backbone.backbone_id!r} did not make this run's features ({matrix.backbone_id!r}); "
+            "the optimised methods will refuse the set on this run."
+        )
+    return backbone
 
 
 def _client(cfg: RunConfig) -> LLMClient:
@@ -76,8 +113,8 @@ def optimize(
         Path,
         typer.Argument(
             metavar="IMAGES",
-            help="Folder of label sub-folders, or a CSV/Parquet manifest with path,label[,split]. Only train-split "
-            "images are read.",
+            help="A run folder from 'features extract' (its split and backbone are used), a folder of label "
+            "sub-folders, or a CSV/Parquet manifest with path,label[,split]. Only train-split images are read.",
         ),
     ],
     descriptors: Annotated[
@@ -133,13 +170,13 @@ def optimize(
     """Optimise each label's descriptors with an LLM and the confusions CLIP makes on a few training images
     (Han et al., 'LLMs as Visual Explainers'); write the best set seen and its full history.
 
-    Only train-split images are read (the split is the same as 'features extract' with the same --seed and
-    fractions): validation and test images are never opened, and the set records the sha256 of every image it
+    Only train-split images are read: give the run folder of 'features extract' as IMAGES to use its split
+    and backbone (else the split is made as 'features extract' makes it, with the same --seed and fractions, for
+    the same label order); validation and test images are never opened, and the set records the sha256 of every image it
     used. Every LLM answer is cached: a killed run resumes, and a rerun makes no request.
     """
     from conceptforest.concepts.optimize import OptimizeSettings, optimize_descriptors
     from conceptforest.config import load_config
-    from conceptforest.features.dataset import load_dataset
     from conceptforest.features.fewshot import few_shot_images
 
     cfg = load_config(config, overrides(locals(), {**TREE_SETTINGS, **BACKBONE_SETTINGS}))
@@ -156,14 +193,8 @@ def optimize(
     settings.check()
     start = _start(descriptors, tree)
     client = _client(cfg)
-    dataset = load_dataset(
-        images,
-        labels=start.labels if start is not None else None,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
-    )
-    backbone = cfg.backbone(device=device)
+    dataset, matrix = _dataset(images, start, (val_fraction, test_fraction), seed)
+    backbone = _backbone(cfg, matrix, any(x is not None for x in (clip, pretrained, checkpoint)), device)
     if backbone.random_weights:
         warn(RANDOM_WEIGHTS_WARNING)
     few, skipped = few_shot_images(dataset, backbone, shots=shots, seed=seed, cache_dir=cfg.cache_dir)
