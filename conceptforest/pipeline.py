@@ -129,6 +129,7 @@ def run_pipeline(
         tree=tree,
         skipped=load_skipped(out),
         methods=run_methods(inputs, method_names),
+        descriptors=descriptors,
         n_repeats=n_repeats,
         random_state=seed,
         made_by={"run_dir": str(out), "model_dir": str(out / "model")},

@@ -26,6 +26,7 @@ from conceptforest.models import load_bundle, train_model
 from tests.test_models import made_up_matrix
 
 SECTIONS = [
+    "Findings",
     "Summary",
     "Method comparison",
     "Importance",
@@ -155,6 +156,8 @@ def test_demo_offline_end_to_end_with_predict(tmp_path: Path, vision_stub) -> No
     for name, row in methods.items():  # the demo's hand-written descriptor sets let DCLIP and CuPL run too
         if name in ("mllm", "wdys"):  # no vision LLM in the demo: rows that say which flag adds one
             assert row["status"].startswith("not computed") and "--mllm" in row["status"], row
+        elif name in ("optimized", "forest-optimized"):  # optimising needs an LLM: the row says how to add it
+            assert row["status"].startswith("not computed") and "concepts optimize" in row["status"], row
         else:
             assert row["status"].startswith("computed") and 0.0 <= row["accuracy"] <= 1.0, row
     assert (out / "descriptors-dclip.json").exists() and (out / "descriptors-cupl.json").exists()

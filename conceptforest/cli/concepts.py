@@ -52,7 +52,10 @@ _CSV_GUARD = "'"
 
 
 def summarize(tree: ConceptTree, path: Path) -> None:
-    """Print what a generated tree holds, and its leakage warnings."""
+    """Print what a generated tree holds, its leakage warnings and its input warnings (labels it cannot tell
+    apart, values copied from the prompt's example, labels with few concepts)."""
+    from conceptforest.concepts.tree_checks import check_tree
+
     usage = tree.provenance.usage
     echo(
         f"Wrote {path}: {len(tree.labels)} labels, {len(tree.concepts())} distinct concepts "
@@ -69,6 +72,8 @@ def summarize(tree: ConceptTree, path: Path) -> None:
             f"class-name leakage: {leak.label}: {leak.part_path} {leak.attribute} = {leak.value!r} "
             f"names {leak.leaked_label!r}; edit the tree file to remove it."
         )
+    for problem in check_tree(tree):
+        warn(problem.message)
 
 
 def read_label_file(labels: Path | None, fallback: list[str] | None) -> list[str] | None:
@@ -272,3 +277,12 @@ def _register_describe() -> None:
 
 
 _register_describe()
+
+
+def _register_optimize() -> None:
+    from conceptforest.cli.optimize import SHORT_HELP, optimize
+
+    app.command("optimize", cls=PlainHelpCommand, short_help=SHORT_HELP)(optimize)
+
+
+_register_optimize()

@@ -16,6 +16,9 @@ from conceptforest.concepts.descriptors import DescriptorSet
 from conceptforest.concepts.tree import ConceptTree
 from conceptforest.errors import BadInputError
 from conceptforest.explain import sections
+from conceptforest.explain.findings import add_findings, compute_findings
+from conceptforest.explain.misclassified import add_misclassified
+from conceptforest.explain.optimization_section import add_optimization
 from conceptforest.explain.report import Report, remove_report_files
 from conceptforest.explain.sections import MAX_EMBEDDED_TREES, Evaluation
 from conceptforest.explain.shap_values import explain_shap
@@ -71,7 +74,8 @@ def _new_report(run: Evaluation, made_by: Mapping[str, Any] | None) -> Report:
     )
 
 
-def _add_summary_and_methods(report: Report, run: Evaluation, outcomes: Sequence[MethodOutcome]) -> None:
+def _add_summary_and_methods(report: Report, run: Evaluation, outcomes: Sequence[MethodOutcome]) -> pd.DataFrame:
+    """The summary and the method comparison; returns the comparison table (the findings read it)."""
     matrix, split = run.matrix, run.split
     report.add_text(
         "Summary",
@@ -96,6 +100,7 @@ def _add_summary_and_methods(report: Report, run: Evaluation, outcomes: Sequence
             report.add_text("Method comparison", f"{row.method}: {detail}", note=True)
     report.add_text("Method comparison", METHODS_NOTE, note=True)
     report.add_json("methods", comparison)
+    return comparison
 
 
 def explain_model(
@@ -113,6 +118,7 @@ def explain_model(
     methods: Sequence[MethodOutcome] | None = None,
     random_state: int = 0,
     made_by: Mapping[str, Any] | None = None,
+    descriptors: Sequence[DescriptorSet] = (),
 ) -> Report:
     """Compute every explanation of ``bundle`` on ``matrix``'s ``split`` rows and save the report.
 
@@ -120,7 +126,8 @@ def explain_model(
     tables, figures, tree pictures) are removed and the new ones written, ``index.html`` last. ``made_by`` (for
     example the model and run folders) is recorded in ``report.json`` and shown at the foot of the page.
     ``methods`` are the registered methods' outcomes on this split; without them, the methods the matrix and the
-    model alone support are run here, and the others are listed as not computed.
+    model alone support are run here, and the others are listed as not computed. A descriptor set in
+    ``descriptors`` that was optimised with visual feedback gets its own section (its history and descriptors).
     """
     bundle.check_matrix(matrix)
     out = Path(out_dir)
@@ -136,15 +143,19 @@ def explain_model(
     report = _new_report(run, made_by)
     if methods is None:
         methods = run_methods(method_inputs(matrix, split=split, seed=random_state, bundle=bundle, tree=tree))
-    _add_summary_and_methods(report, run, methods)
+    comparison = _add_summary_and_methods(report, run, methods)
     permutation = sections.add_importance(report, run)
     sections.add_grounding(report, run)
-    sections.add_rollup(report, run)
+    rollup = sections.add_rollup(report, run)
     explanation = explain_shap(bundle.model, X.iloc[:shap_rows])
     per_class = explanation.mean_abs()
     sections.add_confusion(report, run, per_class)
     sections.add_per_label(report, run, per_class)
     sections.add_examples(report, run, explanation)
+    add_misclassified(report, run, explanation)
+    for described in descriptors:
+        add_optimization(report, described)
+    add_findings(report, compute_findings(run, comparison, rollup, per_class, tree=tree, skipped=skipped))
     # all computed: now clear what an earlier report left here, tree pictures included, before writing any of it
     remove_report_files(out)
     sections.add_trees(report, tree, out, permutation)
@@ -228,6 +239,7 @@ def explain_run(
         tree=tree,
         skipped=load_skipped(run_dir),
         methods=compare_methods(inputs, method_names),
+        descriptors=descriptors,
         split=split,
         random_state=random_state,
         **options,

@@ -30,7 +30,7 @@ from conceptforest._version import package_version
 from conceptforest.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from conceptforest.explain.escape import csv_safe_table, markdown_escape
 
-__all__ = ["MAX_HTML_ROWS", "REPORT_FILES", "Report", "markdown_escape", "remove_report_files"]
+__all__ = ["MAX_HTML_ROWS", "REPORT_FILES", "Report", "markdown_escape", "remove_report_files", "section_anchor"]
 
 MAX_HTML_ROWS = 25
 # what a report owns in its folder; index.html comes first so it is the first file removed
@@ -46,6 +46,8 @@ th{background:#f4f4f4;text-align:left} td.num{text-align:right;font-variant-nume
 .banner{background:#b71c1c;color:#fff;padding:.8em 1em;font-weight:bold;border-radius:4px}
 .note{color:#555;font-size:.9em} nav a{margin-right:1em} img{max-width:100%;border:1px solid #eee}
 figure{margin:1em 0} figcaption{color:#555;font-size:.9em}
+.finding{margin:.3em 0} .warning{background:#fff3e0;border-left:4px solid #e65100;padding:.3em .6em}
+figure.example{display:flex;gap:1em;align-items:center} figure.example img{width:auto;max-width:96px}
 </style></head><body>
 {% if banner %}<div class="banner">{{ banner }}</div>{% endif %}
 <h1>{{ title }}</h1>
@@ -55,6 +57,10 @@ figure{margin:1em 0} figcaption{color:#555;font-size:.9em}
 {% for item in s.items %}
 {% if item.kind == "text" %}<p>{{ item.text }}</p>
 {% elif item.kind == "note" %}<p class="note">{{ item.text }}</p>
+{% elif item.kind == "finding" %}<p class="finding{% if item.warning %} warning{% endif %}">{{ item.text }}
+<a href="#{{ item.anchor }}">evidence</a></p>
+{% elif item.kind == "example" %}<figure class="example">{% if item.thumbnail %}<img alt="{{ item.caption }}"
+src="{{ item.thumbnail }}">{% endif %}<figcaption>{{ item.caption }}</figcaption></figure>
 {% elif item.kind == "metrics" %}<table>{% for k, v in item.pairs %}<tr><th>{{ k }}</th>
 <td class="num">{{ v }}</td></tr>{% endfor %}</table>
 {% elif item.kind == "table" %}{% if item.caption %}<p><b>{{ item.caption }}</b>
@@ -142,6 +148,11 @@ def _cell(value: Any) -> dict[str, Any]:
     return {"text": str(value), "num": False}
 
 
+def section_anchor(title: str) -> str:
+    """The id of a section's heading on the page (what a link to that section points at)."""
+    return "".join(ch if ch.isalnum() else "-" for ch in title.lower()).strip("-") or "section"
+
+
 @dataclass
 class _Section:
     title: str
@@ -182,12 +193,29 @@ class Report:
 
     def _section(self, title: str) -> _Section:
         if title not in self._sections:
-            anchor = "".join(ch if ch.isalnum() else "-" for ch in title.lower()).strip("-") or "section"
-            self._sections[title] = _Section(title=title, anchor=anchor)
+            self._sections[title] = _Section(title=title, anchor=section_anchor(title))
         return self._sections[title]
 
     def add_text(self, section: str, text: str, *, note: bool = False) -> Report:
         self._section(section).items.append({"kind": "note" if note else "text", "text": text})
+        return self
+
+    def add_finding(self, section: str, text: str, anchor: str, *, warning: bool = False) -> Report:
+        """One sentence with a link to the section (``anchor``) that holds its evidence."""
+        self._section(section).items.append({"kind": "finding", "text": text, "anchor": anchor, "warning": warning})
+        return self
+
+    def add_example(self, section: str, caption: str, thumbnail: str | None) -> Report:
+        """An image example: a small inline thumbnail (a ``data:image/...;base64`` URI, or None) and its caption."""
+        if thumbnail is not None and not thumbnail.startswith("data:image/"):
+            raise ValueError("a thumbnail must be an inline data:image/ URI")
+        self._section(section).items.append({"kind": "example", "caption": caption, "thumbnail": thumbnail})
+        return self
+
+    def move_to_front(self, title: str) -> Report:
+        """Show section ``title`` first (the findings, computed last, open the page)."""
+        if title in self._sections:
+            self._sections = {title: self._sections[title], **self._sections}
         return self
 
     def add_metrics(self, section: str, name: str, values: dict[str, Any]) -> Report:
@@ -258,6 +286,12 @@ class Report:
     def _markdown_item(self, item: dict[str, Any]) -> list[str]:
         if item["kind"] in ("text", "note"):
             return [markdown_escape(item["text"]), ""]
+        if item["kind"] == "finding":
+            marker = "**Warning:** " if item["warning"] else ""
+            return [f"- {marker}{markdown_escape(item['text'], inline=True)} ([evidence](#{item['anchor']}))", ""]
+        if item["kind"] == "example":
+            shown = " (thumbnail in index.html)" if item["thumbnail"] else ""
+            return [f"- {markdown_escape(item['caption'], inline=True)}{shown}", ""]
         if item["kind"] == "metrics":
             pairs = item["pairs"]
             return [f"- {markdown_escape(k, inline=True)}: {markdown_escape(v, inline=True)}" for k, v in pairs] + [""]

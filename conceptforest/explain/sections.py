@@ -102,8 +102,19 @@ def add_grounding(report: Report, run: Evaluation) -> None:
     )
 
 
-def add_rollup(report: Report, run: Evaluation) -> None:
+@dataclass(frozen=True)
+class Rollup:
+    """The grouped permutation tables of the roll-up, one per tree level."""
+
+    part: pd.DataFrame
+    part_attribute: pd.DataFrame
+    attribute: pd.DataFrame
+
+
+def add_rollup(report: Report, run: Evaluation) -> Rollup:
+    """Grouped permutation importance by part, part attribute and attribute kind; returns the three tables."""
     concepts = [asdict(c) for c in run.matrix.concepts]  # concept_groups reads mappings
+    tables: dict[str, pd.DataFrame] = {}
     for level, caption in (("part", "parts"), ("part_attribute", "part attributes"), ("attribute", "attribute kinds")):
         table = group_permutation_table(
             run.bundle.model,
@@ -113,6 +124,7 @@ def add_rollup(report: Report, run: Evaluation) -> None:
             n_repeats=run.n_repeats,
             random_state=run.random_state,
         )
+        tables[level] = table
         report.add_table(
             "Roll-up",
             f"rollup_{level}",
@@ -126,6 +138,7 @@ def add_rollup(report: Report, run: Evaluation) -> None:
                 "rollup_part",
                 plots.importance_bars(table, "group", "mean", error=("ci95_low", "ci95_high"), title="Parts"),
             )
+    return Rollup(**tables)
 
 
 def add_confusion(report: Report, run: Evaluation, per_class: pd.DataFrame) -> None:
@@ -199,8 +212,8 @@ def add_per_label(report: Report, run: Evaluation, per_class: pd.DataFrame) -> N
 
 
 def add_examples(report: Report, run: Evaluation, explanation: ConceptShap) -> None:
-    """Beeswarms of the first eight labels, then the worst misclassified images' contributions."""
-    labels, model = run.matrix.labels, run.bundle.model
+    """Beeswarms of the first eight labels (the misclassified images follow: explain/misclassified.py)."""
+    labels = run.matrix.labels
     for number, label in enumerate(labels[:8]):
         report.add_figure(
             "Examples with SHAP",
@@ -208,23 +221,6 @@ def add_examples(report: Report, run: Evaluation, explanation: ConceptShap) -> N
             plots.class_beeswarm(explanation, label),
             caption=f"SHAP values for {label}",
         )
-    proba = model.predict_proba(run.X.iloc[: run.shap_rows])
-    classes = [str(c) for c in model.classes_]
-    truth = [str(label) for label in run.y.iloc[: run.shap_rows]]
-    predicted = [str(label) for label in run.predicted]
-    wrong = [i for i in range(len(truth)) if predicted[i] != truth[i]]
-    wrong.sort(key=lambda i: float(proba[i, classes.index(truth[i])]))
-    paths = run.matrix.rows(run.split)["path"]
-    for number, i in enumerate(wrong[: run.worst], 1):
-        report.add_figure(
-            "Examples with SHAP",
-            f"misclassified_{number}",
-            plots.contribution_pair(explanation, i, truth[i], predicted[i]),
-            caption=f"{paths.iloc[i]}: true {truth[i]}, predicted {predicted[i]} "
-            f"(p={proba[i, classes.index(predicted[i])]:.2f})",
-        )
-    if not wrong:
-        report.add_text("Examples with SHAP", "No misclassified images among the explained rows.", note=True)
 
 
 def add_trees(report: Report, tree: ConceptTree | None, out: Path, permutation: pd.DataFrame) -> None:

@@ -198,13 +198,14 @@ class DescriptorForest(_SentenceForest):
     display = "concept forest on DCLIP descriptors (class-free)"
     needs = frozenset({Need.IMAGE_EMBEDDINGS, Need.DESCRIPTORS, Need.TRAINING_ROWS})
     style: ClassVar[str] = "dclip"
+    made_by: ClassVar[str] = "'conceptforest concepts describe --style dclip'"
 
     def sentences(self, inputs: MethodInputs) -> Sequence[str]:
         described = inputs.descriptors.get(self.style)
         if described is None:
             raise BadInputError(
                 f"{self.display} needs a {self.style} descriptor set.",
-                hint=f"pass --descriptors FILE of style {self.style}.",
+                hint=f"pass --descriptors FILE of style {self.style} (written by {self.made_by}).",
             )
         return list(dict.fromkeys(item for label in described.labels for item in described.descriptors[label]))
 
@@ -218,6 +219,7 @@ class OptimizedDescriptorForest(DescriptorForest):
     name = "forest-optimized"
     display = "concept forest on optimised descriptors (class-free)"
     style: ClassVar[str] = "optimized"
+    made_by: ClassVar[str] = "'conceptforest concepts optimize RUN --llm MODEL -o RUN/descriptors-optimized.json'"
 
     def sentences(self, inputs: MethodInputs) -> Sequence[str]:
         from conceptforest.models.methods.descriptions import check_unseen
