@@ -98,3 +98,35 @@ def test_a_real_weak_llm_gives_a_valid_tree_or_a_clear_error(llama_server: str, 
     result = render_tree(tree, tmp_path, formats=["dot"])
     assert (tmp_path / "schema.dot") in result.written
     print(f"valid tree from the weak LLM: {len(tree.concepts())} concepts")
+
+
+def test_a_real_weak_llm_optimises_descriptors_or_fails_clearly(llama_server: str, tmp_path: Path) -> None:
+    from conceptforest.concepts.descriptors import DescriptorSet
+    from conceptforest.concepts.optimize import OptimizeSettings, optimize_descriptors
+    from tests.test_optimize import few_shot
+
+    client = LLMClient(
+        "gemma-3-270m",
+        base_url=llama_server,
+        timeout=120,
+        max_attempts=2,
+        max_repairs=1,
+        max_tokens=300,
+        cache_dir=tmp_path,
+    )
+    settings = OptimizeSettings(iterations=2, candidates=1, initial=5, replace=2)
+    try:
+        result = optimize_descriptors(few_shot(), client, settings=settings, progress=False)
+    except LLMError as exc:
+        message = str(exc)
+        print(f"clear error from the weak LLM: {message}")
+        assert ("gemma-3-270m" in message or "descriptor set" in message) and exc.hint
+        return
+    record = result.optimization
+    assert record is not None and result.style == "optimized"
+    assert DescriptorSet.load(result.save(tmp_path / "optimized.json")) == result
+    assert 1 <= len(record.iterations) <= 2 and record.best_accuracy == max(i.train_accuracy for i in record.iterations)
+    print(
+        f"optimised set from the weak LLM: {result.descriptors}; accuracy per iteration "
+        f"{[i.train_accuracy for i in record.iterations]}"
+    )
