@@ -292,3 +292,17 @@ def test_train_through_the_cli(tmp_path: Path) -> None:
     assert (tmp_path / "model" / "model.skops").exists()
     missing = invoke("train", str(tmp_path / "nothing"))
     assert missing.exit_code == 2 and "features.parquet" in missing.output
+
+
+def test_an_unknown_extraction_backend_is_a_clear_error(tmp_path: Path) -> None:
+    from conceptforest.features.synthetic import SHAPES, make_shape_images
+
+    images = make_shape_images(tmp_path / "images", per_label=3, size=16)
+    labels = write_labels(tmp_path, list(SHAPES))
+    tree = tmp_path / "tree.json"
+    generated = invoke(
+        "concepts", "generate", "--domain", "shape", "--labels", str(labels), "--llm", "none", "-o", str(tree)
+    )
+    assert generated.exit_code == 0, generated.output
+    result = invoke("features", "extract", str(images), str(tree), "--backend", "spark", "-o", str(tmp_path / "r"))
+    assert result.exit_code == 2 and "--backend local or --backend ray" in result.output

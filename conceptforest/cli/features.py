@@ -23,6 +23,7 @@ from conceptforest.cli._common import (
     warn,
 )
 from conceptforest.defaults import DEFAULT_MAX_PIXELS, PRECISIONS, RANDOM_WEIGHTS_WARNING, SKIPPED_FILE
+from conceptforest.errors import BadInputError
 
 app = new_app("Stage 2: score images against a concept tree's sentences with CLIP.")
 
@@ -66,6 +67,21 @@ def extract(
         float, typer.Option(metavar="F", help="Test share when the data has no split column.")
     ] = 0.15,
     seed: Annotated[int, typer.Option(metavar="N", help="Seed of the stratified split.")] = 0,
+    backend: Annotated[
+        str,
+        typer.Option(
+            metavar="local|ray",
+            help="local (this process), or ray: encode on a Ray cluster (needs conceptforest[ray]; the cache "
+            "folder must be on a file system every worker reaches).",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(metavar="ADDRESS", help="Ray cluster to join ('auto' on a cluster node); default: start one."),
+    ] = None,
+    ray_actors: Annotated[int, typer.Option(min=1, metavar="N", help="Ray actors, each with one backbone.")] = 2,
+    ray_cpus_per_actor: Annotated[float, typer.Option(min=0.0, metavar="F", help="CPUs per Ray actor.")] = 1.0,
+    ray_gpus_per_actor: Annotated[float, typer.Option(min=0.0, metavar="F", help="GPUs per Ray actor.")] = 0.0,
     config: ConfigOption = None,
     cache_dir: CacheDirOption = None,
     progress: ProgressOption = True,
@@ -79,6 +95,8 @@ def extract(
     from conceptforest.features.dataset import load_dataset
     from conceptforest.features.extract import extract_features
 
+    if backend not in ("local", "ray"):
+        raise BadInputError(f"Unknown --backend {backend!r}.", hint="use --backend local or --backend ray.")
     cfg = load_config(config, overrides(locals(), BACKBONE_SETTINGS))
     concept_tree = ConceptTree.load(tree)
     dataset = load_dataset(
@@ -87,16 +105,37 @@ def extract(
     backbone = cfg.backbone(device=device, precision=precision)
     if backbone.random_weights:
         warn(RANDOM_WEIGHTS_WARNING)
-    matrix, stats = extract_features(
-        dataset,
-        concept_tree,
-        backbone,
-        out,
-        cache_dir=cfg.cache_dir,
-        batch_size=batch_size,
-        max_pixels=max_pixels,
-        progress=progress,
-    )
+    if backend == "ray":
+        from conceptforest.features.ray_backend import RaySettings, extract_features_ray
+
+        settings = RaySettings(
+            address=ray_address,
+            actors=ray_actors,
+            cpus_per_actor=ray_cpus_per_actor,
+            gpus_per_actor=ray_gpus_per_actor,
+            batch_size=batch_size,
+        )
+        matrix, stats = extract_features_ray(
+            dataset,
+            concept_tree,
+            backbone,
+            out,
+            settings=settings,
+            cache_dir=cfg.cache_dir,
+            max_pixels=max_pixels,
+            progress=progress,
+        )
+    else:
+        matrix, stats = extract_features(
+            dataset,
+            concept_tree,
+            backbone,
+            out,
+            cache_dir=cfg.cache_dir,
+            batch_size=batch_size,
+            max_pixels=max_pixels,
+            progress=progress,
+        )
     echo(
         f"Wrote {out}/features.parquet: {stats.scored} images x {len(matrix.concept_ids)} concepts "
         f"(backbone {backbone.backbone_id})."

@@ -1,0 +1,167 @@
+"""Extraction on a Ray cluster: Ray Data actors encode the images into the shared embedding cache.
+
+Each actor holds one backbone (loaded once from its :class:`BackboneSpec`, on a GPU when it is given one) and runs
+the local extractor's own read -> hash -> cache check -> decode -> encode -> store step on its batches, so a file
+skipped here is skipped for the same reason as locally. Shards are written atomically under unique names, so many
+workers share one cache folder safely, and a rerun (or a retried batch) skips what is cached. The driver then runs
+the local :func:`~conceptforest.features.extract.extract_features` over the same images: every embedding is found
+in the cache, nothing is encoded again, and the :class:`FeatureMatrix`, the skipped-file list and the provenance
+are those of the local backend by construction.
+
+The cache folder must be reachable at the same path from every worker (a shared file system); object-store URIs
+are not supported yet. The driver reads (and hashes) each file once more to assemble the matrix; it decodes none.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from conceptforest.cache import cache_root
+from conceptforest.concepts.tree import ConceptTree
+from conceptforest.defaults import DEFAULT_MAX_PIXELS
+from conceptforest.errors import BadInputError
+from conceptforest.features.backbone import Backbone
+from conceptforest.features.dataset import ImageDataset, ImageRecord
+from conceptforest.features.extract import ExtractionStats, _Extractor, extract_features
+from conceptforest.features.matrix import FeatureMatrix
+from conceptforest.features.spec import BackboneSpec
+from conceptforest.features.store import EmbeddingStore
+
+__all__ = ["EmbedActor", "RaySettings", "embed_with_ray", "extract_features_ray"]
+
+RAY_HINT = "install the extra: pip install 'conceptforest[ray]'"
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """Where the cluster is and how the work is spread."""
+
+    address: str | None = None  # None: start a local instance; "auto": join the running cluster
+    actors: int = 2  # concurrent actors, each with its own backbone
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    batch_size: int = 64  # images per Ray batch and per forward pass
+    # a batch whose actor died is retried on a restarted actor (Ray Data's default for actor pools)
+
+
+class EmbedActor:
+    """A Ray Data actor: one backbone, one view of the shared cache; encodes the images of each batch."""
+
+    def __init__(self, spec: BackboneSpec, cache_dir: str, batch_size: int, max_pixels: int) -> None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.backbone = spec.load(device=device, cache_dir=cache_dir)
+        store = EmbeddingStore(cache_dir, self.backbone.backbone_id, "images")
+        self.extractor = _Extractor(self.backbone, store, batch_size=batch_size, max_pixels=max_pixels, workers=2)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        records = [
+            ImageRecord(Path(str(path)), str(label), str(split))
+            for path, label, split in zip(batch["path"], batch["label"], batch["split"], strict=True)
+        ]
+        stats = ExtractionStats(images=len(records))
+        kept, _ = self.extractor.embed_chunk(records, stats)
+        found = {str(record.path): key for record, key in kept}
+        reasons = {item.path: item.reason for item in stats.skipped}
+        return {
+            "path": np.asarray([str(r.path) for r in records], dtype=object),
+            "sha256": np.asarray([found.get(str(r.path), "") for r in records], dtype=object),
+            "reason": np.asarray([reasons.get(str(r.path), "") for r in records], dtype=object),
+            # the batch's count of newly encoded images, on its first row (the others 0): summed by the driver
+            "encoded": np.where(np.arange(len(records)) == 0, stats.encoded, 0).astype(np.int64),
+        }
+
+
+def _ray() -> Any:
+    try:
+        import ray
+        import ray.data
+    except ImportError as exc:
+        raise BadInputError("--backend ray needs Ray, which is not installed.", hint=RAY_HINT) from exc
+    return ray
+
+
+def _start(ray: Any, settings: RaySettings) -> bool:
+    """Join or start Ray; True when this call started it (and must shut it down)."""
+    if ray.is_initialized():
+        return False
+    try:
+        if settings.address:
+            ray.init(address=settings.address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=max(1, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise BadInputError(
+            f"Could not reach the Ray cluster at {settings.address or 'a new local instance'}: {exc}.",
+            hint="start the cluster ('ray start --head'), pass --ray-address auto on a cluster node, or leave "
+            "--ray-address out to start Ray on this machine.",
+        ) from exc
+    return True
+
+
+def embed_with_ray(
+    records: Sequence[ImageRecord],
+    spec: BackboneSpec,
+    cache_dir: str | Path,
+    settings: RaySettings | None = None,
+    *,
+    actor_class: type[EmbedActor] = EmbedActor,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[int, dict[str, str]]:
+    """Encode every record's image into the cache at ``cache_dir`` on Ray; (images encoded, path -> skip reason)."""
+    settings = settings or RaySettings()
+    ray = _ray()
+    started = _start(ray, settings)
+    try:
+        items = [{"path": str(r.path), "label": r.label, "split": r.split} for r in records]
+        dataset = ray.data.from_items(items).map_batches(
+            actor_class,
+            fn_constructor_kwargs={
+                "spec": spec,
+                "cache_dir": str(cache_dir),
+                "batch_size": settings.batch_size,
+                "max_pixels": max_pixels,
+            },
+            batch_size=settings.batch_size,
+            compute=ray.data.ActorPoolStrategy(size=settings.actors),
+            num_cpus=settings.cpus_per_actor,
+            num_gpus=settings.gpus_per_actor,
+            batch_format="numpy",
+        )
+        rows = dataset.take_all()
+    finally:
+        if started:
+            ray.shutdown()
+    encoded = int(sum(int(row["encoded"]) for row in rows))
+    return encoded, {str(row["path"]): str(row["reason"]) for row in rows if row["reason"]}
+
+
+def extract_features_ray(
+    dataset: ImageDataset,
+    tree: ConceptTree,
+    backbone: Backbone,
+    out_dir: str | Path,
+    *,
+    settings: RaySettings | None = None,
+    cache_dir: str | Path | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: bool = True,
+    actor_class: type[EmbedActor] = EmbedActor,
+) -> tuple[FeatureMatrix, ExtractionStats]:
+    """:func:`extract_features` with the encoding done on Ray: the same matrix, skipped list and provenance."""
+    root = cache_root(cache_dir)
+    encoded, _ = embed_with_ray(
+        dataset.records, backbone.spec, root, settings, actor_class=actor_class, max_pixels=max_pixels
+    )
+    matrix, stats = extract_features(
+        dataset, tree, backbone, out_dir, cache_dir=root, max_pixels=max_pixels, progress=progress
+    )
+    stats.encoded, stats.from_cache = encoded, max(stats.from_cache - encoded, 0)
+    return matrix, stats
