@@ -38,6 +38,8 @@ class EstimatorInputError(BadInputError, ValueError):
 class LLMError(ConceptforestError):
     """The LLM never produced a valid answer, or the server could not be reached."""
 
+    tokens: int = 0  # tokens the failed call spent (its attempts and repairs), when known
+
 
 class TreeValidationError(BadInputError):
     """A concept tree (generated or hand-edited) breaks the tree's rules."""

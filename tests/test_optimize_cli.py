@@ -111,7 +111,7 @@ def test_a_set_tuned_on_evaluated_images_is_refused(shapes: Path, tmp_path: Path
     inputs.descriptors["optimized"] = optimized_set([str(evaluated[0])])
     for outcome in run_methods(inputs, ["optimized", "forest-optimized"]):
         assert isinstance(outcome, NotComputed)
-        assert "tuned on 1 of the 'test' images" in outcome.reason
+        assert "tuned on 1 of this run's val/test" in outcome.reason
 
 
 def test_a_run_folder_gives_its_split_and_backbone_and_the_methods_accept_the_set(
@@ -142,3 +142,80 @@ def test_a_run_folder_gives_its_split_and_backbone_and_the_methods_accept_the_se
     inputs = method_inputs(matrix, backbone=backbone, descriptors=[optimized], cache_dir=cache_root(None))
     outcomes = run_methods(inputs, ["optimized", "forest-optimized"])
     assert all(isinstance(o, MethodResult) for o in outcomes), outcomes
+
+
+def optimize_args(stub: StubServer, source: Path, *extra: str) -> list[str]:
+    args = ["concepts", "optimize", str(source), "--llm", "stub-model", "--llm-base-url", stub.base_url]
+    return [*args, "--clip", "conceptforest-tiny-random", "--iterations", "1", "--candidates", "1", *extra]
+
+
+def test_user_errors_exit_2_before_any_request(stub: StubServer, shapes: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from conceptforest.concepts.template import template_tree
+
+    tree = tmp_path / "tree.json"
+    data = template_tree("shape", LABELS).model_dump(mode="json")
+    data["values"][LABELS[0]] = {}
+    tree.write_text(json.dumps(data))
+    no_concepts = runner.invoke(app, optimize_args(stub, shapes, "--tree", str(tree)))
+    assert no_concepts.exit_code == 2 and repr(LABELS[0]) in no_concepts.output, no_concepts.output
+    clashing = tmp_path / "clash"
+    shutil.copytree(shapes, clashing)
+    shutil.copytree(clashing / LABELS[0], clashing / LABELS[0].replace(" ", "_"))
+    clash = runner.invoke(app, optimize_args(stub, clashing, "-o", str(tmp_path / "x.json")))
+    assert clash.exit_code == 2 and "differ only in case" in clash.output, clash.output
+    folder = runner.invoke(app, optimize_args(stub, shapes, "-o", str(tmp_path)))
+    assert folder.exit_code == 2 and "is a folder" in folder.output
+    assert stub.state.requests == []
+
+
+def test_a_start_set_spelled_differently_is_matched(stub: StubServer, shapes: Path, tmp_path: Path) -> None:
+    start = tmp_path / "start.json"
+    descriptors = {label.upper().replace(" ", "_"): ["a plain look"] for label in LABELS}
+    DescriptorSet(style="dclip", labels=list(descriptors), descriptors=descriptors).save(start)
+    out = tmp_path / "out.json"
+    result = runner.invoke(
+        app, optimize_args(stub, shapes, "--descriptors", str(start), "-o", str(out), "--shots", "2")
+    )
+    assert result.exit_code == 0, result.output
+    record = DescriptorSet.load(out).optimization
+    assert (
+        record is not None
+        and record.start_accuracy is not None
+        and record.images_per_label == dict.fromkeys(sorted(LABELS), 2)
+    )
+
+
+def test_no_cache_read_touches_a_val_or_test_image(
+    stub: StubServer, shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conceptforest.features.store import EmbeddingStore
+
+    asked: list[str] = []
+    original = EmbeddingStore.get
+
+    def spy(self: EmbeddingStore, keys):  # type: ignore[no-untyped-def]
+        keys = list(keys)
+        if self.folder.name == "images":
+            asked.extend(keys)
+        return original(self, keys)
+
+    monkeypatch.setattr(EmbeddingStore, "get", spy)
+    result = runner.invoke(app, optimize_args(stub, shapes, "--shots", "0", "-o", str(tmp_path / "o.json")))
+    assert result.exit_code == 0, result.output
+    held_out = {
+        hashlib.sha256(r.path.read_bytes()).hexdigest() for r in load_dataset(shapes).records if r.split != "train"
+    }
+    assert asked and not set(asked) & held_out
+
+
+def test_a_set_tuned_on_validation_images_is_refused(shapes: Path, tmp_path: Path) -> None:
+    backbone = load_backbone("conceptforest-tiny-random", device="cpu")
+    inputs = make_inputs(backbone, shapes, tmp_path, vision=None, styles=())
+    frame = inputs.matrix.frame
+    frame.loc[frame.index[0], "split"] = "val"
+    inputs.descriptors["optimized"] = optimized_set([str(frame["sha256"].iloc[0])])
+    (outcome,) = run_methods(inputs, ["optimized"])
+    assert isinstance(outcome, NotComputed) and "val/test" in outcome.reason

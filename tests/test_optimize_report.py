@@ -10,11 +10,11 @@ from conceptforest.concepts.optimize import OptimizeSettings, optimize_descripto
 from conceptforest.explain.optimization_section import SECTION, add_optimization, best_and_worst
 from conceptforest.explain.report import Report
 from tests.llm_stub import StubServer
-from tests.test_optimize import FIRST_SEED, LABELS, client, few_shot, neutral, scripted
+from tests.test_optimize import LABELS, client, few_shot, neutral, scripted
 
 
 def hostile(body: dict[str, Any]) -> dict[str, Any]:
-    answer = scripted(good_seeds={FIRST_SEED})(body)
+    answer = scripted(good={0}, candidates=2)(body)
     for entry in answer["labels"]:
         entry["descriptors"].append("<script>alert(1)</script> $x$ look")
     return answer

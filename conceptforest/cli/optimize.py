@@ -57,12 +57,20 @@ def _start(descriptors: Path | None, tree: Path | None) -> DescriptorSet | None:
         )
     if descriptors is not None:
         return DescriptorSet.load(descriptors)
-    return DescriptorSet.from_tree(ConceptTree.load(tree)) if tree is not None else None
+    if tree is None:
+        return None
+    loaded = ConceptTree.load(tree)
+    covered = {label for concept in loaded.concepts() for label in concept.labels}
+    bare = [label for label in loaded.labels if label not in covered]
+    if bare:
+        raise BadInputError(
+            f"The tree {str(tree)!r} has no concept for the label(s) {', '.join(map(repr, bare))}.",
+            hint="add values for them ('concepts generate --extend'), or start without --tree (the LLM starts).",
+        )
+    return DescriptorSet.from_tree(loaded)
 
 
-def _dataset(
-    images: Path, start: DescriptorSet | None, fractions: tuple[float, float], seed: int
-) -> tuple[ImageDataset, FeatureMatrix | None]:
+def _dataset(images: Path, fractions: tuple[float, float], seed: int) -> tuple[ImageDataset, FeatureMatrix | None]:
     """The images with their splits: a run folder's own (its features.parquet), else a seeded split as
     'features extract' makes it."""
     from conceptforest.features.dataset import ImageDataset, ImageRecord, load_dataset
@@ -71,13 +79,21 @@ def _dataset(
     if images.is_dir() and (images / FEATURES_FILE).is_file():
         matrix = FeatureMatrix.load(images)
         frame = matrix.frame
+        held_out = set(frame.loc[frame["split"] != "train", "sha256"])  # a train copy of a val/test image is left out
         records = [
             ImageRecord(Path(path), label, split)
-            for path, label, split in zip(frame["path"], frame["label"], frame["split"], strict=True)
+            for path, label, split, key in zip(
+                frame["path"], frame["label"], frame["split"], frame["sha256"], strict=True
+            )
+            if split != "train" or key not in held_out
         ]
         return ImageDataset(source=images, records=records, labels=list(matrix.labels)), matrix
-    labels = start.labels if start is not None else None
-    dataset = load_dataset(images, labels=labels, val_fraction=fractions[0], test_fraction=fractions[1], seed=seed)
+    warn(
+        f"{str(images)!r} is not a run folder: the train split is made here (seed {seed}); the optimised methods "
+        "refuse the set on a run whose val/test images it used. Give the run folder of 'features extract' to use "
+        "its split."
+    )
+    dataset = load_dataset(images, val_fraction=fractions[0], test_fraction=fractions[1], seed=seed)
     return dataset, None
 
 
@@ -191,9 +207,15 @@ def optimize(
         budget_tokens=budget_tokens,
     )
     settings.check()
+    if temperature < 0:
+        raise BadInputError(f"--temperature must not be negative (got {temperature:g}).", hint="use 0 or more.")
+    if out.is_dir():
+        raise BadInputError(
+            f"-o {str(out)!r} is a folder.", hint="give a file name, e.g. RUN/descriptors-optimized.json."
+        )
     start = _start(descriptors, tree)
     client = _client(cfg)
-    dataset, matrix = _dataset(images, start, (val_fraction, test_fraction), seed)
+    dataset, matrix = _dataset(images, (val_fraction, test_fraction), seed)
     backbone = _backbone(cfg, matrix, any(x is not None for x in (clip, pretrained, checkpoint)), device)
     if backbone.random_weights:
         warn(RANDOM_WEIGHTS_WARNING)

@@ -328,9 +328,11 @@ class LLMClient(OpenAICompatibleTransport):
 
     def _give_up(self, record: CallRecord, problem: str, hint: str, content: str | None = None) -> LLMError:
         said = f" The last answer began: {content[:200]!r}." if content else ""
-        return self._error(
+        error = self._error(
             f"LLM step '{record.step}' for {record.subject} failed after {record.attempts} request(s) to "
             f"{self._server} (model {self.model!r}): {problem}.{said} "
             "Answers already received are kept in the cache, so a rerun continues from here.",
             hint,
         )
+        error.tokens = record.prompt_tokens + record.completion_tokens
+        return error

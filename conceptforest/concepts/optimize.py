@@ -34,7 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from conceptforest._version import package_version
-from conceptforest.concepts.descriptors import DescriptorSet, wordify
+from conceptforest.concepts.descriptors import DescriptorSet
 from conceptforest.concepts.generate import usage_totals
 from conceptforest.concepts.llm import LLMClient
 from conceptforest.concepts.optimize_feedback import (
@@ -63,10 +63,20 @@ __all__ = ["DEPARTURES", "FewShotImages", "OptimizeSettings", "optimize_descript
 DEPARTURES = (
     "Search scores '{label}, {descriptor}' as the authors' search does; the method row scores the result with "
     "DCLIP's 'which is/has' sentences, as the authors' final test does. Departures: JSON answers through a schema "
-    "(the authors parse a Python list); no crossover step; candidates are separate requests with consecutive "
+    "(the authors parse a Python list), with descriptors that name another label of the group, repeats and lists "
+    "past twice the asked length dropped; no crossover step; candidates are separate requests with their own "
     "seeds (the authors: one request with n samples); groups by k-means centres with a greedy size cap (the "
-    "authors: k_means_constrained); a start set's accuracy is the first best."
+    "authors: k_means_constrained); word banks judge removals as the authors' code intends (their loop "
+    "overwrites the removal logits, so for all but the first class removals are never judged); a group whose "
+    "every candidate fails stops the run, answers kept in the cache (the authors retry, then skip the group); a "
+    "start set's accuracy is the first best; at most --shots images per label, drawn with a seed (the authors "
+    "use every training image)."
 )
+
+
+SEEDS_PER_ITERATION = 1000  # candidate seeds: seed + candidates * (group + 1000 * (iteration - 1)) + candidate
+TOKENS_PER_DESCRIPTOR = 12  # room asked for per descriptor in an answer (JSON quoting included)
+TOKENS_PER_ANSWER = 300
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,7 @@ class FewShotImages:
     logit_scale: float
     encode: Callable[[Sequence[str]], np.ndarray]  # sentences -> embeddings (cached by the caller)
     shots: int = 0
+    draw_seed: int = 0  # the seed of the draw of at most ``shots`` images per label
 
 
 @dataclass(frozen=True)
@@ -137,19 +148,21 @@ class _Optimizer:
             state.stopped = f"token budget reached: {state.tokens:,} tokens used of {budget:,}"
         return bool(state.stopped)
 
-    def sampler(self, candidate: int) -> LLMClient:
+    def sampler(self, iteration: int, group: int, candidate: int, max_tokens: int) -> LLMClient:
+        """The client for one candidate: the authors' temperature, a seed of its own (deterministic, different
+        for every iteration, group and candidate), and room for the whole group's answer."""
         client = copy.copy(self.llm)
         client.temperature = self.settings.temperature
-        client.seed = self.settings.seed + candidate
+        step = self.settings.candidates * (group + SEEDS_PER_ITERATION * (iteration - 1))
+        client.seed = self.settings.seed + step + candidate
+        client.max_tokens = max(self.llm.max_tokens, max_tokens)
         return client
 
     def variables(self, kind: str, names: list[str], feedback: str, state: _State) -> dict[str, object]:
         def lines(bank: dict[str, list[str]]) -> str:
-            return "\n".join(f"{wordify(n)}: {', '.join(bank.get(n, [])) or 'None'}" for n in names)
+            return "\n".join(f"{n}: {', '.join(bank.get(n, [])) or 'None'}" for n in names)
 
-        current = "\n".join(
-            f"{wordify(n)}: {', '.join(state.current[n])}" if state.current[n] else wordify(n) for n in names
-        )
+        current = "\n".join(f"{n}: {', '.join(state.current[n])}" if state.current[n] else n for n in names)
         found: dict[str, object] = {"current": current, "feedback": feedback.rstrip("\n")}
         if kind == "initial":
             return {**found, "count": self.settings.initial}
@@ -161,18 +174,29 @@ class _Optimizer:
         }
 
     def ask(
-        self, template: PromptTemplate, variables: dict[str, object], names: list[str], group: int, state: _State
+        self,
+        template: PromptTemplate,
+        variables: dict[str, object],
+        names: list[str],
+        where: tuple[int, int],
+        state: _State,
     ) -> list[tuple[CandidateRecord, dict[str, list[str]] | None]]:
-        """Every candidate of one group; a group whose every request fails raises the last error."""
-        limit = max(self.settings.initial, max(len(state.current[n]) for n in names)) * 2
+        """Every candidate of one group; a group whose every request fails raises the last error.
+
+        A failed candidate's tokens count towards the budget; it is not cached, so a rerun asks it again."""
+        iteration, group = where
+        longest = max(self.settings.initial, max(len(state.current[n]) for n in names))
+        limit = longest * 2
+        room = TOKENS_PER_DESCRIPTOR * longest * len(names) + TOKENS_PER_ANSWER
         found: list[tuple[CandidateRecord, dict[str, list[str]] | None]] = []
         last: LLMError | None = None
         for candidate in range(self.settings.candidates):
             if self.over_budget(state):
                 break
             record = CandidateRecord(group=group, candidate=candidate)
+            client = self.sampler(iteration, group, candidate, room)
             try:
-                answer = self.sampler(candidate).ask(
+                answer = client.ask(
                     template,
                     variables,
                     GroupAnswer,
@@ -182,8 +206,11 @@ class _Optimizer:
                 )
             except LLMError as exc:
                 last = exc
-                found.append((record.model_copy(update={"error": str(exc)[:300]}), None))
+                state.tokens += exc.tokens
+                found.append((record.model_copy(update={"error": str(exc)[:300], "tokens": exc.tokens}), None))
                 continue
+            finally:
+                self.llm._mode = client._mode  # a server that refused json_schema is not asked with it again
             tokens = answer.record.prompt_tokens + answer.record.completion_tokens
             state.records.append(answer.record)
             state.tokens += tokens
@@ -194,17 +221,18 @@ class _Optimizer:
         return found
 
     def optimise_group(
-        self, kind: str, members: list[int], group: int, state: _State
+        self, kind: str, members: list[int], where: tuple[int, int], state: _State
     ) -> tuple[str, list[CandidateRecord]]:
         names = [self.labels[i] for i in members]
         rows = np.flatnonzero(np.isin(self.images.truth, members))
-        local = np.searchsorted(np.asarray(members), self.images.truth[rows])
+        position = {label: index for index, label in enumerate(members)}
+        local = np.asarray([position[int(t)] for t in self.images.truth[rows]], dtype=np.int64)
         logits = self.scorer.logits(state.current, names, rows)
         feedback = feedback_text(confusions(logits, local), names)
         variables = self.variables(kind, names, feedback, state)
         records: list[CandidateRecord] = []
         best: tuple[float, dict[str, list[str]]] | None = None
-        for record, value in self.ask(self.templates[kind], variables, names, group, state):
+        for record, value in self.ask(self.templates[kind], variables, names, where, state):
             if value is not None:
                 score = accuracy(self.scorer.logits(value, names, rows), local)
                 record = record.model_copy(update={"accuracy": score})
@@ -226,7 +254,7 @@ class _Optimizer:
         for index, members in enumerate(groups):
             if self.over_budget(state):
                 break
-            text, records = self.optimise_group(kind, members, index, state)
+            text, records = self.optimise_group(kind, members, (number, index), state)
             feedback.append(text)
             candidates.extend(records)
         complete = all(state.current[label] for label in self.labels)
@@ -276,6 +304,16 @@ def _start_descriptors(images: FewShotImages, start: DescriptorSet | None) -> di
 
 
 def _check_images(images: FewShotImages) -> None:
+    from conceptforest.concepts.optimize_schema import label_key
+
+    keys = [label_key(label) for label in images.labels]
+    clashes = sorted({label for label, key in zip(images.labels, keys, strict=True) if keys.count(key) > 1})
+    if clashes:
+        raise BadInputError(
+            f"Labels that differ only in case, spaces or underscores cannot be told apart in the LLM's answers: "
+            f"{', '.join(map(repr, clashes))}.",
+            hint="rename the label folders (or the manifest's labels) so that they differ in words.",
+        )
     counts = np.bincount(images.truth, minlength=len(images.labels)) if len(images.truth) else np.zeros(0)
     empty = [label for label, count in zip(images.labels, counts, strict=False) if count == 0]
     if len(images.labels) < 2 or len(images.truth) == 0 or empty:
@@ -353,6 +391,7 @@ def _result(
         image_sha256=sorted(images.sha256),
         images_per_label={label: int(n) for label, n in zip(images.labels, counts, strict=True)},
         shots=images.shots,
+        draw_seed=images.draw_seed,
         iterations_asked=settings.iterations,
         candidates=settings.candidates,
         replace=settings.replace,

@@ -47,7 +47,7 @@ class IterationRecord(BaseModel):
     groups: list[list[str]]
     feedback: list[str]  # the confusion text sent for each group, in group order
     candidates: list[CandidateRecord]
-    train_accuracy: float  # of the set kept after this iteration, on all the images used
+    train_accuracy: float  # of the current set after this iteration (it may drop), on all the images used
     best_accuracy: float  # the best set so far (never lower than the iteration before)
     changes: list[LabelChange]
     helpful: dict[str, list[str]] = Field(default_factory=dict)  # the word banks after this iteration
@@ -72,6 +72,7 @@ class OptimizationRecord(BaseModel):
     image_sha256: list[str]  # every image used, sorted; the methods refuse to score these images
     images_per_label: dict[str, int]
     shots: int
+    draw_seed: int = 0
     iterations_asked: int
     candidates: int
     replace: int

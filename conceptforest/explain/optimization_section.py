@@ -35,14 +35,14 @@ def _cut(text: str, width: int = 45) -> str:
 
 @plain_text
 def accuracy_curve(record: OptimizationRecord) -> Figure:
-    """Train accuracy per iteration: the set kept after each iteration, and the best so far."""
+    """Train accuracy per iteration: the current set after each iteration (it may drop), and the best so far."""
     steps = [it.iteration for it in record.iterations]
     kept = [it.train_accuracy for it in record.iterations]
     best = [it.best_accuracy for it in record.iterations]
     if record.start_accuracy is not None:
         steps, kept, best = [0, *steps], [record.start_accuracy, *kept], [record.start_accuracy, *best]
     figure, axis = plt.subplots(figsize=(6.5, 3.2))
-    axis.plot(steps, kept, marker="o", label="set kept after the iteration")
+    axis.plot(steps, kept, marker="o", label="current set after the iteration")
     axis.plot(steps, best, marker="s", linestyle="--", label="best so far (what is returned)")
     axis.set_xlabel("iteration (0 = the start set)" if record.start_accuracy is not None else "iteration")
     axis.set_ylabel("accuracy on the training images used")
@@ -117,7 +117,8 @@ def add_optimization(report: Report, described: DescriptorSet) -> None:
         f"{record.candidates} candidate(s) per step, on {len(record.image_sha256)} training image(s) "
         f"({max(record.images_per_label.values(), default=0)} at most per label); the set returned is from "
         f"iteration {record.best_iteration}, with accuracy {record.best_accuracy:.3f} on those images{start}. "
-        "These images are never among the evaluated ones (the methods check their sha256).",
+        "These images are never among the evaluated ones (the methods check their sha256). Contributions are "
+        "computed with the search's sentences ('{label}, {descriptor}'); the method rows score DCLIP's form.",
     )
     if record.stopped:
         report.add_text(SECTION, f"Stopped early: {record.stopped}.", note=True)

@@ -97,5 +97,6 @@ def few_shot_images(
         logit_scale=_logit_scale(backbone),
         encode=encode,
         shots=shots,
+        draw_seed=seed,
     )
     return images, list(stats.skipped)

@@ -227,13 +227,14 @@ def check_unseen(inputs: MethodInputs, described: DescriptorSet, display: str) -
     if record is None:
         return
     seen = set(record.image_sha256)
-    evaluated = inputs.matrix.frame["sha256"].to_numpy()[inputs.split_mask]
-    overlap = sum(1 for key in evaluated if key in seen)
+    frame = inputs.matrix.frame
+    held_out = frame["split"].to_numpy() != "train"
+    overlap = sum(1 for key in frame["sha256"].to_numpy()[held_out | inputs.split_mask] if key in seen)
     if overlap:
         raise BadInputError(
-            f"{display}: the optimised set was tuned on {overlap} of the {inputs.split!r} images it would score.",
-            hint="optimise on the same split as the features ('concepts optimize' with the same --seed and "
-            "fractions as 'features extract'), or evaluate another split.",
+            f"{display}: the optimised set was tuned on {overlap} of this run's val/test (or evaluated) images.",
+            hint="optimise on the run folder itself ('concepts optimize RUN ...' uses its train split and leaves "
+            "out train copies of val/test images), or evaluate another split.",
         )
     if record.backbone_id != inputs.matrix.backbone_id:
         raise BadInputError(
