@@ -53,8 +53,8 @@ def extract(
         str,
         typer.Option(
             metavar="|".join(PRECISIONS),
-            help="fp32, or int8 (CPU only: faster Linear layers, slightly "
-            "different scores, recorded in the backbone id).",
+            help="fp32; int8 (CPU only: faster Linear layers); fp16 (CUDA/MPS autocast) or bf16 (CUDA or CPU "
+            "autocast). All but fp32 give slightly different scores and are recorded in the backbone id.",
         ),
     ] = "fp32",
     max_pixels: Annotated[

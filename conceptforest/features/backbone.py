@@ -7,6 +7,7 @@ every artefact. Random weights exist only under the explicit name :data:`TINY_RA
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -91,11 +92,18 @@ class Backbone:
     device: torch.device
     random_weights: bool
     description: dict[str, Any]
+    autocast: torch.dtype | None = None  # fp16/bf16 mixed precision; None: the model's own (fp32 or int8)
+
+    def _mixed(self) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast)
 
     @torch.inference_mode()
     def encode_images(self, batch: torch.Tensor) -> np.ndarray:
         """L2-normalised image embeddings (float32) of a preprocessed batch."""
-        features = self.model.encode_image(batch.to(self.device))
+        with self._mixed():
+            features = self.model.encode_image(batch.to(self.device, non_blocking=True))
         return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
 
     @torch.inference_mode()
@@ -104,7 +112,8 @@ class Backbone:
         chunks = []
         for start in range(0, len(texts), batch_size):
             tokens = self.tokenizer(list(texts[start : start + batch_size])).to(self.device)
-            features = encode_tokens_trimmed(self.model, tokens) if trim else self.model.encode_text(tokens)
+            with self._mixed():
+                features = encode_tokens_trimmed(self.model, tokens) if trim else self.model.encode_text(tokens)
             chunks.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy())
         if not chunks:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
@@ -289,6 +298,21 @@ def model_id_part(name: str) -> str:
     return name.replace("/", "_")
 
 
+MIXED_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16}
+_PRECISION_DEVICES = {"int8": ("cpu",), "fp16": ("cuda", "mps"), "bf16": ("cuda", "cpu")}
+
+
+def _check_precision(precision: str, device: torch.device) -> None:
+    """Refuse a precision the device cannot run, naming the ones it can."""
+    allowed = _PRECISION_DEVICES.get(precision)
+    if allowed is not None and device.type not in allowed:
+        usable = [p for p, devices in _PRECISION_DEVICES.items() if device.type in devices]
+        raise BadInputError(
+            f"{precision} precision runs on {' or '.join(allowed)}, not on {device.type}.",
+            hint=f"on {device.type} use --precision fp32{''.join(', ' + p for p in usable)}; or pass another --device.",
+        )
+
+
 def load_backbone(
     name: str = DEFAULT_MODEL,
     pretrained: str | None = DEFAULT_PRETRAINED,
@@ -316,20 +340,18 @@ def load_backbone(
         Default: cuda, then mps, then cpu.
     image_mean, image_std : sequence of float, optional
         Preprocessing for a checkpoint file, which open_clip would otherwise load with default values.
-    precision : {"fp32", "int8"}
+    precision : {"fp32", "int8", "fp16", "bf16"}
         ``int8`` quantises the image tower's Linear layers dynamically (CPU only): faster on CPUs, slightly
-        different image embeddings, so it is part of the backbone id and never the default.
+        different image embeddings, so it is part of the backbone id and never the default. ``fp16`` (CUDA or
+        MPS) and ``bf16`` (CUDA or CPU) run the model under autocast; outputs stay float32 and are recorded
+        under their own backbone id (``benchmarks/encode_images.py --precision`` measures the cosine to fp32).
     """
     import open_clip
 
     if precision not in PRECISIONS:
         raise BadInputError(f"Unknown precision {precision!r}.", hint=f"use one of {list(PRECISIONS)}.")
     torch_device = select_device(device)
-    if precision == "int8" and torch_device.type != "cpu":
-        raise BadInputError(
-            f"int8 precision runs on the CPU only, not on {torch_device.type}.",
-            hint="pass --device cpu, or use --precision fp32 on an accelerator.",
-        )
+    _check_precision(precision, torch_device)
     if name == TINY_RANDOM:
         weights = _Weights(None, "random-seed0", random=True)
         model = _create_tiny(0)
@@ -343,10 +365,11 @@ def load_backbone(
         model = quantize_linear_int8(model)
     backbone_id = f"{model_id_part(name)}__{weights.tag}__pre-{_preprocess_id(preprocess)}"
     return Backbone(
+        autocast=MIXED_PRECISION.get(precision),
         model=model,
         preprocess=preprocess,
         tokenizer=tokenizer,
-        backbone_id=backbone_id + ("__int8" if precision == "int8" else ""),
+        backbone_id=backbone_id + ("" if precision == "fp32" else f"__{precision}"),
         device=torch_device,
         random_weights=weights.random,
         description={

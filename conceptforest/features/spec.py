@@ -38,7 +38,7 @@ class BackboneSpec(BaseModel):
         The pretrained tag of a plain model name (or of an ``hf-hub:`` name, rarely needed).
     checkpoint, checkpoint_sha256 : str, optional
         A local weights file for ``model`` and, once loaded, its full sha256.
-    precision : {"fp32", "int8"}
+    precision : {"fp32", "int8", "fp16", "bf16"}
     cache_dir : str, optional
         open_clip's download folder; :meth:`load` may override it.
     weights, preprocess, random_weights
@@ -51,7 +51,7 @@ class BackboneSpec(BaseModel):
     pretrained: str | None = None
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
-    precision: Literal["fp32", "int8"] = "fp32"
+    precision: Literal["fp32", "int8", "fp16", "bf16"] = "fp32"
     cache_dir: str | None = None
     weights: str | None = None
     preprocess: str | None = None
