@@ -53,3 +53,50 @@ def explain_shap(model: Any, X: pd.DataFrame) -> ConceptShap:
         values = np.transpose(values, (1, 2, 0))  # older shap: a list per class
     base = np.asarray(explainer.expected_value, dtype=float).reshape(-1)
     return ConceptShap(values=values, base_values=base, data=data, classes=classes)
+
+
+# the report explains at most this many rows with SHAP (explain_model's shap_rows). Tree SHAP costs about
+# rows x trees x leaves x depth², so a larger split is explained on its first rows only, and the report says so
+REPORT_SHAP_ROWS = 300
+
+
+@dataclass(frozen=True)
+class ShapRows:
+    """How many rows the report's SHAP step explained (its first ``used``), of the ``available`` ones."""
+
+    used: int
+    available: int
+
+    @property
+    def subsampled(self) -> bool:
+        return self.used < self.available
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rows_explained": self.used,
+            "rows_available": self.available,
+            "subsampled": self.subsampled,
+            "rule": "all rows up to shap_rows, else the first shap_rows rows",
+            "algorithm": "exact Tree SHAP (shap.TreeExplainer, tree_path_dependent)",
+        }
+
+    def note(self, split: str) -> str:
+        """One sentence for the report: which rows the SHAP values (and every mean |SHAP|) come from."""
+        if not self.subsampled:
+            return f"SHAP values (and every mean |SHAP| in this report) cover all {self.available} {split!r} rows."
+        return (
+            f"SHAP values (and every mean |SHAP| in this report) cover the first {self.used} of the "
+            f"{self.available} {split!r} rows, to bound the time of exact Tree SHAP; pass a larger shap_rows "
+            "to explain more."
+        )
+
+
+def report_shap_rows(available: int, limit: int = REPORT_SHAP_ROWS) -> ShapRows:
+    """The report's subsampling rule: every row when there are at most ``limit``, else the first ``limit``."""
+    return ShapRows(used=max(0, min(available, limit)), available=available)
+
+
+def explain_report_shap(model: Any, X: pd.DataFrame, limit: int = REPORT_SHAP_ROWS) -> tuple[ConceptShap, ShapRows]:
+    """:func:`explain_shap` on the rows :func:`report_shap_rows` picks; returns the values and the rows used."""
+    rows = report_shap_rows(len(X), limit)
+    return explain_shap(model, X.iloc[: rows.used]), rows

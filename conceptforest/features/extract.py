@@ -12,7 +12,6 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -188,8 +187,10 @@ class _TrainMoments:
     rows: int = 0
 
     def add(self, scores: np.ndarray, is_train: np.ndarray) -> None:
-        self.sums += scores[is_train].sum(axis=0)
-        self.squares += np.square(scores[is_train].astype(np.float64)).sum(axis=0)
+        """Add the train rows of ``scores`` (rows, concepts); any memory layout, the same sums."""
+        train = np.ascontiguousarray(scores[is_train])  # row order: the same float32 sums as a C-order block
+        self.sums += train.sum(axis=0)
+        self.squares += np.square(train, dtype=np.float64).sum(axis=0)
         self.rows += int(is_train.sum())
 
     def standardization(self) -> Standardization:
@@ -201,6 +202,82 @@ class _TrainMoments:
             fitted_on="train",
             rows=self.rows,
         )
+
+
+def concept_scores(vectors: np.ndarray, concept_matrix: np.ndarray) -> np.ndarray:
+    """Cosine scores laid out by concept: ``(concepts, rows)`` float32, each concept's column contiguous.
+
+    The same values as ``(vectors @ concept_matrix.T).astype(np.float32)``, made by one float32 product into a
+    preallocated array whose rows Arrow takes as columns without a copy.
+    """
+    out = np.empty((len(concept_matrix), len(vectors)), dtype=np.float32)
+    if vectors.dtype == np.float32 and concept_matrix.dtype == np.float32:
+        # an F-ordered (rows, concepts) target: numpy's product writes scores.T in place, bit for bit the same
+        np.matmul(vectors, concept_matrix.T, out=out.T)
+    else:  # another precision: computed in it, then rounded, as before
+        out[...] = (vectors @ concept_matrix.T).T
+    return out
+
+
+def score_schema(concept_ids: Sequence[str]) -> pa.Schema:
+    """The Parquet schema of ``features.parquet``: the string id columns, then one float32 column per concept."""
+    return pa.schema(
+        [*(pa.field(c, pa.string()) for c in ID_COLUMNS), *(pa.field(c, pa.float32()) for c in concept_ids)]
+    )
+
+
+def score_table(ids: dict[str, list[str]], by_concept: np.ndarray, schema: pa.Schema) -> pa.Table:
+    """An Arrow table of the id columns and the scores of :func:`concept_scores` (no copy of the scores)."""
+    arrays = [pa.array(ids[c], type=pa.string()) for c in ID_COLUMNS]
+    rows = by_concept.shape[1]
+    flat = pa.array(np.ascontiguousarray(by_concept, dtype=np.float32).reshape(-1))  # one buffer, sliced
+    return pa.Table.from_arrays([*arrays, *(flat.slice(i * rows, rows) for i in range(len(by_concept)))], schema=schema)
+
+
+# scores are buffered up to this size before a Parquet row group is written: few large groups write and read
+# faster than one per chunk (5,000 concepts: ~6,700 rows a group); extraction reads the whole table back anyway
+ROW_GROUP_BYTES = 128 * 2**20
+
+
+class ScoreWriter:
+    """Scores chunks of image embeddings into ``features.parquet`` and keeps the train rows' moments.
+
+    Use as a context manager; the file is complete once it exits without an error.
+    """
+
+    def __init__(self, path: Path, concept_ids: Sequence[str], *, row_group_bytes: int = ROW_GROUP_BYTES) -> None:
+        self.schema = score_schema(concept_ids)
+        self.moments = _TrainMoments(np.zeros(len(concept_ids)), np.zeros(len(concept_ids)))
+        self.row_group_bytes = row_group_bytes
+        self._writer = pq.ParquetWriter(path, self.schema, **PARQUET_WRITE_OPTIONS)
+        self._pending: list[pa.Table] = []
+        self._pending_bytes = 0
+
+    def write(self, ids: dict[str, list[str]], vectors: np.ndarray, concept_matrix: np.ndarray) -> None:
+        """Score ``vectors`` (rows, dim) against ``concept_matrix`` (concepts, dim); ``ids`` holds ID_COLUMNS."""
+        by_concept = concept_scores(vectors, concept_matrix)
+        table = score_table(ids, by_concept, self.schema)
+        self.moments.add(by_concept.T, np.array([split == "train" for split in ids["split"]], dtype=bool))
+        self._pending.append(table)
+        self._pending_bytes += by_concept.nbytes  # Table.nbytes walks every buffer: slow for wide tables
+        if self._pending_bytes >= self.row_group_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is buffered as one row group."""
+        if self._pending:
+            self._writer.write_table(pa.concat_tables(self._pending))
+            self._pending, self._pending_bytes = [], 0
+
+    def __enter__(self) -> ScoreWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        try:
+            if exc_type is None:
+                self.flush()
+        finally:
+            self._writer.close()
 
 
 def _write_scores(
@@ -215,30 +292,23 @@ def _write_scores(
     progress: bool,
 ) -> _TrainMoments:
     """Stream the records chunk by chunk through the cache and the model into the Parquet file ``path``."""
-    schema = pa.schema(
-        [*(pa.field(c, pa.string()) for c in ID_COLUMNS), *(pa.field(c.id, pa.float32()) for c in concepts)]
-    )
-    moments = _TrainMoments(np.zeros(len(concepts)), np.zeros(len(concepts)))
     with (
         tqdm(total=len(records), desc="features", unit="img", disable=not progress) as bar,
-        pq.ParquetWriter(path, schema, **PARQUET_WRITE_OPTIONS) as writer,
+        ScoreWriter(path, [c.id for c in concepts]) as writer,
     ):
         for chunk in _chunks(records, chunk_size):
             kept, vectors = extractor.embed_chunk(chunk, stats)
-            scores = (vectors @ concept_matrix.T).astype(np.float32)
-            columns: dict[str, Any] = {
+            ids = {
                 "path": [str(r.path) for r, _ in kept],
                 "label": [r.label for r, _ in kept],
                 "split": [r.split for r, _ in kept],
                 "sha256": [key for _, key in kept],
             }
-            columns.update({c.id: scores[:, i] for i, c in enumerate(concepts)})
-            writer.write_table(pa.table(columns, schema=schema))
-            moments.add(scores, np.array([r.split == "train" for r, _ in kept], dtype=bool))
+            writer.write(ids, vectors, concept_matrix)
             stats.scored += len(kept)
             bar.update(len(chunk))
             bar.set_postfix(skipped=len(stats.skipped), cached=stats.from_cache)
-    return moments
+    return writer.moments
 
 
 def _sidecar_meta(

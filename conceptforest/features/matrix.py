@@ -26,8 +26,17 @@ from conceptforest.features.meta import FeatureMeta
 FEATURES_FILE = "features.parquet"
 SIDECAR_FILE = "concepts.json"
 ID_COLUMNS = ("path", "label", "split", "sha256")
-# dictionary encoding only for the label and split columns: on float score columns it costs 5x the write time
-PARQUET_WRITE_OPTIONS: dict[str, Any] = {"use_dictionary": ["label", "split"]}
+# dictionary encoding only for the label and split columns: on float score columns it costs 5x the write time.
+# No compression: cosine scores do not compress under snappy (<1 %), which cost ~15 % of the write and of the read;
+# large write batches: fewer calls per column; min/max statistics only for the id columns (every row group of
+# scores spans the same range, so they would prune nothing). Readers need no option for any of this
+# (benchmarks/rescore.py measures it).
+PARQUET_WRITE_OPTIONS: dict[str, Any] = {
+    "use_dictionary": ["label", "split"],
+    "compression": "none",
+    "write_batch_size": 65536,
+    "write_statistics": list(ID_COLUMNS),
+}
 # the sidecar records the sha256 of the features.parquet it describes: a table and sidecar from different runs
 # (a kill between the two writes) are refused on load
 BINDING_KEY = "features_sha256"
@@ -136,7 +145,7 @@ class FeatureMatrix:
         out.mkdir(parents=True, exist_ok=True)
         tmp_path = out / f".{FEATURES_FILE}.{os.getpid()}.tmp"
         try:
-            pq.write_table(pa.Table.from_pandas(self.frame, preserve_index=False), tmp_path, **PARQUET_WRITE_OPTIONS)
+            write_frame(self.frame, tmp_path)
             os.replace(tmp_path, out / FEATURES_FILE)
         finally:
             tmp_path.unlink(missing_ok=True)
@@ -159,6 +168,47 @@ class FeatureMatrix:
 
 
 _RERUN_HINT = "re-run 'conceptforest features extract' into this folder (cached embeddings make it quick)."
+
+
+def write_frame(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write ``frame`` (no index) as Parquet with :data:`PARQUET_WRITE_OPTIONS` (not atomic: see ``save``)."""
+    pq.write_table(arrow_table(frame), path, **PARQUET_WRITE_OPTIONS)
+
+
+def _float32_tail(frame: pd.DataFrame) -> int | None:
+    """Where the trailing run of float32 score columns starts, when the fast conversion applies; else None."""
+    names = list(frame.columns)
+    if frame.attrs or len(set(names)) != len(names) or not all(isinstance(n, str) for n in names):
+        return None
+    is_float32 = (frame.dtypes == np.float32).to_numpy()
+    start = len(names)
+    while start > 0 and is_float32[start - 1]:
+        start -= 1
+    return start if len(names) - start >= 2 else None
+
+
+def arrow_table(frame: pd.DataFrame) -> pa.Table:
+    """``pa.Table.from_pandas(frame, preserve_index=False)``, the same table and pandas metadata.
+
+    A FeatureMatrix's frame (id columns, then one float32 column per concept) skips pandas' per-column path:
+    the score block becomes one Arrow buffer sliced into columns, and the metadata of the first score column is
+    repeated for the others. Any other frame goes through ``from_pandas``.
+    """
+    start = _float32_tail(frame)
+    if start is None:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    head = pa.Table.from_pandas(frame.iloc[:, : start + 1], preserve_index=False)
+    names = [str(n) for n in frame.columns[start:]]
+    block = np.ascontiguousarray(frame.iloc[:, start:].to_numpy(dtype=np.float32).T)  # a view's copy-free .T
+    flat = pa.array(block.reshape(-1), from_pandas=True)  # NaN becomes null, as from_pandas does
+    rows = len(frame)
+    columns = [*head.columns[:start], *(flat.slice(i * rows, rows) for i in range(len(names)))]
+    pandas_meta = json.loads(head.schema.metadata[b"pandas"])
+    template = pandas_meta["columns"][start]
+    pandas_meta["columns"][start:] = [{**template, "name": n, "field_name": n} for n in names]
+    fields = [*head.schema][:start] + [pa.field(n, pa.float32()) for n in names]
+    metadata = {**head.schema.metadata, b"pandas": json.dumps(pandas_meta).encode("utf-8")}
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=metadata))
 
 
 def _read_sidecar(sidecar: Path) -> FeatureMeta:

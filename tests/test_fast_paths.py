@@ -1,0 +1,120 @@
+"""The fast rescoring and save paths give what the plain ones gave; the report states its SHAP rows.
+
+No timings here: the speed is measured by benchmarks/rescore.py and benchmarks/shap_step.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conceptforest.explain import explain_model, explain_shap
+from conceptforest.explain.shap_values import explain_report_shap, report_shap_rows
+from conceptforest.features.extract import ScoreWriter, concept_scores, score_schema
+from conceptforest.features.matrix import FeatureMatrix, arrow_table
+from conceptforest.models import load_bundle, train_model
+from tests.test_models import made_up_matrix
+
+
+@pytest.mark.parametrize(("rows", "concepts", "dim"), [(0, 3, 8), (1, 1, 4), (37, 11, 16), (300, 129, 64)])
+def test_concept_scores_are_the_plain_product_bit_for_bit(rows: int, concepts: int, dim: int) -> None:
+    rng = np.random.default_rng(rows)
+    vectors = rng.standard_normal((rows, dim)).astype(np.float32)
+    matrix = rng.standard_normal((concepts, dim)).astype(np.float32)
+    scores = concept_scores(vectors, matrix)
+    assert scores.dtype == np.float32 and scores.flags.c_contiguous and scores.shape == (concepts, rows)
+    assert np.array_equal(scores.T, (vectors @ matrix.T).astype(np.float32))
+    as_double = vectors.astype(np.float64)  # another precision: computed in it, then rounded, as before
+    assert np.array_equal(concept_scores(as_double, matrix).T, (as_double @ matrix.T).astype(np.float32))
+
+
+def _ids(start: int, stop: int) -> dict[str, list[str]]:
+    return {
+        "path": [f"img{i}.jpg" for i in range(start, stop)],
+        "label": ["a" if i % 2 else "b" for i in range(start, stop)],
+        "split": ["train" if i % 3 else "test" for i in range(start, stop)],
+        "sha256": [f"{i:064x}" for i in range(start, stop)],
+    }
+
+
+@pytest.mark.parametrize("row_group_bytes", [1, 10**9])
+def test_score_writer_writes_the_plain_table_and_moments(tmp_path: Path, row_group_bytes: int) -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((50, 8)).astype(np.float32)
+    matrix = rng.standard_normal((6, 8)).astype(np.float32)
+    ids = [f"c{i}" for i in range(6)]
+    with ScoreWriter(tmp_path / "f.parquet", ids, row_group_bytes=row_group_bytes) as writer:
+        for start, stop in [(0, 20), (20, 20), (20, 45), (45, 50)]:  # an empty chunk included
+            writer.write(_ids(start, stop), vectors[start:stop], matrix)
+    plain = (vectors @ matrix.T).astype(np.float32)
+    expected = pd.DataFrame({**_ids(0, 50), **{c: plain[:, i] for i, c in enumerate(ids)}})
+    written = pq.read_table(tmp_path / "f.parquet")
+    assert written.schema.equals(score_schema(ids))
+    pd.testing.assert_frame_equal(written.to_pandas(), expected, check_exact=True)
+    assert pq.ParquetFile(tmp_path / "f.parquet").metadata.num_row_groups == (3 if row_group_bytes == 1 else 1)
+    train = np.array([s == "train" for s in expected["split"]])
+    assert writer.moments.rows == int(train.sum())
+    sums, squares = np.zeros(6), np.zeros(6)  # the previous per-chunk arithmetic, bit for bit
+    for start, stop in [(0, 20), (20, 45), (45, 50)]:
+        rows = plain[start:stop][train[start:stop]]
+        sums += rows.sum(axis=0)
+        squares += np.square(rows.astype(np.float64)).sum(axis=0)
+    assert np.array_equal(writer.moments.sums, sums) and np.array_equal(writer.moments.squares, squares)
+
+
+def _frames() -> list[pd.DataFrame]:
+    frame = made_up_matrix(n=40).frame
+    with_nan = frame.copy()
+    with_nan.iloc[3, 6] = np.nan
+    numbered = frame.rename(columns={frame.columns[-1]: 7})  # a non-string name: the pandas path
+    with_attrs = frame.copy()
+    with_attrs.attrs["note"] = "kept"
+    mixed = frame.astype({frame.columns[-2]: np.float64})
+    return [frame, with_nan, frame[frame["split"] == "test"], frame.iloc[:0], numbered, with_attrs, mixed]
+
+
+@pytest.mark.parametrize("number", range(7))
+def test_arrow_table_is_from_pandas_with_its_metadata(number: int) -> None:
+    frame = _frames()[number]
+    expected = pa.Table.from_pandas(frame, preserve_index=False)
+    assert arrow_table(frame).equals(expected, check_metadata=True)
+
+
+def test_saved_matrix_loads_back_the_same(tmp_path: Path) -> None:
+    matrix = made_up_matrix(n=40)
+    loaded = FeatureMatrix.load(matrix.save(tmp_path / "run"))
+    pd.testing.assert_frame_equal(loaded.frame, matrix.frame, check_exact=True)
+    assert pq.read_metadata(tmp_path / "run" / "features.parquet").row_group(0).column(5).compression == "UNCOMPRESSED"
+
+
+def test_report_shap_rows_rule() -> None:
+    small, large = report_shap_rows(120, 300), report_shap_rows(1000, 300)
+    assert (small.used, small.subsampled) == (120, False) and "all 120 'test' rows" in small.note("test")
+    assert (large.used, large.available, large.subsampled) == (300, 1000, True)
+    assert "first 300 of the 1000 'test' rows" in large.note("test")
+    assert large.to_json()["rows_explained"] == 300 and large.to_json()["subsampled"] is True
+
+
+def test_small_splits_are_explained_whole_and_unchanged() -> None:
+    matrix = made_up_matrix(n=80)
+    model = train_model(matrix, n_estimators=10).model
+    X = matrix.X("test")
+    explanation, used = explain_report_shap(model, X, limit=len(X))
+    assert not used.subsampled
+    assert np.array_equal(explanation.values, explain_shap(model, X).values)
+
+
+def test_the_report_states_how_many_rows_shap_explained(tmp_path: Path) -> None:
+    matrix = made_up_matrix(n=120)  # 30 test rows
+    train_model(matrix, tmp_path / "model", n_estimators=10)
+    report = explain_model(load_bundle(tmp_path / "model"), matrix, tmp_path / "report", n_repeats=2, shap_rows=12)
+    stated = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))["shap"]
+    assert stated["rows_explained"] == 12 and stated["rows_available"] == 30 and stated["subsampled"] is True
+    assert "first 12 of the 30 'test' rows" in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "Examples with SHAP" in report.section_titles
