@@ -155,16 +155,77 @@ def render_tree(
     jobs: list[tuple[str, str | None]] = [("schema", None)]
     jobs += [(f"label-{safe_filename(label, used)}", label) for label in chosen]
     for stem, job_label in jobs:
-        graph = build_graph(tree, job_label, importance)
-        result.written.append(atomic_write_text(out / f"{stem}.dot", graph.to_string()))
-        if not can_render:
-            continue
-        for fmt in wanted_images:
-            try:
-                created = graph.create(prog="dot", format=fmt)
-            except Exception as exc:  # pydot reports a failed render as a bare assert
-                result.warnings.append(f"Graphviz could not render {stem}.{fmt}: {exc or type(exc).__name__}")
-                continue
-            data = created.encode("utf-8") if isinstance(created, str) else created
-            result.written.append(atomic_write_bytes(out / f"{stem}.{fmt}", data))
+        _write_graph(build_graph(tree, job_label, importance), out / stem, wanted_images if can_render else [], result)
     return result
+
+
+def _write_graph(graph: pydot.Dot, stem: Path, formats: Sequence[str], result: RenderResult) -> list[Path]:
+    """Write ``stem.dot``, then each of ``formats`` through Graphviz (a failure becomes a warning)."""
+    written = [atomic_write_text(stem.with_name(f"{stem.name}.dot"), graph.to_string())]
+    for fmt in formats:
+        try:
+            created = graph.create(prog="dot", format=fmt)
+        except Exception as exc:  # pydot reports a failed render as a bare assert
+            result.warnings.append(f"Graphviz could not render {stem.name}.{fmt}: {exc or type(exc).__name__}")
+            continue
+        data = created.encode("utf-8") if isinstance(created, str) else created
+        written.append(atomic_write_bytes(stem.with_name(f"{stem.name}.{fmt}"), data))
+    result.written.extend(written)
+    return written
+
+
+def rolled_up(concept_weights: Mapping[str, float]) -> dict[str, float]:
+    """Concept weights plus, for each ``part:attribute`` and each part (and its parents), the largest weight of
+    its concepts: a node is as red as its most important concept, on the concepts' own scale."""
+    weights = dict(concept_weights)
+    for concept, weight in concept_weights.items():
+        if ":" not in concept or "=" not in concept:
+            continue
+        key = concept.split("=", 1)[0]
+        path = key.split(":", 1)[0]
+        parents = [path.rsplit("/", depth)[0] for depth in range(path.count("/") + 1)]
+        for node in (key, *parents):
+            weights[node] = max(weights.get(node, 0.0), abs(weight))
+    return weights
+
+
+def add_legend(graph: pydot.Dot, title: str, largest: float) -> None:
+    """A small key inside the picture: white (0) to red (``largest``) in three swatches."""
+    legend = pydot.Subgraph("cluster_legend", label=_quote(title), fontname="Helvetica", fontsize="9", style="dashed")
+    for number, share in enumerate((0.0, 0.5, 1.0)):
+        legend.add_node(
+            pydot.Node(
+                f"legend{number}",
+                label=_quote(f"{share * largest:.3g}"),
+                shape="box",
+                fontsize="9",
+                fillcolor=_quote(importance_colour(share)),
+            )
+        )
+    graph.add_subgraph(legend)
+
+
+def render_label_trees(
+    tree: ConceptTree,
+    out_dir: str | Path,
+    importance: Mapping[str, Mapping[str, float]],
+    *,
+    formats: Sequence[str] = ("svg",),
+    legend: str = "importance",
+) -> tuple[dict[str, list[Path]], RenderResult]:
+    """One picture per label of ``importance`` (label -> concept id -> weight) that the tree has, each shaded by
+    that label's own weights (parts and attributes by their largest concept) with a colour key in the picture.
+
+    Returns the files written per label (``label-<slug>.dot`` always; the other formats when Graphviz's ``dot`` is
+    on PATH) and what could not be drawn.
+    """
+    out, result, used = Path(out_dir), RenderResult(), set[str]()
+    drawable = [f for f in formats if f != "dot"] if dot_available() else []
+    files: dict[str, list[Path]] = {}
+    for label, weights in importance.items():
+        if label not in tree.labels:
+            continue
+        graph = build_graph(tree, label, rolled_up(weights))
+        add_legend(graph, f"{legend} for {label}", max((abs(w) for w in weights.values()), default=0.0))
+        files[label] = _write_graph(graph, out / f"label-{safe_filename(label, used)}", drawable, result)
+    return files, result

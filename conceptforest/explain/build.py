@@ -19,9 +19,10 @@ from conceptforest.explain import sections
 from conceptforest.explain.findings import add_findings, compute_findings
 from conceptforest.explain.misclassified import add_misclassified
 from conceptforest.explain.optimization_section import add_optimization
+from conceptforest.explain.per_label import add_label_blocks, label_blocks
 from conceptforest.explain.report import Report, remove_report_files
 from conceptforest.explain.sections import MAX_EMBEDDED_TREES, Evaluation
-from conceptforest.explain.shap_values import explain_shap
+from conceptforest.explain.shap_values import REPORT_SHAP_ROWS, explain_report_shap
 from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING, Backbone
 from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.llm.vision_types import VisionLLM
@@ -112,7 +113,7 @@ def explain_model(
     split: str = "test",
     n_repeats: int = 10,
     top_k: int = 10,
-    shap_rows: int = 300,
+    shap_rows: int = REPORT_SHAP_ROWS,
     worst: int = 3,
     skipped: pd.DataFrame | None = None,
     methods: Sequence[MethodOutcome] | None = None,
@@ -147,11 +148,13 @@ def explain_model(
     permutation = sections.add_importance(report, run)
     sections.add_grounding(report, run)
     rollup = sections.add_rollup(report, run)
-    explanation = explain_shap(bundle.model, X.iloc[:shap_rows])
+    explanation, shap_used = explain_report_shap(bundle.model, X, shap_rows)
     per_class = explanation.mean_abs()
     sections.add_confusion(report, run, per_class)
-    sections.add_per_label(report, run, per_class)
+    sections.add_per_label(report, run)  # the section takes its place; the label blocks follow once trees are drawn
+    blocks = label_blocks(run, explanation, per_class)
     sections.add_examples(report, run, explanation)
+    report.add_text("Examples with SHAP", shap_used.note(split), note=True).add_json("shap", shap_used.to_json())
     add_misclassified(report, run, explanation)
     for described in descriptors:
         add_optimization(report, described)
@@ -159,6 +162,7 @@ def explain_model(
     # all computed: now clear what an earlier report left here, tree pictures included, before writing any of it
     remove_report_files(out)
     sections.add_trees(report, tree, out, permutation)
+    add_label_blocks(report, blocks, per_class, tree, out)
     sections.add_skipped(report, skipped)
     sections.add_data_quality(report, matrix.frame)
     report.add_json("permutation_importance", permutation.head(50))

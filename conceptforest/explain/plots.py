@@ -25,6 +25,8 @@ from conceptforest.explain.escape import plot_text
 from conceptforest.explain.shap_values import ConceptShap
 
 _P = ParamSpec("_P")
+ANNOTATED_LABELS = 25  # past this many labels the confusion heatmap shows colours only
+MAX_HEATMAP_INCHES = 14.0
 
 
 def plain_text_rc() -> contextlib.AbstractContextManager[None]:
@@ -82,21 +84,25 @@ def importance_bars(
 
 @plain_text
 def confusion_heatmap(normalized: pd.DataFrame) -> Figure:
-    size = max(4.0, 0.6 * len(normalized) + 2)
+    """The row-normalised matrix; past :data:`ANNOTATED_LABELS` labels the cells carry no numbers and the figure
+    stops growing (the numbers are in the confusion table)."""
+    annotate = len(normalized) <= ANNOTATED_LABELS
+    size = min(max(4.0, 0.6 * len(normalized) + 2), MAX_HEATMAP_INCHES)
+    font = 8 if annotate else max(3, 8 - len(normalized) // 20)
     figure, axis = plt.subplots(figsize=(size, size))
     image = axis.imshow(normalized.to_numpy(), cmap="Reds", vmin=0, vmax=1)
     axis.set_xticks(
         range(len(normalized.columns)),
         [_short(c, 20) for c in normalized.columns],
-        rotation=45,
-        ha="right",
-        fontsize=8,
+        rotation=45 if annotate else 90,
+        ha="right" if annotate else "center",
+        fontsize=font,
     )
-    axis.set_yticks(range(len(normalized.index)), [_short(c, 20) for c in normalized.index], fontsize=8)
+    axis.set_yticks(range(len(normalized.index)), [_short(c, 20) for c in normalized.index], fontsize=font)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     for (i, j), value in np.ndenumerate(normalized.to_numpy()):
-        if value > 0:
+        if annotate and value > 0:
             axis.text(
                 j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value > 0.5 else "black"
             )

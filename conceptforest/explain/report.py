@@ -29,54 +29,13 @@ import pandas as pd
 from conceptforest._version import package_version
 from conceptforest.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from conceptforest.explain.escape import csv_safe_table, markdown_escape
+from conceptforest.explain.report_template import COLLAPSE_ROWS, TEMPLATE
 
 __all__ = ["MAX_HTML_ROWS", "REPORT_FILES", "Report", "markdown_escape", "remove_report_files", "section_anchor"]
 
 MAX_HTML_ROWS = 25
 # what a report owns in its folder; index.html comes first so it is the first file removed
 REPORT_FILES = ("index.html", "report.md", "report.json")
-
-_TEMPLATE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
-<style>
-body{font-family:Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222;line-height:1.45}
-h1{margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em} td,th{border:1px solid #ddd;padding:3px 8px}
-th{background:#f4f4f4;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums}
-.banner{background:#b71c1c;color:#fff;padding:.8em 1em;font-weight:bold;border-radius:4px}
-.note{color:#555;font-size:.9em} nav a{margin-right:1em} img{max-width:100%;border:1px solid #eee}
-figure{margin:1em 0} figcaption{color:#555;font-size:.9em}
-.finding{margin:.3em 0} .warning{background:#fff3e0;border-left:4px solid #e65100;padding:.3em .6em}
-figure.example{display:flex;gap:1em;align-items:center} figure.example img{width:auto;max-width:96px}
-</style></head><body>
-{% if banner %}<div class="banner">{{ banner }}</div>{% endif %}
-<h1>{{ title }}</h1>
-<nav>{% for s in sections %}<a href="#{{ s.anchor }}">{{ s.title }}</a>{% endfor %}</nav>
-{% for s in sections %}
-<section id="{{ s.anchor }}"><h2>{{ s.title }}</h2>
-{% for item in s.items %}
-{% if item.kind == "text" %}<p>{{ item.text }}</p>
-{% elif item.kind == "note" %}<p class="note">{{ item.text }}</p>
-{% elif item.kind == "finding" %}<p class="finding{% if item.warning %} warning{% endif %}">{{ item.text }}
-<a href="#{{ item.anchor }}">evidence</a></p>
-{% elif item.kind == "example" %}<figure class="example">{% if item.thumbnail %}<img alt="{{ item.caption }}"
-src="{{ item.thumbnail }}">{% endif %}<figcaption>{{ item.caption }}</figcaption></figure>
-{% elif item.kind == "metrics" %}<table>{% for k, v in item.pairs %}<tr><th>{{ k }}</th>
-<td class="num">{{ v }}</td></tr>{% endfor %}</table>
-{% elif item.kind == "table" %}{% if item.caption %}<p><b>{{ item.caption }}</b>
-{% if item.truncated %}<span class="note">(first {{ item.shown }} of {{ item.total }} rows; all in
-tables/{{ item.name }}.csv)</span>{% endif %}</p>{% endif %}
-<table><tr>{% for c in item.columns %}<th>{{ c }}</th>{% endfor %}</tr>
-{% for row in item.rows %}<tr>{% for cell in row %}<td{% if cell.num %} class="num"{% endif %}>{{ cell.text }}</td>
-{% endfor %}</tr>{% endfor %}</table>
-{% elif item.kind == "figure" %}<figure><img alt="{{ item.caption }}" src="data:{{ item.mime }};base64,{{ item.data }}">
-<figcaption>{{ item.caption }}</figcaption></figure>
-{% endif %}{% endfor %}</section>
-{% endfor %}
-<footer class="note"><hr>Made by {% for k, v in made_by %}{{ k }}: {{ v }}{% if not loop.last %}; {% endif %}
-{% endfor %}</footer>
-</body></html>
-"""
 
 
 def plain(value: Any) -> Any:
@@ -212,6 +171,29 @@ class Report:
         self._section(section).items.append({"kind": "example", "caption": caption, "thumbnail": thumbnail})
         return self
 
+    def add_gallery(self, section: str, images: list[tuple[str | None, str]]) -> Report:
+        """A row of small inline thumbnails: (``data:image/...`` URI or None, caption) pairs."""
+        if any(uri is not None and not uri.startswith("data:image/") for uri, _ in images):
+            raise ValueError("a thumbnail must be an inline data:image/ URI")
+        shown = [{"thumbnail": uri, "caption": caption} for uri, caption in images]
+        self._section(section).items.append({"kind": "gallery", "images": shown})
+        return self
+
+    def add_legend(self, section: str, low: str, high: str) -> Report:
+        """A colour legend: the white-to-red shading of the tree pictures, from ``low`` to ``high``."""
+        self._section(section).items.append({"kind": "legend", "low": low, "high": high})
+        return self
+
+    def begin_group(self, section: str, summary: str, *, collapsed: bool = False, anchor: str = "") -> Report:
+        """Start a foldable block (``<details>``; a ``###`` heading in report.md) closed by :meth:`end_group`."""
+        item = {"kind": "group_start", "summary": summary, "open": not collapsed, "anchor": anchor}
+        self._section(section).items.append(item)
+        return self
+
+    def end_group(self, section: str) -> Report:
+        self._section(section).items.append({"kind": "group_end"})
+        return self
+
     def move_to_front(self, title: str) -> Report:
         """Show section ``title`` first (the findings, computed last, open the page)."""
         if title in self._sections:
@@ -243,8 +225,10 @@ class Report:
         )
         return self
 
-    def add_figure(self, section: str, name: str, figure: Any, *, caption: str = "") -> Report:
-        """A matplotlib figure (saved as PNG, then closed) or ready image bytes (PNG, or SVG if they start '<')."""
+    def add_figure(self, section: str, name: str, figure: Any, *, caption: str = "", embed: bool = True) -> Report:
+        """A matplotlib figure (saved as PNG, then closed) or ready image bytes (PNG, or SVG if they start '<').
+
+        With ``embed=False`` the figure is only written to ``figures/`` (the page says where, not shows it)."""
         if isinstance(figure, bytes):
             data, mime = figure, "image/svg+xml" if figure.lstrip().startswith(b"<") else "image/png"
         else:
@@ -258,6 +242,8 @@ class Report:
             plt.close(figure)
             data, mime = buffer.getvalue(), "image/png"
         self._figures[name] = (data, mime)
+        if not embed:
+            return self
         self._section(section).items.append(
             {"kind": "figure", "caption": caption or name, "mime": mime, "data": base64.b64encode(data).decode("ascii")}
         )
@@ -292,6 +278,16 @@ class Report:
         if item["kind"] == "example":
             shown = " (thumbnail in index.html)" if item["thumbnail"] else ""
             return [f"- {markdown_escape(item['caption'], inline=True)}{shown}", ""]
+        if item["kind"] == "gallery":
+            images = [(markdown_escape(i["caption"], inline=True), i["thumbnail"]) for i in item["images"]]
+            return [f"- {caption}{' (thumbnail in index.html)' if uri else ''}" for caption, uri in images] + [""]
+        if item["kind"] == "legend":
+            low, high = markdown_escape(item["low"], inline=True), markdown_escape(item["high"], inline=True)
+            return [f"Shading: white = {low}, red = {high}", ""]
+        if item["kind"] == "group_start":
+            return [f"### {markdown_escape(item['summary'], inline=True)}", ""]
+        if item["kind"] == "group_end":
+            return []
         if item["kind"] == "metrics":
             pairs = item["pairs"]
             return [f"- {markdown_escape(k, inline=True)}: {markdown_escape(v, inline=True)}" for k, v in pairs] + [""]
@@ -335,10 +331,11 @@ class Report:
         )
         atomic_write_text(folder / "report.md", self.to_markdown())
         environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-        html = environment.from_string(_TEMPLATE).render(
+        html = environment.from_string(TEMPLATE).render(
             title=self.title,
             banner=self.banner,
             sections=list(self._sections.values()),
+            collapse_rows=COLLAPSE_ROWS,
             made_by=[(k, _cell_text(v)) for k, v in self.made_by.items()],
         )
         return atomic_write_text(folder / "index.html", html)

@@ -15,7 +15,13 @@ import pandas as pd
 from conceptforest.concepts.render import dot_available, render_tree
 from conceptforest.concepts.tree import ConceptTree
 from conceptforest.explain import plots
-from conceptforest.explain.confusion import confused_pairs, confusion_tables, top_concepts_overlap, why_a_not_b
+from conceptforest.explain.confusion import (
+    WHY_HOW_TO_READ,
+    confused_pairs,
+    confusion_tables,
+    top_concepts_overlap,
+    why_a_not_b,
+)
 from conceptforest.explain.grounding import DETECTED_AUC, grounding_summary, grounding_table
 from conceptforest.explain.importance import concept_groups, gini_table, group_permutation_table, permutation_table
 from conceptforest.explain.report import Report
@@ -24,7 +30,8 @@ from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.models.bundle import ModelBundle
 from conceptforest.models.metrics import per_label_table
 
-MAX_EMBEDDED_TREES = 11  # the schema and ten labels
+MAX_EMBEDDED_TREES = 11  # kept for callers; the Trees section now embeds only the schema
+MAX_BEESWARMS = 20  # past this many labels, a summary table replaces the beeswarms on the page
 GRAPHVIZ_MISSING = (
     "The tree pictures need Graphviz, whose 'dot' program is not on PATH: install Graphviz "
     "(`apt-get install graphviz`, `brew install graphviz` or `conda install graphviz`) to draw the trees, then run "
@@ -158,6 +165,8 @@ def add_confusion(report: Report, run: Evaluation, per_class: pd.DataFrame) -> N
     )
     pairs = confused_pairs(tables["raw"])
     report.add_table("Confusion", "confused_pairs", pairs, caption="Most-confused label pairs")
+    if not pairs.empty:
+        report.add_text("Confusion", WHY_HOW_TO_READ, note=True)
     overlaps = []
     for pair in pairs.head(3).itertuples(index=False):
         a, b = str(pair.label_a), str(pair.label_b)
@@ -174,7 +183,8 @@ def add_confusion(report: Report, run: Evaluation, per_class: pd.DataFrame) -> N
             "Confusion",
             f"why_{len(overlaps)}",
             why_a_not_b(run.X, run.y, a, b, per_class[a], top=run.top_k),
-            caption=f"Why {a} and not {b}: concepts whose mean score differs most, with their mean |SHAP| for {a}",
+            caption=f"Why {a} and not {b}: concepts whose mean score differs most, whether the difference is "
+            f"beyond the noise (Welch), and their mean |SHAP| for {a}",
         )
     if overlaps:
         report.add_table(
@@ -185,42 +195,64 @@ def add_confusion(report: Report, run: Evaluation, per_class: pd.DataFrame) -> N
         )
 
 
-def add_per_label(report: Report, run: Evaluation, per_class: pd.DataFrame) -> None:
-    labels, top_k = run.matrix.labels, run.top_k
+def add_per_label(report: Report, run: Evaluation) -> None:
+    """The per-label metrics table; each label's own block follows (explain/per_label.py)."""
     report.add_table(
         "Per label",
         "per_label_metrics",
-        per_label_table(run.y, run.predicted, labels),
+        per_label_table(run.y, run.predicted, run.matrix.labels),
         caption="Precision, recall and F1 per label",
     )
-    for number, label in enumerate(labels):
-        ranked = per_class[label].sort_values(ascending=False)
-        shown = min(top_k, len(ranked))
-        table = pd.DataFrame(
-            {
-                "rank": ["top"] * shown + ["bottom"] * shown,
-                "concept": [*ranked.index[:top_k], *ranked.index[::-1][:top_k]],
-                "mean_abs_shap": [*ranked.to_numpy()[:top_k], *ranked.to_numpy()[::-1][:top_k]],
-            }
-        )
-        report.add_table(
-            "Per label",
-            f"label_{number}_concepts",
-            table,
-            caption=f"{label}: top and bottom {top_k} concepts by per-class mean |SHAP| on the {run.split!r} split",
-        )
 
 
 def add_examples(report: Report, run: Evaluation, explanation: ConceptShap) -> None:
-    """Beeswarms of the first eight labels (the misclassified images follow: explain/misclassified.py)."""
+    """Every label's beeswarm, or past :data:`MAX_BEESWARMS` labels a compact per-label SHAP summary with the
+    beeswarms written to figures/ only (the misclassified images follow: explain/misclassified.py)."""
     labels = run.matrix.labels
-    for number, label in enumerate(labels[:8]):
+    many = len(labels) > MAX_BEESWARMS
+    if many:
+        report.add_text(
+            "Examples with SHAP",
+            f"{len(labels)} labels: the beeswarms of all {len(labels)} labels are left out of the page to keep it "
+            "small; each is in figures/beeswarm_<n>.png (n as in the table below, which summarises every label's "
+            "SHAP values; also tables/shap_summary.csv), and each label's concepts are in the Per label section.",
+            note=True,
+        )
+        report.add_table("Examples with SHAP", "shap_summary", shap_summary(explanation, labels), max_rows=len(labels))
+    else:
+        report.begin_group("Examples with SHAP", f"SHAP beeswarms of all {len(labels)} labels", collapsed=True)
+    for number, label in enumerate(labels):
         report.add_figure(
             "Examples with SHAP",
             f"beeswarm_{number}",
             plots.class_beeswarm(explanation, label),
             caption=f"SHAP values for {label}",
+            embed=not many,
         )
+    if not many:
+        report.end_group("Examples with SHAP")
+
+
+def shap_summary(explanation: ConceptShap, labels: list[str]) -> pd.DataFrame:
+    """One row per label: its most used concept (per-class mean |SHAP|), the concepts with the largest positive
+    and negative mean SHAP, and the beeswarm file."""
+    rows = []
+    for number, label in enumerate(labels):
+        values = explanation.for_class(label)
+        mean, used = values.mean(axis=0), np.abs(values).mean(axis=0)
+        ids = explanation.concept_ids
+        rows.append(
+            {
+                "n": number,
+                "label": label,
+                "most_used": ids[int(used.argmax())],
+                "mean_abs_shap": float(used.max()),
+                "most_raising": ids[int(mean.argmax())] if mean.max() > 0 else "",
+                "most_lowering": ids[int(mean.argmin())] if mean.min() < 0 else "",
+                "beeswarm": f"figures/beeswarm_{number}.png",
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def add_trees(report: Report, tree: ConceptTree | None, out: Path, permutation: pd.DataFrame) -> None:
@@ -237,14 +269,15 @@ def add_trees(report: Report, tree: ConceptTree | None, out: Path, permutation: 
         dot_files = [p for p in rendered.written if p.suffix == ".dot"]
         report.add_text("Trees", GRAPHVIZ_MISSING.format(count=len(dot_files)), note=True)
     svgs = [p for p in rendered.written if p.suffix == ".svg"]
-    if len(svgs) > MAX_EMBEDDED_TREES:
+    if len(svgs) > 1:
         report.add_text(
             "Trees",
-            f"{len(svgs) - MAX_EMBEDDED_TREES} more tree pictures are in the trees/ folder "
-            "beside this report (kept out of the page to keep it small).",
+            f"The schema is shown here; the {len(svgs) - 1} label pictures shaded by permutation importance are in "
+            "the trees/ folder beside this report, and each label's tree shaded by its own importance is in its "
+            "Per label block.",
             note=True,
         )
-    for path in svgs[:MAX_EMBEDDED_TREES]:
+    for path in svgs[:1]:
         report.add_figure(
             "Trees", f"tree_{path.stem}", path.read_bytes(), caption=f"{path.stem}, shaded by permutation importance"
         )
