@@ -137,21 +137,37 @@ def class_beeswarm(explanation: ConceptShap, label: str, *, top: int = 12) -> Fi
     return figure
 
 
+def _waterfall_axis(axis: Any, values: np.ndarray, names: list[str], base: float, top: int) -> float:
+    """shap's waterfall on one axis: from the base value, the ``top`` largest contributions (largest on top) and
+    the rest summed in one bar at the bottom, to the model's output; returns the output."""
+    order = np.argsort(-np.abs(values), kind="stable")
+    items = [(f"{len(order) - top} other concepts", float(values[order[top:]].sum()))] if len(order) > top else []
+    items += [(names[i], float(values[i])) for i in order[:top][::-1]]
+    left = base
+    for position, (_, value) in enumerate(items):
+        axis.barh(position, value, left=left, color="#d7301f" if value > 0 else "#2b8cbe", height=0.7)
+        left += value
+    axis.set_yticks(range(len(items)), [_short(name, 45) for name, _ in items])
+    axis.axvline(base, color="#999", linewidth=0.8, linestyle=":")
+    axis.axvline(left, color="#333", linewidth=0.8)
+    axis.set_xlabel(f"E[f(x)] = {base:.3f}  ->  f(x) = {left:.3f}", fontsize=8)
+    axis.tick_params(axis="y", labelsize=7)
+    return left
+
+
 @plain_text
 def contribution_pair(
     explanation: ConceptShap, row: int, true_label: str, predicted_label: str, *, top: int = 8
 ) -> Figure:
-    """One image's top concept contributions to its true label and to the predicted label, side by side."""
-    figure, axes = plt.subplots(1, 2, figsize=(11, 0.35 * top + 1.6), sharex=False)
+    """One image's concept contributions to its true label and to the predicted label: two shap-style waterfalls
+    on one shared probability scale (red pushes towards the label, blue away)."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 0.35 * (top + 1) + 1.8), sharex=True)
+    names = list(explanation.concept_ids)
     for axis, label in zip(axes, (true_label, predicted_label), strict=True):
-        contributions = explanation.for_class(label)[row]
-        order = np.argsort(-np.abs(contributions))[:top][::-1]
-        colours = ["#d7301f" if contributions[c] > 0 else "#2b8cbe" for c in order]
-        axis.barh(range(len(order)), contributions[order], color=colours)
-        axis.set_yticks(range(len(order)), [_short(explanation.concept_ids[c], 45) for c in order])
-        axis.axvline(0, color="#999", linewidth=0.8)
-        axis.set_title(f"towards '{_short(label, 30)}'", fontsize=9)
-        axis.tick_params(axis="y", labelsize=7)
+        column = explanation.classes.index(label)
+        base = float(explanation.base_values[column])
+        output = _waterfall_axis(axis, explanation.values[row, :, column], names, base, top)
+        axis.set_title(f"towards '{_short(label, 30)}': P = {output:.3f}", fontsize=9)
     figure.tight_layout()
     return figure
 
