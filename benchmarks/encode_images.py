@@ -53,12 +53,29 @@ def eager_baseline(paths: list[Path], backbone, batch_size: int) -> float:  # ty
     return len(paths) / (time.perf_counter() - started)
 
 
+def variant_run(  # type: ignore[no-untyped-def]
+    dataset, tree, backbone, folder: Path, batch_size: int, sample: torch.Tensor, reference: np.ndarray
+) -> dict[str, float]:
+    """A variant backbone (compiled, or autocast) through the real extraction, with its cosine to eager fp32."""
+    _, stats = extract_features(
+        dataset, tree, backbone, folder / "run", cache_dir=folder / "cache", batch_size=batch_size, progress=False
+    )
+    cosine = np.sum(reference * backbone.encode_images(sample), axis=1)
+    return {
+        "images_per_s": round(stats.images_per_second, 2),
+        "cosine_to_eager_fp32_min": round(float(cosine.min()), 7),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile path (tens of seconds)")
+    parser.add_argument("--precision", choices=["fp16", "bf16"], default=None, help="also run this autocast path")
+    parser.add_argument("--gpu-peak-tflops", type=float, default=None, help="dense fp16 peak, for the GPU fraction")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = make_jpegs(Path(tmp) / "images", args.n)
@@ -98,6 +115,31 @@ def main() -> None:
         )
         sample = torch.stack([backbone.preprocess(Image.open(p).convert("RGB")) for p in paths[:64]])
         cosine = np.sum(backbone.encode_images(sample) * int8.encode_images(sample), axis=1)
+        reference = backbone.encode_images(sample)
+        variants: dict[str, dict[str, float]] = {}
+        if not args.no_compile:
+            import copy
+
+            from conceptforest.features.backbone import compile_image_tower
+
+            started = time.perf_counter()
+            compiled = compile_image_tower(copy.deepcopy(backbone))
+            compiled.encode_images(sample[: args.batch_size])  # the batch shape compiles here, not in the timing
+            compile_s = time.perf_counter() - started
+            variants["compiled"] = {
+                **variant_run(dataset, tree, compiled, Path(tmp) / "compiled", args.batch_size, sample, reference),
+                "compile_seconds": round(compile_s, 1),
+            }
+        if args.precision:
+            import copy
+
+            from conceptforest.features.backbone import MIXED_PRECISION
+
+            mixed = copy.deepcopy(backbone)
+            mixed.autocast = MIXED_PRECISION[args.precision]
+            variants[args.precision] = variant_run(
+                dataset, tree, mixed, Path(tmp) / args.precision, args.batch_size, sample, reference
+            )
         gflops = matmul_gflops()
         first_image_s = time_to_first_image(paths[0], args.model, args.device)
     emit(
@@ -122,6 +164,23 @@ def main() -> None:
             "int8_cosine_to_fp32_min": round(float(cosine.min()), 5),
             "int8_cosine_to_fp32_mean": round(float(cosine.mean()), 5),
             "cached_rerun_images_per_s": round(cached.images_per_second, 1),
+            **{
+                f"{name}_{key}": value
+                for name, found in variants.items()
+                for key, value in {
+                    **found,
+                    "fraction_of_flop_limit": round(found["images_per_s"] / (gflops / VIT_B_32_GFLOP_PER_IMAGE), 3),
+                }.items()
+            },
+            **(
+                {
+                    "fraction_of_gpu_fp16_peak": round(
+                        stats.images_per_second * VIT_B_32_GFLOP_PER_IMAGE / (args.gpu_peak_tflops * 1000), 4
+                    )
+                }
+                if args.gpu_peak_tflops
+                else {}
+            ),
             "time_to_first_image_s": round(first_image_s, 2),
             "peak_rss_mb": round(peak_rss_mb(), 1),
         }
