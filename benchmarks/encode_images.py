@@ -2,7 +2,8 @@
 
 All paths run in this process on the same JPEGs with the same random-weight model, so the ratios are fair; the
 weights are random because only speed is measured. Also reports the FLOP limit from a matmul measured in the
-same run, the opt-in int8 path with its cosine similarity to the fp32 embeddings, and the time to the first
+same run, the opt-in int8 path and (--precision) an autocast path with their cosine similarity to the fp32
+embeddings (their fraction is of the fp32 matmul limit), and the time to the first
 encoded image in a fresh interpreter (imports, model built, one JPEG decoded and encoded). Prints JSON.
 
     python benchmarks/encode_images.py --n 256 --model ViT-B-32
@@ -56,7 +57,7 @@ def eager_baseline(paths: list[Path], backbone, batch_size: int) -> float:  # ty
 def variant_run(  # type: ignore[no-untyped-def]
     dataset, tree, backbone, folder: Path, batch_size: int, sample: torch.Tensor, reference: np.ndarray
 ) -> dict[str, float]:
-    """A variant backbone (compiled, or autocast) through the real extraction, with its cosine to eager fp32."""
+    """A variant backbone (autocast) through the real extraction, with its cosine to eager fp32."""
     _, stats = extract_features(
         dataset, tree, backbone, folder / "run", cache_dir=folder / "cache", batch_size=batch_size, progress=False
     )
@@ -73,7 +74,6 @@ def main() -> None:
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile path (tens of seconds)")
     parser.add_argument("--precision", choices=["fp16", "bf16"], default=None, help="also run this autocast path")
     parser.add_argument("--gpu-peak-tflops", type=float, default=None, help="dense fp16 peak, for the GPU fraction")
     args = parser.parse_args()
@@ -117,19 +117,6 @@ def main() -> None:
         cosine = np.sum(backbone.encode_images(sample) * int8.encode_images(sample), axis=1)
         reference = backbone.encode_images(sample)
         variants: dict[str, dict[str, float]] = {}
-        if not args.no_compile:
-            import copy
-
-            from conceptforest.features.backbone import compile_image_tower
-
-            started = time.perf_counter()
-            compiled = compile_image_tower(copy.deepcopy(backbone))
-            compiled.encode_images(sample[: args.batch_size])  # the batch shape compiles here, not in the timing
-            compile_s = time.perf_counter() - started
-            variants["compiled"] = {
-                **variant_run(dataset, tree, compiled, Path(tmp) / "compiled", args.batch_size, sample, reference),
-                "compile_seconds": round(compile_s, 1),
-            }
         if args.precision:
             import copy
 
@@ -175,7 +162,10 @@ def main() -> None:
             **(
                 {
                     "fraction_of_gpu_fp16_peak": round(
-                        stats.images_per_second * VIT_B_32_GFLOP_PER_IMAGE / (args.gpu_peak_tflops * 1000), 4
+                        variants.get(args.precision or "", {}).get("images_per_s", stats.images_per_second)
+                        * VIT_B_32_GFLOP_PER_IMAGE
+                        / (args.gpu_peak_tflops * 1000),
+                        4,
                     )
                 }
                 if args.gpu_peak_tflops

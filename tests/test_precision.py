@@ -30,32 +30,3 @@ def test_bf16_on_the_cpu_is_recorded_and_close_to_fp32() -> None:
 def test_a_precision_the_device_cannot_run_is_refused(precision: str, device: str) -> None:
     with pytest.raises(BadInputError, match=f"{precision} precision runs on"):
         load_backbone("conceptforest-tiny-random", device=device, precision=precision)
-
-
-@pytest.mark.slow
-def test_a_compiled_image_tower_gives_the_eager_embeddings() -> None:
-    from conceptforest.features.backbone import compile_image_tower
-
-    eager = load_backbone("conceptforest-tiny-random", device="cpu")
-    compiled = compile_image_tower(load_backbone("conceptforest-tiny-random", device="cpu"))
-    assert compiled.backbone_id == eager.backbone_id  # a speed setting, not a different model
-    for size in (3, 5):  # batch sizes that differ from the check's do not need a recompilation to be right
-        batch = torch.randn(size, 3, *eager.model.visual.image_size)
-        np.testing.assert_allclose(compiled.encode_images(batch), eager.encode_images(batch), atol=1e-5)
-
-
-def test_a_model_that_cannot_be_compiled_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from conceptforest.features.backbone import compile_image_tower
-
-    def broken(module: object, **_: object) -> object:
-        def run(*args: object) -> object:
-            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
-
-        return run
-
-    monkeypatch.setattr(torch, "compile", broken)
-    backbone = load_backbone("conceptforest-tiny-random", device="cpu")
-    visual = backbone.model.visual
-    with pytest.raises(BadInputError, match="leave out --compile"):
-        compile_image_tower(backbone)
-    assert backbone.model.visual is visual  # left as it was

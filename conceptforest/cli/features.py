@@ -75,14 +75,6 @@ def extract(
             "folder must be on a file system every worker reaches).",
         ),
     ] = "local",
-    compile_model: Annotated[
-        bool,
-        typer.Option(
-            "--compile",
-            help="torch.compile the image tower: faster encoding of large folders (same embeddings within float "
-            "rounding), after a compilation of tens of seconds; needs a C/C++ compiler. Local backend only.",
-        ),
-    ] = False,
     ray_address: Annotated[
         str | None,
         typer.Option(metavar="ADDRESS", help="Ray cluster to join ('auto' on a cluster node); default: start one."),
@@ -111,10 +103,6 @@ def extract(
         images, labels=concept_tree.labels, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
     )
     backbone = cfg.backbone(device=device, precision=precision)
-    if compile_model and backend == "local":
-        from conceptforest.features.backbone import compile_image_tower
-
-        compile_image_tower(backbone)
     if backbone.random_weights:
         warn(RANDOM_WEIGHTS_WARNING)
     if backend == "ray":

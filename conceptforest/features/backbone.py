@@ -94,7 +94,7 @@ class Backbone:
     description: dict[str, Any]
     autocast: torch.dtype | None = None  # fp16/bf16 mixed precision; None: the model's own (fp32 or int8)
 
-    def _mixed(self) -> contextlib.AbstractContextManager[Any]:
+    def autocast_context(self) -> contextlib.AbstractContextManager[Any]:
         if self.autocast is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast)
@@ -102,7 +102,7 @@ class Backbone:
     @torch.inference_mode()
     def encode_images(self, batch: torch.Tensor) -> np.ndarray:
         """L2-normalised image embeddings (float32) of a preprocessed batch."""
-        with self._mixed():
+        with self.autocast_context():
             features = self.model.encode_image(batch.to(self.device, non_blocking=True))
         return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
 
@@ -112,7 +112,7 @@ class Backbone:
         chunks = []
         for start in range(0, len(texts), batch_size):
             tokens = self.tokenizer(list(texts[start : start + batch_size])).to(self.device)
-            with self._mixed():
+            with self.autocast_context():
                 features = encode_tokens_trimmed(self.model, tokens) if trim else self.model.encode_text(tokens)
             chunks.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy())
         if not chunks:
@@ -296,29 +296,6 @@ def model_id_part(name: str) -> str:
     if name.startswith("local-dir:"):
         return "local-dir"  # the folder's place on disk is not part of what the model is
     return name.replace("/", "_")
-
-
-def compile_image_tower(backbone: Backbone, *, dynamic: bool | None = True) -> Backbone:
-    """``torch.compile`` the image tower in place, checked on one tiny batch first.
-
-    A speed setting, like the batch size: outputs equal eager's within float rounding (``benchmarks/
-    encode_images.py`` measures the cosine), so the backbone id is unchanged. Compiling takes tens of seconds on a
-    CPU and needs a C/C++ compiler; ``dynamic`` keeps batch sizes from recompiling.
-    """
-    visual = backbone.model.visual
-    compiled = torch.compile(visual, dynamic=dynamic)
-    size = getattr(visual, "image_size", 224)
-    height, width = (size, size) if isinstance(size, int) else size
-    try:
-        with torch.inference_mode():
-            compiled(torch.zeros(2, 3, height, width, device=backbone.device))  # type: ignore[no-untyped-call]
-    except Exception as exc:  # inductor's errors (no compiler, unsupported op) have no common type
-        raise BadInputError(
-            f"torch.compile could not compile the image tower: {type(exc).__name__}: {str(exc)[:300]}",
-            hint="leave out --compile (eager mode gives the same embeddings), or install a C/C++ compiler (gcc).",
-        ) from exc
-    backbone.model.visual = compiled
-    return backbone
 
 
 MIXED_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16}
