@@ -306,3 +306,21 @@ def test_an_unknown_extraction_backend_is_a_clear_error(tmp_path: Path) -> None:
     assert generated.exit_code == 0, generated.output
     result = invoke("features", "extract", str(images), str(tree), "--backend", "spark", "-o", str(tmp_path / "r"))
     assert result.exit_code == 2 and "--backend local or --backend ray" in result.output
+
+
+def test_backend_ray_without_ray_installed_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from conceptforest.features.synthetic import SHAPES, make_shape_images
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    images = make_shape_images(tmp_path / "images", per_label=3, size=16)
+    labels = write_labels(tmp_path, list(SHAPES))
+    tree = tmp_path / "tree.json"
+    generated = invoke(
+        "concepts", "generate", "--domain", "shape", "--labels", str(labels), "--llm", "none", "-o", str(tree)
+    )
+    assert generated.exit_code == 0, generated.output
+    args = ["features", "extract", str(images), str(tree), "--clip", "conceptforest-tiny-random", "--backend", "ray"]
+    result = invoke(*args, "-o", str(tmp_path / "r"))
+    assert result.exit_code == 2 and "pip install 'conceptforest[ray]'" in result.output, result.output

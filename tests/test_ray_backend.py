@@ -83,6 +83,25 @@ def test_a_worker_killed_mid_run_is_retried_without_losing_or_duplicating_rows(i
     pd.testing.assert_series_equal(remote["sha256"], local["sha256"])
 
 
+def test_a_worker_that_cannot_load_the_backbone_is_a_clear_error(images: Path, tmp_path: Path) -> None:
+    from conceptforest.errors import BadInputError
+
+    class WrongBackbone(EmbedActor):
+        def __init__(self, spec, expected_id, cache_dir, settings, max_pixels):  # type: ignore[no-untyped-def]
+            super().__init__(spec, expected_id + "-other", cache_dir, settings, max_pixels)
+
+    tree = template_tree("shape", list(SHAPES))
+    backbone = load_backbone("conceptforest-tiny-random", device="cpu")
+    dataset = load_dataset(images, labels=tree.labels)
+    with pytest.raises(BadInputError, match="not the driver's"):
+        extract_features_ray(
+            dataset, tree, backbone, tmp_path / "ray", settings=RaySettings(actors=1), actor_class=WrongBackbone
+        )
+    with pytest.raises(BadInputError, match="int8 precision runs on cpu"):  # checked before Ray starts
+        int8 = load_backbone("conceptforest-tiny-random", device="cpu", precision="int8")
+        extract_features_ray(dataset, tree, int8, tmp_path / "r2", settings=RaySettings(gpus_per_actor=1))
+
+
 def test_features_extract_backend_ray_through_the_cli(images: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -25,7 +26,54 @@ from conceptforest.cli._common import (
 from conceptforest.defaults import DEFAULT_MAX_PIXELS, PRECISIONS, RANDOM_WEIGHTS_WARNING, SKIPPED_FILE
 from conceptforest.errors import BadInputError
 
+if TYPE_CHECKING:
+    from conceptforest.concepts.tree import ConceptTree
+    from conceptforest.features.backbone import Backbone
+    from conceptforest.features.dataset import ImageDataset
+    from conceptforest.features.extract import ExtractionStats
+    from conceptforest.features.matrix import FeatureMatrix
+
 app = new_app("Stage 2: score images against a concept tree's sentences with CLIP.")
+
+
+@dataclass(frozen=True)
+class RayFlags:
+    address: str | None
+    actors: int
+    cpus_per_actor: float
+    gpus_per_actor: float
+
+
+def _extract(  # the local backend, or Ray when ``ray`` is given
+    dataset: ImageDataset,
+    tree: ConceptTree,
+    backbone: Backbone,
+    out: Path,
+    cache_dir: Path | None,
+    batch_size: int,
+    max_pixels: int,
+    progress: bool,
+    ray: RayFlags | None,
+) -> tuple[FeatureMatrix, ExtractionStats]:
+    if ray is None:
+        from conceptforest.features.extract import extract_features
+
+        return extract_features(
+            dataset,
+            tree,
+            backbone,
+            out,
+            cache_dir=cache_dir,
+            batch_size=batch_size,
+            max_pixels=max_pixels,
+            progress=progress,
+        )
+    from conceptforest.features.ray_backend import RaySettings, extract_features_ray
+
+    settings = RaySettings(ray.address, ray.actors, ray.cpus_per_actor, ray.gpus_per_actor, batch_size)
+    return extract_features_ray(
+        dataset, tree, backbone, out, settings=settings, cache_dir=cache_dir, max_pixels=max_pixels, progress=progress
+    )
 
 
 @app.command(cls=PlainHelpCommand, short_help="Score every image against every concept sentence (cached).")
@@ -93,7 +141,6 @@ def extract(
     from conceptforest.concepts.tree import ConceptTree
     from conceptforest.config import load_config
     from conceptforest.features.dataset import load_dataset
-    from conceptforest.features.extract import extract_features
 
     if backend not in ("local", "ray"):
         raise BadInputError(f"Unknown --backend {backend!r}.", hint="use --backend local or --backend ray.")
@@ -105,37 +152,8 @@ def extract(
     backbone = cfg.backbone(device=device, precision=precision)
     if backbone.random_weights:
         warn(RANDOM_WEIGHTS_WARNING)
-    if backend == "ray":
-        from conceptforest.features.ray_backend import RaySettings, extract_features_ray
-
-        settings = RaySettings(
-            address=ray_address,
-            actors=ray_actors,
-            cpus_per_actor=ray_cpus_per_actor,
-            gpus_per_actor=ray_gpus_per_actor,
-            batch_size=batch_size,
-        )
-        matrix, stats = extract_features_ray(
-            dataset,
-            concept_tree,
-            backbone,
-            out,
-            settings=settings,
-            cache_dir=cfg.cache_dir,
-            max_pixels=max_pixels,
-            progress=progress,
-        )
-    else:
-        matrix, stats = extract_features(
-            dataset,
-            concept_tree,
-            backbone,
-            out,
-            cache_dir=cfg.cache_dir,
-            batch_size=batch_size,
-            max_pixels=max_pixels,
-            progress=progress,
-        )
+    ray = RayFlags(ray_address, ray_actors, ray_cpus_per_actor, ray_gpus_per_actor) if backend == "ray" else None
+    matrix, stats = _extract(dataset, concept_tree, backbone, out, cfg.cache_dir, batch_size, max_pixels, progress, ray)
     echo(
         f"Wrote {out}/features.parquet: {stats.scored} images x {len(matrix.concept_ids)} concepts "
         f"(backbone {backbone.backbone_id})."

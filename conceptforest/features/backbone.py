@@ -302,7 +302,7 @@ MIXED_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16}
 _PRECISION_DEVICES = {"int8": ("cpu",), "fp16": ("cuda", "mps"), "bf16": ("cuda", "cpu")}
 
 
-def _check_precision(precision: str, device: torch.device) -> None:
+def check_precision(precision: str, device: torch.device) -> None:
     """Refuse a precision the device cannot run, naming the ones it can."""
     allowed = _PRECISION_DEVICES.get(precision)
     if allowed is not None and device.type not in allowed:
@@ -351,7 +351,7 @@ def load_backbone(
     if precision not in PRECISIONS:
         raise BadInputError(f"Unknown precision {precision!r}.", hint=f"use one of {list(PRECISIONS)}.")
     torch_device = select_device(device)
-    _check_precision(precision, torch_device)
+    check_precision(precision, torch_device)
     if name == TINY_RANDOM:
         weights = _Weights(None, "random-seed0", random=True)
         model = _create_tiny(0)

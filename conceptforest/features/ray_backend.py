@@ -9,12 +9,15 @@ in the cache, nothing is encoded again, and the :class:`FeatureMatrix`, the skip
 are those of the local backend by construction.
 
 The cache folder must be reachable at the same path from every worker (a shared file system); object-store URIs
-are not supported yet. The driver reads (and hashes) each file once more to assemble the matrix; it decodes none.
+are not supported yet. The driver reads (and hashes) each file once more to assemble the matrix; it decodes only
+what the workers did not cache (files they skipped, and anything missing, with a warning).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,8 @@ from conceptforest.features.store import EmbeddingStore
 
 __all__ = ["EmbedActor", "RaySettings", "embed_with_ray", "extract_features_ray"]
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RAISED = re.compile(r"^[\w.]+(Error|Exception): \S")
 RAY_HINT = "install the extra: pip install 'conceptforest[ray]'"
 
 
@@ -47,19 +52,32 @@ class RaySettings:
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
     batch_size: int = 64  # images per Ray batch and per forward pass
+
+    @property
+    def device(self) -> str:
+        """Where each actor runs its backbone: a GPU when it reserves one."""
+        return "cuda" if self.gpus_per_actor > 0 else "cpu"
+
     # a batch whose actor died is retried on a restarted actor (Ray Data's default for actor pools)
 
 
 class EmbedActor:
     """A Ray Data actor: one backbone, one view of the shared cache; encodes the images of each batch."""
 
-    def __init__(self, spec: BackboneSpec, cache_dir: str, batch_size: int, max_pixels: int) -> None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.backbone = spec.load(device=device, cache_dir=cache_dir)
+    def __init__(
+        self, spec: BackboneSpec, expected_id: str, cache_dir: str, settings: RaySettings, max_pixels: int
+    ) -> None:
+        self.backbone = spec.load(device=settings.device)  # open_clip's weights folder as the spec records it
+        if self.backbone.backbone_id != expected_id:
+            raise BadInputError(
+                f"A Ray worker loaded backbone {self.backbone.backbone_id!r}, not the driver's {expected_id!r}.",
+                hint="install the same conceptforest, open_clip and torch versions on every node.",
+            )
         store = EmbeddingStore(cache_dir, self.backbone.backbone_id, "images")
-        self.extractor = _Extractor(self.backbone, store, batch_size=batch_size, max_pixels=max_pixels, workers=2)
+        workers = max(1, int(settings.cpus_per_actor))
+        self.extractor = _Extractor(
+            self.backbone, store, batch_size=settings.batch_size, max_pixels=max_pixels, workers=workers
+        )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         records = [
@@ -108,15 +126,24 @@ def _start(ray: Any, settings: RaySettings) -> bool:
 
 def embed_with_ray(
     records: Sequence[ImageRecord],
-    spec: BackboneSpec,
+    backbone: Backbone,
     cache_dir: str | Path,
     settings: RaySettings | None = None,
     *,
     actor_class: type[EmbedActor] = EmbedActor,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> tuple[int, dict[str, str]]:
-    """Encode every record's image into the cache at ``cache_dir`` on Ray; (images encoded, path -> skip reason)."""
+) -> int:
+    """Encode every record's image into the cache at ``cache_dir`` on Ray; returns how many were encoded.
+
+    The precision is checked against the actors' device before Ray starts; an error inside the actors (a worker
+    that cannot load the backbone) is a :class:`BadInputError` naming it.
+    """
+    import torch
+
+    from conceptforest.features.backbone import check_precision
+
     settings = settings or RaySettings()
+    check_precision(backbone.spec.precision, torch.device(settings.device))
     ray = _ray()
     started = _start(ray, settings)
     try:
@@ -124,9 +151,10 @@ def embed_with_ray(
         dataset = ray.data.from_items(items).map_batches(
             actor_class,
             fn_constructor_kwargs={
-                "spec": spec,
+                "spec": backbone.spec,
+                "expected_id": backbone.backbone_id,
                 "cache_dir": str(cache_dir),
-                "batch_size": settings.batch_size,
+                "settings": settings,
                 "max_pixels": max_pixels,
             },
             batch_size=settings.batch_size,
@@ -136,11 +164,29 @@ def embed_with_ray(
             batch_format="numpy",
         )
         rows = dataset.take_all()
+    except ray.exceptions.RayError as exc:
+        raise BadInputError(
+            f"The Ray extraction failed: {_first_line(exc)}",
+            hint="check the workers' logs ('ray logs'); every node needs the images, the cache folder and the "
+            "backbone's weights at the same paths.",
+        ) from exc
     finally:
         if started:
             ray.shutdown()
-    encoded = int(sum(int(row["encoded"]) for row in rows))
-    return encoded, {str(row["path"]): str(row["reason"]) for row in rows if row["reason"]}
+    return int(sum(int(row["encoded"]) for row in rows))
+
+
+def _first_line(exc: BaseException) -> str:
+    """The worker's own error message: Ray wraps it in long, coloured reports of its own exceptions."""
+    texts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(texts) < 10:
+        texts += [str(seen), *(str(arg) for arg in seen.args)]
+        seen = seen.__cause__ or seen.__context__
+    lines = [_ANSI.sub("", line).strip() for text in texts for line in text.splitlines()]
+    raised = [line for line in lines if _RAISED.match(line) and not line.startswith("ray.")]
+    found = raised[-1] if raised else next((line for line in lines if line), type(exc).__name__)
+    return found[:400]
 
 
 def extract_features_ray(
@@ -156,12 +202,26 @@ def extract_features_ray(
     actor_class: type[EmbedActor] = EmbedActor,
 ) -> tuple[FeatureMatrix, ExtractionStats]:
     """:func:`extract_features` with the encoding done on Ray: the same matrix, skipped list and provenance."""
+    settings = settings or RaySettings()
     root = cache_root(cache_dir)
-    encoded, _ = embed_with_ray(
-        dataset.records, backbone.spec, root, settings, actor_class=actor_class, max_pixels=max_pixels
-    )
+    encoded = embed_with_ray(dataset.records, backbone, root, settings, actor_class=actor_class, max_pixels=max_pixels)
     matrix, stats = extract_features(
-        dataset, tree, backbone, out_dir, cache_dir=root, max_pixels=max_pixels, progress=progress
+        dataset,
+        tree,
+        backbone,
+        out_dir,
+        cache_dir=root,
+        batch_size=settings.batch_size,
+        max_pixels=max_pixels,
+        progress=progress,
     )
-    stats.encoded, stats.from_cache = encoded, max(stats.from_cache - encoded, 0)
+    if stats.encoded:
+        warnings.warn(
+            f"the driver encoded {stats.encoded} image(s) the Ray workers should have cached in {str(root)!r}: is "
+            "that folder shared at the same path on every node?",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    stats.from_cache = max(stats.from_cache - encoded, 0)
+    stats.encoded += encoded
     return matrix, stats
