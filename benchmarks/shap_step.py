@@ -4,8 +4,9 @@ Trains ``ConceptForestClassifier`` on made-up concept scores (``--train`` rows, 
 then times, in this process:
 
 - ``baseline``: exact Tree SHAP on every one of the ``--rows`` rows (``explain_shap``, the plain approach);
-- ``report``: what ``explain_model`` runs: ``explain_report_shap`` (every row up to ``shap_rows``, else the first
-  ``shap_rows``), the per-class mean |SHAP|, and the beeswarm figures of up to eight labels.
+- ``report``: what ``explain_model`` runs: ``explain_report_shap`` (every row up to ``shap_rows``, else
+  ``shap_rows`` rows taken in turn from each label), the per-class mean |SHAP|, and the beeswarm figures of up
+  to eight labels.
 
 Prints JSON, with the rows the report explained as it states them.
 
@@ -52,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     X_train, y_train = made_up_scores(rng, args.train, args.concepts, args.labels)
-    X, _ = made_up_scores(rng, args.rows, args.concepts, args.labels)
+    X, y = made_up_scores(rng, args.rows, args.concepts, args.labels)
     model = ConceptForestClassifier(n_estimators=args.trees, n_jobs=-1).fit(X_train, y_train)
     leaves = [int(tree.tree_.n_leaves) for tree in model.forest_.estimators_]
     depths = [int(tree.tree_.max_depth) for tree in model.forest_.estimators_]
@@ -64,7 +65,7 @@ def main() -> None:
     baseline_s = time.perf_counter() - started
 
     started = time.perf_counter()
-    explanation, used = explain_report_shap(model, X, args.shap_rows)
+    explanation, used = explain_report_shap(model, X, y, args.shap_rows)
     explanation.mean_abs()
     computed = time.perf_counter()
     for label in explanation.classes[:8]:

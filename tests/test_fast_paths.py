@@ -93,21 +93,28 @@ def test_saved_matrix_loads_back_the_same(tmp_path: Path) -> None:
     assert pq.read_metadata(tmp_path / "run" / "features.parquet").row_group(0).column(5).compression == "UNCOMPRESSED"
 
 
-def test_report_shap_rows_rule() -> None:
-    small, large = report_shap_rows(120, 300), report_shap_rows(1000, 300)
-    assert (small.used, small.subsampled) == (120, False) and "all 120 'test' rows" in small.note("test")
+def test_report_shap_rows_take_every_label_in_turn() -> None:
+    small = report_shap_rows(["a"] * 60 + ["b"] * 60, 300)
+    assert (small.used, small.subsampled, small.positions) == (120, False, tuple(range(120)))
+    assert "all 120 'test' rows" in small.note("test")
+    labels = [f"l{i // 40}" for i in range(1000)]  # a split sorted by label: 25 labels of 40 rows
+    large = report_shap_rows(labels, 300)
     assert (large.used, large.available, large.subsampled) == (300, 1000, True)
-    assert "first 300 of the 1000 'test' rows" in large.note("test")
+    assert list(large.positions) == sorted(set(large.positions))
+    per_label = pd.Series([labels[p] for p in large.positions]).value_counts()
+    assert len(per_label) == 25 and per_label.min() == 12  # every label, evenly (the first 300 rows: 8 labels)
+    assert "300 of the 1000 'test' rows, taken in turn from each label" in large.note("test")
     assert large.to_json()["rows_explained"] == 300 and large.to_json()["subsampled"] is True
 
 
-def test_small_splits_are_explained_whole_and_unchanged() -> None:
+def test_the_explained_rows_are_the_chosen_positions() -> None:
     matrix = made_up_matrix(n=80)
     model = train_model(matrix, n_estimators=10).model
-    X = matrix.X("test")
-    explanation, used = explain_report_shap(model, X, limit=len(X))
-    assert not used.subsampled
-    assert np.array_equal(explanation.values, explain_shap(model, X).values)
+    X, y = matrix.X("test"), matrix.y("test")
+    explanation, used = explain_report_shap(model, X, y, limit=7)
+    assert used.subsampled and len(explanation.data) == 7
+    assert np.array_equal(explanation.values, explain_shap(model, X.iloc[list(used.positions)]).values)
+    assert set(y.iloc[list(used.positions)]) == set(y)  # every label of the split is explained
 
 
 def test_the_report_states_how_many_rows_shap_explained(tmp_path: Path) -> None:
@@ -116,5 +123,5 @@ def test_the_report_states_how_many_rows_shap_explained(tmp_path: Path) -> None:
     report = explain_model(load_bundle(tmp_path / "model"), matrix, tmp_path / "report", n_repeats=2, shap_rows=12)
     stated = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))["shap"]
     assert stated["rows_explained"] == 12 and stated["rows_available"] == 30 and stated["subsampled"] is True
-    assert "first 12 of the 30 'test' rows" in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "12 of the 30 'test' rows" in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "Examples with SHAP" in report.section_titles

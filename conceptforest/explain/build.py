@@ -148,14 +148,14 @@ def explain_model(
     permutation = sections.add_importance(report, run)
     sections.add_grounding(report, run)
     rollup = sections.add_rollup(report, run)
-    explanation, shap_used = explain_report_shap(bundle.model, X, shap_rows)
+    explanation, shap_used = explain_report_shap(bundle.model, X, y, shap_rows)
     per_class = explanation.mean_abs()
     sections.add_confusion(report, run, per_class)
     sections.add_per_label(report, run)  # the section takes its place; the label blocks follow once trees are drawn
-    blocks = label_blocks(run, explanation, per_class)
+    blocks = label_blocks(run, explanation, per_class, shap_used.positions)
     sections.add_examples(report, run, explanation)
     report.add_text("Examples with SHAP", shap_used.note(split), note=True).add_json("shap", shap_used.to_json())
-    add_misclassified(report, run, explanation)
+    add_misclassified(report, run, explanation, shap_used.positions)
     for described in descriptors:
         add_optimization(report, described)
     add_findings(report, compute_findings(run, comparison, rollup, per_class, tree=tree, skipped=skipped))

@@ -8,6 +8,7 @@ decoded any more gets no thumbnail; the report never fails for it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -64,16 +65,20 @@ def relative_name(path: str | Path, source: str | Path | None) -> str:
     return Path(path).as_posix()
 
 
-def _misclassified(run: Evaluation) -> tuple[list[Misclassified], list[str]]:
-    """The misclassified rows among the explained ones, least probable true label first, and their thumbnails."""
+def _misclassified(run: Evaluation, explained: Sequence[int]) -> tuple[list[Misclassified], list[str]]:
+    """The misclassified rows among the explained ones (``explained``: their positions in the split, in the
+    explanation's row order), least probable true label first, and their thumbnails. ``row`` is the example's
+    row in the explanation."""
     model = run.bundle.model
-    proba = np.asarray(model.predict_proba(run.X.iloc[: run.shap_rows]))
+    rows = list(explained)
+    proba = np.asarray(model.predict_proba(run.X.iloc[rows]))
     classes = [str(c) for c in model.classes_]
-    truth = [str(label) for label in run.y.iloc[: run.shap_rows]]
-    predicted = [str(label) for label in run.predicted[: len(truth)]]
+    truth = [str(run.y.iloc[p]) for p in rows]
+    predicted = [str(run.predicted[p]) for p in rows]
     wrong = [i for i in range(len(truth)) if predicted[i] != truth[i]]
     wrong.sort(key=lambda i: float(proba[i, classes.index(truth[i])]))
-    paths = run.matrix.rows(run.split)["path"].astype(str)
+    all_paths = run.matrix.rows(run.split)["path"].astype(str)
+    paths = all_paths.iloc[rows] if rows else all_paths.iloc[:0]
     examples, thumbnails = [], []
     for i in wrong[: run.worst]:
         uri = thumbnail_uri(paths.iloc[i])
@@ -92,10 +97,13 @@ def _misclassified(run: Evaluation) -> tuple[list[Misclassified], list[str]]:
     return examples, thumbnails
 
 
-def add_misclassified(report: Report, run: Evaluation, explanation: ConceptShap) -> list[Misclassified]:
+def add_misclassified(
+    report: Report, run: Evaluation, explanation: ConceptShap, explained: Sequence[int] | None = None
+) -> list[Misclassified]:
     """The worst misclassified images (``run.worst``): thumbnail, relative file name, labels with probabilities,
     and the concepts that pushed towards each label; returns what it showed."""
-    examples, thumbnails = _misclassified(run)
+    rows = range(len(explanation.data)) if explained is None else explained
+    examples, thumbnails = _misclassified(run, rows)
     for number, (example, uri) in enumerate(zip(examples, thumbnails, strict=True), 1):
         caption = (
             f"{example.path}: true {example.true_label} (p={example.p_true:.2f}), predicted "

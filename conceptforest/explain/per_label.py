@@ -14,6 +14,7 @@ draws the trees into ``label-trees/`` and adds the blocks (folded in ``<details>
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -131,7 +132,9 @@ def _with_images(thumbnails: list[Thumbnail], paths: dict[str, str], side: int) 
     ]
 
 
-def label_blocks(run: Evaluation, explanation: ConceptShap, per_class: pd.DataFrame) -> list[LabelBlock]:
+def label_blocks(
+    run: Evaluation, explanation: ConceptShap, per_class: pd.DataFrame, explained: Sequence[int] | None = None
+) -> list[LabelBlock]:
     """Every label's block: metrics on the split, signed per-class SHAP concepts, thumbnails (read now)."""
     labels = run.matrix.labels
     metrics = per_label_table(run.y, run.predicted, labels).set_index("label")
@@ -142,13 +145,13 @@ def label_blocks(run: Evaluation, explanation: ConceptShap, per_class: pd.DataFr
     p_true = proba[np.arange(len(truth)), [classes.index(t) for t in truth]] if len(truth) else np.zeros(0)
     images = pd.DataFrame({"path": paths, "label": truth, "p": p_true, "predicted": run.predicted.astype(str)})
     images["right"] = images["label"] == images["predicted"]
-    explained = truth[: len(explanation.data)]
+    explained_truth = truth[list(range(len(explanation.data)) if explained is None else explained)]
     side = SMALL_THUMBNAIL_SIDE if len(labels) > MANY_LABELS else THUMBNAIL_SIDE
     source = run.matrix.meta.source
     blocks = []
     for number, label in enumerate(labels):
         values = explanation.for_class(label)
-        own = explained == label
+        own = explained_truth == label
         signed = pd.Series((values[own] if own.any() else values).mean(axis=0), index=explanation.concept_ids)
         chosen = _thumbnails(images[images["label"] == label], source)
         by_name = {relative_name(p, source): p for p in images.loc[images["label"] == label, "path"]}

@@ -56,16 +56,18 @@ def explain_shap(model: Any, X: pd.DataFrame) -> ConceptShap:
 
 
 # the report explains at most this many rows with SHAP (explain_model's shap_rows). Tree SHAP costs about
-# rows x trees x leaves x depth², so a larger split is explained on its first rows only, and the report says so
+# rows x trees x leaves x depth², so a larger split is explained on a sample taken evenly across its labels, and
+# the report says so
 REPORT_SHAP_ROWS = 300
 
 
 @dataclass(frozen=True)
 class ShapRows:
-    """How many rows the report's SHAP step explained (its first ``used``), of the ``available`` ones."""
+    """Which rows the report's SHAP step explained (``positions`` in the split, ascending), of ``available``."""
 
     used: int
     available: int
+    positions: tuple[int, ...] = ()
 
     @property
     def subsampled(self) -> bool:
@@ -76,7 +78,7 @@ class ShapRows:
             "rows_explained": self.used,
             "rows_available": self.available,
             "subsampled": self.subsampled,
-            "rule": "all rows up to shap_rows, else the first shap_rows rows",
+            "rule": "all rows up to shap_rows, else shap_rows rows taken in turn from each label (row order kept)",
             "algorithm": "exact Tree SHAP (shap.TreeExplainer, tree_path_dependent)",
         }
 
@@ -85,18 +87,35 @@ class ShapRows:
         if not self.subsampled:
             return f"SHAP values (and every mean |SHAP| in this report) cover all {self.available} {split!r} rows."
         return (
-            f"SHAP values (and every mean |SHAP| in this report) cover the first {self.used} of the "
-            f"{self.available} {split!r} rows, to bound the time of exact Tree SHAP; pass a larger shap_rows "
-            "to explain more."
+            f"SHAP values (and every mean |SHAP| in this report) cover {self.used} of the {self.available} "
+            f"{split!r} rows, taken in turn from each label, to bound the time of exact Tree SHAP; "
+            "explain_model(shap_rows=...) in Python explains more."
         )
 
 
-def report_shap_rows(available: int, limit: int = REPORT_SHAP_ROWS) -> ShapRows:
-    """The report's subsampling rule: every row when there are at most ``limit``, else the first ``limit``."""
-    return ShapRows(used=max(0, min(available, limit)), available=available)
+def report_shap_rows(labels: Sequence[Any], limit: int = REPORT_SHAP_ROWS) -> ShapRows:
+    """The report's subsampling rule: every row when there are at most ``limit``; else ``limit`` rows taken in
+    turn from each label (each label's rows in order), so that a split sorted by label is not explained on its
+    first labels only. Positions are returned ascending."""
+    available, limit = len(labels), max(0, limit)
+    if available <= limit:
+        return ShapRows(used=available, available=available, positions=tuple(range(available)))
+    by_label: dict[Any, list[int]] = {}
+    for position, label in enumerate(labels):
+        by_label.setdefault(label, []).append(position)
+    queues = [iter(rows) for rows in by_label.values()]
+    chosen: list[int] = []
+    while len(chosen) < limit:
+        for queue in queues:
+            taken = next(queue, None)
+            if taken is not None and len(chosen) < limit:
+                chosen.append(taken)
+    return ShapRows(used=limit, available=available, positions=tuple(sorted(chosen)))
 
 
-def explain_report_shap(model: Any, X: pd.DataFrame, limit: int = REPORT_SHAP_ROWS) -> tuple[ConceptShap, ShapRows]:
+def explain_report_shap(
+    model: Any, X: pd.DataFrame, y: Sequence[Any], limit: int = REPORT_SHAP_ROWS
+) -> tuple[ConceptShap, ShapRows]:
     """:func:`explain_shap` on the rows :func:`report_shap_rows` picks; returns the values and the rows used."""
-    rows = report_shap_rows(len(X), limit)
-    return explain_shap(model, X.iloc[: rows.used]), rows
+    rows = report_shap_rows(list(y), limit)
+    return explain_shap(model, X.iloc[list(rows.positions)]), rows
