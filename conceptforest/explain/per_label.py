@@ -208,15 +208,15 @@ def _metrics_sentence(block: LabelBlock) -> str:
     )
 
 
-def _add_tree(report: Report, block: LabelBlock, out: Path, budget: list[int]) -> None:
-    """The label's tree: embedded while the page's tree budget lasts, otherwise its file named."""
+def _add_tree(report: Report, block: LabelBlock, out: Path, budget: int, largest: float) -> int:
+    """The label's tree: embedded while the page's tree budget (bytes) lasts, otherwise its file named; returns
+    the budget left. ``largest`` is the label's largest mean |SHAP|, the red end of the picture's shading."""
     if block.tree_file is None:
-        return
+        return budget
     path = out / block.tree_file
-    largest = float(block.concepts["mean_abs_shap"].max()) if not block.concepts.empty else 0.0
     high = f"{largest:.3g} mean |SHAP| for {block.label} (the largest)"
-    if path.suffix == ".svg" and path.stat().st_size <= budget[0]:
-        budget[0] -= path.stat().st_size
+    if path.suffix == ".svg" and path.stat().st_size <= budget:
+        budget -= path.stat().st_size
         report.add_legend(SECTION, "0", high)
         caption = f"{block.label}: its tree shaded by its own per-class mean |SHAP| (parts by their largest concept)"
         report.add_figure(SECTION, f"label_tree_{block.number}", path.read_bytes(), caption=caption)
@@ -224,6 +224,7 @@ def _add_tree(report: Report, block: LabelBlock, out: Path, budget: list[int]) -
         report.add_text(SECTION, f"Its shaded tree: {block.tree_file} (kept out of the page to keep it small).")
     else:
         report.add_text(SECTION, f"Its shaded tree (DOT text; install Graphviz to draw it): {block.tree_file}.")
+    return budget
 
 
 def add_label_blocks(
@@ -234,7 +235,7 @@ def add_label_blocks(
     many = len(blocks) > MANY_LABELS
     if many:
         report.add_text(SECTION, f"{len(blocks)} labels: each label's block is folded; click a label to open it.")
-    budget = [TREE_BYTES_BUDGET]
+    budget = TREE_BYTES_BUDGET
     for block in blocks:
         report.begin_group(
             SECTION,
@@ -261,6 +262,7 @@ def add_label_blocks(
             caption=f"{block.label}: concepts that most raise (mean SHAP > 0) and most lower (< 0) its probability "
             f"on its images; each concept listed once",
         )
-        _add_tree(report, block, out, budget)
+        largest = float(per_class[block.label].abs().max()) if block.label in per_class else 0.0
+        budget = _add_tree(report, block, out, budget, largest)
         report.end_group(SECTION)
     report.add_json("per_label", [block.to_json() for block in blocks])

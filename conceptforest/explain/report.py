@@ -292,9 +292,10 @@ class Report:
             pairs = item["pairs"]
             return [f"- {markdown_escape(k, inline=True)}: {markdown_escape(v, inline=True)}" for k, v in pairs] + [""]
         if item["kind"] == "table":
-            table = self._tables[item["name"]].head(MAX_HTML_ROWS)
+            table = self._tables[item["name"]].head(item["shown"])
             caption, name = markdown_escape(item["caption"], inline=True), markdown_escape(item["name"], inline=True)
-            return [f"**{caption}** (tables/{name}.csv)", "", markdown_table(table), ""]
+            cut = f"; first {item['shown']} of {item['total']} rows" if item["truncated"] else ""
+            return [f"**{caption}** (tables/{name}.csv{cut})", "", markdown_table(table), ""]
         return [f"*{markdown_escape(item['caption'], inline=True)}* (see index.html / figures)", ""]
 
     def save(self, folder: str | Path) -> Path:

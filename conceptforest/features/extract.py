@@ -237,6 +237,7 @@ def score_table(ids: dict[str, list[str]], by_concept: np.ndarray, schema: pa.Sc
 # scores are buffered up to this size before a Parquet row group is written: few large groups write and read
 # faster than one per chunk (5,000 concepts: ~6,700 rows a group); extraction reads the whole table back anyway
 ROW_GROUP_BYTES = 128 * 2**20
+MAX_ROW_GROUP_ROWS = 131_072  # a narrow table (few concepts) still flushes: its id strings count too
 
 
 class ScoreWriter:
@@ -251,7 +252,7 @@ class ScoreWriter:
         self.row_group_bytes = row_group_bytes
         self._writer = pq.ParquetWriter(path, self.schema, **PARQUET_WRITE_OPTIONS)
         self._pending: list[pa.Table] = []
-        self._pending_bytes = 0
+        self._pending_bytes = self._pending_rows = 0
 
     def write(self, ids: dict[str, list[str]], vectors: np.ndarray, concept_matrix: np.ndarray) -> None:
         """Score ``vectors`` (rows, dim) against ``concept_matrix`` (concepts, dim); ``ids`` holds ID_COLUMNS."""
@@ -259,15 +260,17 @@ class ScoreWriter:
         table = score_table(ids, by_concept, self.schema)
         self.moments.add(by_concept.T, np.array([split == "train" for split in ids["split"]], dtype=bool))
         self._pending.append(table)
-        self._pending_bytes += by_concept.nbytes  # Table.nbytes walks every buffer: slow for wide tables
-        if self._pending_bytes >= self.row_group_bytes:
+        # Table.nbytes walks every buffer (slow for wide tables): the scores plus the id strings' lengths
+        self._pending_bytes += by_concept.nbytes + sum(len(text) for column in ids.values() for text in column)
+        self._pending_rows += len(ids["split"])
+        if self._pending_bytes >= self.row_group_bytes or self._pending_rows >= MAX_ROW_GROUP_ROWS:
             self.flush()
 
     def flush(self) -> None:
         """Write what is buffered as one row group."""
         if self._pending:
             self._writer.write_table(pa.concat_tables(self._pending))
-            self._pending, self._pending_bytes = [], 0
+            self._pending, self._pending_bytes, self._pending_rows = [], 0, 0
 
     def __enter__(self) -> ScoreWriter:
         return self
@@ -351,8 +354,9 @@ def extract_features(
 
     Writes ``features.parquet``, ``skipped.csv`` and then ``concepts.json`` (bound to the table by its sha256)
     into ``out_dir``. Images are hashed by content; embeddings already in the cache are never recomputed, so a
-    killed run resumes and a new tree re-encodes no image. Peak memory is bounded by ``chunk_size``, not by the
-    number of images.
+    killed run resumes and a new tree re-encodes no image. Images are decoded and encoded in
+    chunks of ``chunk_size`` and scores written in row groups of at most ``ROW_GROUP_BYTES``; the finished table
+    is then read back once to return the FeatureMatrix (its size: images x concepts x 4 bytes).
     """
     check_labels_match(dataset, tree)
     out = Path(out_dir)
