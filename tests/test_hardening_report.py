@@ -280,3 +280,13 @@ def test_report_lists_byte_identical_files_under_different_labels(tmp_path: Path
     html = (tmp_path / "report" / "index.html").read_text()
     assert "&lt;img src=x&gt;.jpg" in html and "<img src=x>" not in html
     assert "<img src=x>" not in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_the_html_page_escapes_a_hostile_label_in_every_new_part(tmp_path: Path) -> None:
+    matrix = made_up_matrix(n=120)
+    _relabel(matrix, "pug", HOSTILE_IMG)
+    _explain(matrix, tmp_path)
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert "<img src=x" not in html  # per-label summaries, galleries, why-A-not-B columns, findings
+    assert html.count("&lt;img src=x onerror=alert(1)&gt;") >= 5
+    assert "<script" not in html
