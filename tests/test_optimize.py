@@ -297,3 +297,12 @@ def test_a_failed_candidate_is_recorded_and_its_tokens_count(stub: StubServer, t
     assert ok.accuracy is not None and not ok.error
     assert failed.accuracy is None and "no usable descriptors" in failed.error and failed.tokens > 0
     assert iteration.tokens == ok.tokens + failed.tokens
+
+
+def test_a_failed_optimisation_hint_names_what_applies_to_it(stub: StubServer, tmp_path: Path) -> None:
+    stub.state.answers["optimize_initial"] = lambda body: {"labels": []}
+    with pytest.raises(LLMError) as raised:
+        optimize_descriptors(
+            few_shot(), client(stub, tmp_path, max_repairs=0), settings=OptimizeSettings(iterations=1, candidates=1)
+        )
+    assert "--max-repairs" in raised.value.hint and "template tree" not in raised.value.hint

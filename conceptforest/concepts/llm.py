@@ -24,6 +24,7 @@ from conceptforest.concepts.llm_transport import (
     failure_hint,
     sanitize_base_url,
 )
+from conceptforest.concepts.prompts import STEPS as TREE_STEPS
 from conceptforest.concepts.prompts import PromptTemplate
 from conceptforest.concepts.tree import CallRecord
 from conceptforest.errors import LLMError
@@ -272,7 +273,8 @@ class LLMClient(OpenAICompatibleTransport):
                     _validation_feedback(exc)
                 )
                 if repairs >= self.max_repairs:
-                    raise self._give_up(record, problem, self._hint(None, truncated=truncated), content) from exc
+                    hint = self._hint(None, truncated=truncated, step=record.step)
+                    raise self._give_up(record, problem, hint, content) from exc
                 repairs += 1
                 messages = [*messages, *_repair_messages(content, problem, truncated)]
 
@@ -305,7 +307,7 @@ class LLMClient(OpenAICompatibleTransport):
         mentions_format = "response_format" in body or self._mode in body
         return exc.status_code in (400, 422) or (exc.status_code >= 500 and mentions_format)
 
-    def _hint(self, exc: Exception | None, *, truncated: bool = False) -> str:
+    def _hint(self, exc: Exception | None, *, truncated: bool = False, step: str = "") -> str:
         return failure_hint(
             exc,
             server=self._server,
@@ -315,6 +317,7 @@ class LLMClient(OpenAICompatibleTransport):
             max_attempts=self.max_attempts,
             max_repairs=self.max_repairs,
             truncated=truncated,
+            tree_step=step in TREE_STEPS or not step,
         )
 
     def _transport_error(self, record: CallRecord, exc: Exception) -> LLMError:
@@ -324,7 +327,7 @@ class LLMClient(OpenAICompatibleTransport):
                 f"{self.model!r}: {self._describe(exc)}",
                 self._hint(exc),
             )
-        return self._give_up(record, self._describe(exc), self._hint(exc))
+        return self._give_up(record, self._describe(exc), self._hint(exc, step=record.step))
 
     def _give_up(self, record: CallRecord, problem: str, hint: str, content: str | None = None) -> LLMError:
         said = f" The last answer began: {content[:200]!r}." if content else ""

@@ -139,8 +139,12 @@ def failure_hint(
     max_attempts: int,
     max_repairs: int,
     truncated: bool = False,
+    tree_step: bool = True,
 ) -> str:
-    """What to try next, for the way a request failed (``exc``) or for an answer that never validated (``None``)."""
+    """What to try next, for the way a request failed (``exc``) or for an answer that never validated (``None``).
+
+    ``tree_step``: the request builds a concept tree, so the tree's size flags and ``--llm none`` (the template
+    tree) are worth naming; for descriptor sets and their optimisation they are not."""
     if isinstance(exc, openai.APITimeoutError):
         return (
             f"raise --timeout (now {timeout:g} s) or lower --max-tokens (now {max_tokens}); small local models "
@@ -151,14 +155,10 @@ def failure_hint(
     if isinstance(exc, openai.APIStatusError):
         return _status_hint(exc.status_code, server=server, model=model, max_attempts=max_attempts)
     if truncated:
-        return (
-            f"raise --max-tokens (now {max_tokens}) so that answers are not cut off, or ask for less "
-            "(--max-parts, --max-attributes, --max-values)."
-        )
-    return (
-        f"use a stronger model, or allow more repair requests (--max-repairs, "
-        f"now {max_repairs}); --llm none builds a template tree without an LLM."
-    )
+        less = "(--max-parts, --max-attributes, --max-values)" if tree_step else "(fewer descriptors or labels)"
+        return f"raise --max-tokens (now {max_tokens}) so that answers are not cut off, or ask for less {less}."
+    template = "; --llm none builds a template tree without an LLM" if tree_step else ""
+    return f"use a stronger model, or allow more repair requests (--max-repairs, now {max_repairs}){template}."
 
 
 def _status_hint(status: int, *, server: str, model: str, max_attempts: int) -> str:
