@@ -1,0 +1,243 @@
+"""The optimisation loop: per iteration, per group of labels, sampled candidates scored on the group's images.
+
+:mod:`conceptforest.concepts.optimize` holds the public entry point, the checks and the result; this module holds
+the state, the prompts' variables, the LLM requests (candidates and the crossover) and one iteration.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from conceptforest.concepts.llm import LLMClient
+from conceptforest.concepts.optimize_feedback import (
+    LabelScorer,
+    accuracy,
+    confusions,
+    feedback_text,
+    group_labels,
+    update_banks,
+)
+from conceptforest.concepts.optimize_record import CandidateRecord, IterationRecord, LabelChange
+from conceptforest.concepts.optimize_schema import GroupAnswer, group_schema
+from conceptforest.concepts.prompts import PromptTemplate, load_prompt
+from conceptforest.concepts.provenance import CallRecord
+from conceptforest.errors import BadInputError, LLMError
+
+__all__ = ["FewShotImages", "OptimizationState", "OptimizeSettings", "Optimizer"]
+
+SEEDS_PER_ITERATION = 1000  # candidate seeds: seed + candidates * (group + 1000 * (iteration - 1)) + candidate
+TOKENS_PER_DESCRIPTOR = 12  # room asked for per descriptor in an answer (JSON quoting included)
+TOKENS_PER_ANSWER = 300
+
+
+@dataclass(frozen=True)
+class FewShotImages:
+    """The labelled images the optimisation may look at (training images only), as cached CLIP embeddings."""
+
+    embeddings: np.ndarray  # (images, dim)
+    truth: np.ndarray  # index into ``labels`` per image
+    labels: list[str]
+    sha256: list[str]
+    backbone_id: str
+    logit_scale: float
+    encode: Callable[[Sequence[str]], np.ndarray]  # sentences -> embeddings (cached by the caller)
+    shots: int = 0
+    draw_seed: int = 0  # the seed of the draw of at most ``shots`` images per label
+
+
+@dataclass(frozen=True)
+class OptimizeSettings:
+    """The authors' defaults: 10 iterations, 4 candidates, 30 initial concepts, 15 replaced, groups of 10, T=1."""
+
+    iterations: int = 10
+    candidates: int = 4
+    initial: int = 30
+    replace: int = 15
+    group_size: int = 10
+    temperature: float = 1.0
+    seed: int = 42
+    budget_tokens: int | None = None
+
+    def check(self) -> None:
+        for name in ("iterations", "candidates", "initial", "replace", "group_size"):
+            if getattr(self, name) < 1:
+                raise BadInputError(f"--{name.replace('_', '-')} must be at least 1.", hint="use 1 or more.")
+        if self.budget_tokens is not None and self.budget_tokens < 0:
+            raise BadInputError("--budget-tokens must not be negative.", hint="leave it out for no budget.")
+
+
+@dataclass
+class OptimizationState:
+    current: dict[str, list[str]]
+    helpful: dict[str, list[str]] = field(default_factory=dict)
+    harmful: dict[str, list[str]] = field(default_factory=dict)
+    best: dict[str, list[str]] | None = None
+    best_accuracy: float = -1.0
+    best_iteration: int = 0
+    records: list[CallRecord] = field(default_factory=list)
+    tokens: int = 0
+    stopped: str = ""
+
+
+class Optimizer:
+    def __init__(self, images: FewShotImages, llm: LLMClient, settings: OptimizeSettings, started: bool) -> None:
+        self.images = images
+        self.llm = llm
+        self.settings = settings
+        self.started = started
+        self.labels = images.labels
+        self.scorer = LabelScorer(images.embeddings, images.encode, images.logit_scale)
+        self.templates = {kind: load_prompt(f"optimize_{kind}") for kind in ("initial", "mutation")}
+
+    def full_accuracy(self, descriptors: dict[str, list[str]]) -> float:
+        rows = np.arange(len(self.images.truth))
+        return accuracy(self.scorer.logits(descriptors, self.labels, rows), self.images.truth)
+
+    def over_budget(self, state: OptimizationState) -> bool:
+        budget = self.settings.budget_tokens
+        if budget is not None and state.tokens >= budget:
+            state.stopped = f"token budget reached: {state.tokens:,} tokens used of {budget:,}"
+        return bool(state.stopped)
+
+    def sampler(self, iteration: int, group: int, candidate: int, max_tokens: int) -> LLMClient:
+        """The client for one candidate: the authors' temperature, a seed of its own (deterministic, different
+        for every iteration, group and candidate), and room for the whole group's answer."""
+        client = copy.copy(self.llm)
+        client.temperature = self.settings.temperature
+        step = self.settings.candidates * (group + SEEDS_PER_ITERATION * (iteration - 1))
+        client.seed = self.settings.seed + step + candidate
+        client.max_tokens = max(self.llm.max_tokens, max_tokens)
+        return client
+
+    def variables(self, kind: str, names: list[str], feedback: str, state: OptimizationState) -> dict[str, object]:
+        def lines(bank: dict[str, list[str]]) -> str:
+            return "\n".join(f"{n}: {', '.join(bank.get(n, [])) or 'None'}" for n in names)
+
+        current = "\n".join(f"{n}: {', '.join(state.current[n])}" if state.current[n] else n for n in names)
+        found: dict[str, object] = {"current": current, "feedback": feedback.rstrip("\n")}
+        if kind == "initial":
+            return {**found, "count": self.settings.initial}
+        return {
+            **found,
+            "replace": self.settings.replace,
+            "helpful": lines(state.helpful),
+            "harmful": lines(state.harmful),
+        }
+
+    def ask(
+        self,
+        template: PromptTemplate,
+        variables: dict[str, object],
+        names: list[str],
+        where: tuple[int, int],
+        state: OptimizationState,
+    ) -> list[tuple[CandidateRecord, dict[str, list[str]] | None]]:
+        """Every candidate of one group; a group whose every request fails raises the last error.
+
+        A failed candidate's tokens count towards the budget; it is not cached, so a rerun asks it again."""
+        iteration, group = where
+        longest = max(self.settings.initial, max(len(state.current[n]) for n in names))
+        limit = longest * 2
+        room = TOKENS_PER_DESCRIPTOR * longest * len(names) + TOKENS_PER_ANSWER
+        found: list[tuple[CandidateRecord, dict[str, list[str]] | None]] = []
+        last: LLMError | None = None
+        for candidate in range(self.settings.candidates):
+            if self.over_budget(state):
+                break
+            record = CandidateRecord(group=group, candidate=candidate)
+            client = self.sampler(iteration, group, candidate, room)
+            try:
+                answer = client.ask(
+                    template,
+                    variables,
+                    GroupAnswer,
+                    subject=f"group {group + 1} ({', '.join(names)[:60]}), candidate {candidate + 1}",
+                    context={"labels": names, "max_items": limit},
+                    schema=group_schema(names, limit),
+                )
+            except LLMError as exc:
+                last = exc
+                state.tokens += exc.tokens
+                found.append((record.model_copy(update={"error": str(exc)[:300], "tokens": exc.tokens}), None))
+                continue
+            finally:
+                self.llm._mode = client._mode  # a server that refused json_schema is not asked with it again
+            tokens = answer.record.prompt_tokens + answer.record.completion_tokens
+            state.records.append(answer.record)
+            state.tokens += tokens
+            update = {"cached": answer.record.cached, "tokens": tokens}
+            found.append((record.model_copy(update=update), answer.value.descriptors))
+        if last is not None and all(value is None for _, value in found):
+            raise last
+        return found
+
+    def optimise_group(
+        self, kind: str, members: list[int], where: tuple[int, int], state: OptimizationState
+    ) -> tuple[str, list[CandidateRecord]]:
+        names = [self.labels[i] for i in members]
+        rows = np.flatnonzero(np.isin(self.images.truth, members))
+        position = {label: index for index, label in enumerate(members)}
+        local = np.asarray([position[int(t)] for t in self.images.truth[rows]], dtype=np.int64)
+        logits = self.scorer.logits(state.current, names, rows)
+        feedback = feedback_text(confusions(logits, local), names)
+        variables = self.variables(kind, names, feedback, state)
+        records: list[CandidateRecord] = []
+        best: tuple[float, dict[str, list[str]]] | None = None
+        for record, value in self.ask(self.templates[kind], variables, names, where, state):
+            if value is not None:
+                score = accuracy(self.scorer.logits(value, names, rows), local)
+                record = record.model_copy(update={"accuracy": score})
+                if best is None or score > best[0]:
+                    best = (score, value)
+            records.append(record)
+        if best is not None:
+            state.current.update(best[1])
+        return feedback, records
+
+    def iteration(self, number: int, state: OptimizationState) -> IterationRecord:
+        before = {label: list(items) for label, items in state.current.items()}
+        kind = "initial" if number == 1 and not self.started else "mutation"
+        vectors = self.scorer.label_vectors(state.current, self.labels)
+        groups = group_labels(vectors, self.settings.group_size, self.settings.seed)
+        feedback: list[str] = []
+        candidates: list[CandidateRecord] = []
+        spent = state.tokens
+        for index, members in enumerate(groups):
+            if self.over_budget(state):
+                break
+            text, records = self.optimise_group(kind, members, (number, index), state)
+            feedback.append(text)
+            candidates.extend(records)
+        complete = all(state.current[label] for label in self.labels)
+        score = self.full_accuracy(state.current) if complete else 0.0
+        if complete and all(before[label] for label in self.labels):
+            truth = self.images.truth
+            update_banks(self.scorer, self.labels, before, state.current, truth, state.helpful, state.harmful)
+        if complete and score > state.best_accuracy:
+            state.best = {label: list(items) for label, items in state.current.items()}
+            state.best_accuracy, state.best_iteration = score, number
+        changes = [
+            LabelChange(
+                label=label,
+                added=[d for d in state.current[label] if d not in before[label]],
+                removed=[d for d in before[label] if d not in state.current[label]],
+            )
+            for label in self.labels
+        ]
+        return IterationRecord(
+            iteration=number,
+            prompt=kind,
+            groups=[[self.labels[i] for i in members] for members in groups],
+            feedback=feedback,
+            candidates=candidates,
+            train_accuracy=score,
+            best_accuracy=max(state.best_accuracy, 0.0),
+            changes=changes,
+            helpful={label: list(items) for label, items in state.helpful.items()},
+            harmful={label: list(items) for label, items in state.harmful.items()},
+            tokens=state.tokens - spent,
+        )
