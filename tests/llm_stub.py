@@ -65,6 +65,7 @@ def detect_step(body: dict[str, Any]) -> str:
         ("different answers, each one short descriptive sentence", "cupl"),
         ("leveraging the hints of confusion classes list above", "optimize_initial"),
         ("leveraging the hints of confusion classes and two lists above", "optimize_mutation"),
+        ("versions of class descriptions and corresponding classification metrics", "optimize_crossover"),
     ):
         if marker in text:
             return step
@@ -93,8 +94,23 @@ def optimize_answer(body: dict[str, Any]) -> dict[str, Any]:
     return {"labels": entries}
 
 
+def crossover_versions(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The versions a crossover prompt shows (JSON between the first line and the instruction)."""
+    text = first_user(body).split("metrics are:\n", 1)[1].split("\n\nOutput the optimized", 1)[0]
+    return list(json.loads(text))
+
+
+def best_version(body: dict[str, Any]) -> dict[str, Any]:
+    """A crossover that keeps the version with the highest overall accuracy (the first of equals)."""
+    versions = crossover_versions(body)
+    chosen = max(versions, key=lambda v: float(v["overall_accuracy"].rstrip("%")))
+    return {"labels": [{"label": e["label"], "descriptors": e["descriptors"]} for e in chosen["labels"]]}
+
+
 def canned_answer(step: str, body: dict[str, Any]) -> dict[str, Any]:
     prompt = first_user(body)
+    if step == "optimize_crossover":
+        return best_version(body)
     if step.startswith("optimize_"):
         return optimize_answer(body)
     if step == "parts":

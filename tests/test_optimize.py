@@ -226,7 +226,8 @@ def test_a_rerun_makes_no_request_and_a_run_killed_mid_iteration_resumes_to_the_
     assert [it.train_accuracy for it in resumed.optimization.iterations] == [
         it.train_accuracy for it in clean.optimization.iterations
     ]
-    assert len(stub.state.requests) - before == total - 4 - 2  # only what the killed run had not got
+    # iteration 1 (2 groups x (2 samples + the crossover)) and group 1 of iteration 2 were cached before the kill
+    assert len(stub.state.requests) - before == total - 6 - 3  # only what the killed run had not got
 
 
 def test_a_token_budget_stops_cleanly_with_the_best_set_so_far(stub: StubServer, tmp_path: Path) -> None:
@@ -293,10 +294,10 @@ def test_a_failed_candidate_is_recorded_and_its_tokens_count(stub: StubServer, t
     result = optimize_descriptors(few_shot(), client(stub, tmp_path, max_repairs=0), settings=settings, progress=False)
     assert result.optimization is not None
     (iteration,) = result.optimization.iterations
-    ok, failed = iteration.candidates
-    assert ok.accuracy is not None and not ok.error
+    ok, failed, mixed = iteration.candidates
+    assert ok.accuracy is not None and not ok.error and mixed.kind == "crossover" and mixed.accuracy is not None
     assert failed.accuracy is None and "no usable descriptors" in failed.error and failed.tokens > 0
-    assert iteration.tokens == ok.tokens + failed.tokens
+    assert iteration.tokens == ok.tokens + failed.tokens + mixed.tokens
 
 
 def test_a_failed_optimisation_hint_names_what_applies_to_it(stub: StubServer, tmp_path: Path) -> None:
@@ -306,3 +307,35 @@ def test_a_failed_optimisation_hint_names_what_applies_to_it(stub: StubServer, t
             few_shot(), client(stub, tmp_path, max_repairs=0), settings=OptimizeSettings(iterations=1, candidates=1)
         )
     assert "--max-repairs" in raised.value.hint and "template tree" not in raised.value.hint
+
+
+def test_the_crossover_recombines_the_samples_and_is_kept_when_better(stub: StubServer, tmp_path: Path) -> None:
+    from tests.llm_stub import crossover_versions
+
+    def half_good(body: dict[str, Any]) -> dict[str, Any]:  # candidate c helps only the labels k with k % 2 == c
+        c = candidate_of(body, 2)
+        entries = []
+        for k, label in enumerate(asked_labels(body)):
+            kind = "good" if k % 2 == c else "plain"
+            entries.append({"label": label, "descriptors": [f"{kind}{k} look", f"{kind}{k} tone"]})
+        return {"labels": entries}
+
+    def per_label_best(body: dict[str, Any]) -> dict[str, Any]:  # each label from the version best for it
+        versions = crossover_versions(body)
+        entries = []
+        for position, entry in enumerate(versions[0]["labels"]):
+            best = max(versions, key=lambda v: float(v["labels"][position]["class_accuracy"].rstrip("%")))
+            entries.append({"label": entry["label"], "descriptors": best["labels"][position]["descriptors"]})
+        return {"labels": entries}
+
+    stub.state.answers["optimize_initial"] = half_good
+    stub.state.answers["optimize_crossover"] = per_label_best
+    settings = OptimizeSettings(iterations=1, candidates=2)
+    result = optimize_descriptors(few_shot(), client(stub, tmp_path), settings=settings, progress=False)
+    assert result.optimization is not None
+    first, second, mixed = result.optimization.iterations[0].candidates
+    assert mixed.kind == "crossover" and mixed.accuracy is not None and first.accuracy is not None
+    assert second.accuracy is not None and mixed.accuracy > max(first.accuracy, second.accuracy)
+    assert all(result.descriptors[label][0] == f"good{k} look" for k, label in enumerate(LABELS))
+    prompt = next(r for r in stub.state.requests if r["step"] == "optimize_crossover")["body"]
+    assert len(crossover_versions(prompt)) == 2  # both valid samples, with their accuracies, were shown

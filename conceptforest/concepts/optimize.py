@@ -17,9 +17,9 @@ This module sees no image and no model: :class:`FewShotImages` carries the image
 
 Departures from the authors' code (recorded in the result's provenance note and the report):
 - answers are JSON through a schema (the authors parse a Python list of ``"label: a, b"`` strings);
-- no crossover step (the authors also ask the LLM to recombine the sampled versions, and keep the recombination
-  when it scores better);
-- candidates are separate requests with seeds ``seed .. seed + candidates - 1`` (the authors: one request, n=4);
+- candidates are separate requests, each with its own seed (the authors: one request, n=4); the crossover (the
+  LLM recombines the valid samples' descriptors, given each one's overall and per-label accuracy; kept when it
+  scores better than the best sample) is one more request, as theirs;
 - groups: k-means centres and a greedy size cap (the authors: ``k_means_constrained``);
 - with a start set, its accuracy is the first "best so far" (the authors start from bare label names).
 """
@@ -47,7 +47,7 @@ DEPARTURES = (
     "Search scores '{label}, {descriptor}' as the authors' search does; the method row scores the result with "
     "DCLIP's 'which is/has' sentences, as the authors' final test does. Departures: JSON answers through a schema "
     "(the authors parse a Python list), with descriptors that name another label of the group, repeats and lists "
-    "past twice the asked length dropped; no crossover step; candidates are separate requests with their own "
+    "past twice the asked length dropped; candidates (and the crossover) are separate requests with their own "
     "seeds (the authors: one request with n samples); groups by k-means centres with a greedy size cap (the "
     "authors: k_means_constrained); word banks judge removals as the authors' code intends (their loop "
     "overwrites the removal logits, so for all but the first class removals are never judged); a group whose "

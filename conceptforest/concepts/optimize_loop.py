@@ -7,6 +7,7 @@ the state, the prompts' variables, the LLM requests (candidates and the crossove
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -91,7 +92,7 @@ class Optimizer:
         self.started = started
         self.labels = images.labels
         self.scorer = LabelScorer(images.embeddings, images.encode, images.logit_scale)
-        self.templates = {kind: load_prompt(f"optimize_{kind}") for kind in ("initial", "mutation")}
+        self.templates = {kind: load_prompt(f"optimize_{kind}") for kind in ("initial", "mutation", "crossover")}
 
     def full_accuracy(self, descriptors: dict[str, list[str]]) -> float:
         rows = np.arange(len(self.images.truth))
@@ -128,6 +129,47 @@ class Optimizer:
             "harmful": lines(state.harmful),
         }
 
+    def ask_one(
+        self,
+        template: PromptTemplate,
+        variables: dict[str, object],
+        names: list[str],
+        where: tuple[int, int, int],
+        state: OptimizationState,
+    ) -> tuple[CandidateRecord, dict[str, list[str]] | None, LLMError | None]:
+        """One request (``where``: iteration, group, candidate); a failure is recorded with its tokens, not cached
+        (a rerun asks it again)."""
+        iteration, group, candidate = where
+        longest = max(self.settings.initial, max(len(state.current[n]) for n in names))
+        limit = longest * 2
+        client = self.sampler(
+            iteration, group, candidate, TOKENS_PER_DESCRIPTOR * longest * len(names) + TOKENS_PER_ANSWER
+        )
+        kind = "crossover" if template.step.endswith("crossover") else "sample"
+        record = CandidateRecord(group=group, candidate=candidate, kind=kind)
+        try:
+            answer = client.ask(
+                template,
+                variables,
+                GroupAnswer,
+                subject=f"group {group + 1} ({', '.join(names)[:60]}), {kind} {candidate + 1}",
+                context={"labels": names, "max_items": limit},
+                schema=group_schema(names, limit),
+            )
+        except LLMError as exc:
+            state.tokens += exc.tokens
+            return record.model_copy(update={"error": str(exc)[:300], "tokens": exc.tokens}), None, exc
+        finally:
+            self.llm._mode = client._mode  # a server that refused json_schema is not asked with it again
+        tokens = answer.record.prompt_tokens + answer.record.completion_tokens
+        state.records.append(answer.record)
+        state.tokens += tokens
+        return (
+            record.model_copy(update={"cached": answer.record.cached, "tokens": tokens}),
+            answer.value.descriptors,
+            None,
+        )
+
     def ask(
         self,
         template: PromptTemplate,
@@ -136,44 +178,50 @@ class Optimizer:
         where: tuple[int, int],
         state: OptimizationState,
     ) -> list[tuple[CandidateRecord, dict[str, list[str]] | None]]:
-        """Every candidate of one group; a group whose every request fails raises the last error.
-
-        A failed candidate's tokens count towards the budget; it is not cached, so a rerun asks it again."""
-        iteration, group = where
-        longest = max(self.settings.initial, max(len(state.current[n]) for n in names))
-        limit = longest * 2
-        room = TOKENS_PER_DESCRIPTOR * longest * len(names) + TOKENS_PER_ANSWER
+        """Every candidate of one group; a group whose every request fails raises the last error."""
         found: list[tuple[CandidateRecord, dict[str, list[str]] | None]] = []
         last: LLMError | None = None
         for candidate in range(self.settings.candidates):
             if self.over_budget(state):
                 break
-            record = CandidateRecord(group=group, candidate=candidate)
-            client = self.sampler(iteration, group, candidate, room)
-            try:
-                answer = client.ask(
-                    template,
-                    variables,
-                    GroupAnswer,
-                    subject=f"group {group + 1} ({', '.join(names)[:60]}), candidate {candidate + 1}",
-                    context={"labels": names, "max_items": limit},
-                    schema=group_schema(names, limit),
-                )
-            except LLMError as exc:
-                last = exc
-                state.tokens += exc.tokens
-                found.append((record.model_copy(update={"error": str(exc)[:300], "tokens": exc.tokens}), None))
-                continue
-            finally:
-                self.llm._mode = client._mode  # a server that refused json_schema is not asked with it again
-            tokens = answer.record.prompt_tokens + answer.record.completion_tokens
-            state.records.append(answer.record)
-            state.tokens += tokens
-            update = {"cached": answer.record.cached, "tokens": tokens}
-            found.append((record.model_copy(update=update), answer.value.descriptors))
+            record, value, error = self.ask_one(template, variables, names, (*where, candidate), state)
+            last = error or last
+            found.append((record, value))
         if last is not None and all(value is None for _, value in found):
             raise last
         return found
+
+    def crossover(
+        self,
+        versions: list[tuple[float, dict[str, list[str]]]],
+        names: list[str],
+        where: tuple[int, int],
+        scored: tuple[np.ndarray, np.ndarray],
+        state: OptimizationState,
+    ) -> tuple[CandidateRecord, dict[str, list[str]] | None]:
+        """The authors' crossover: the LLM recombines the valid versions' existing descriptors, given each
+        version's overall and per-label accuracy on the group's images."""
+        rows, local = scored
+        shown = []
+        for number, (score, version) in enumerate(versions):
+            predicted = np.argmax(self.scorer.logits(version, names, rows), axis=1)
+            per_label = [
+                float(np.mean(predicted[local == i] == i)) if (local == i).any() else 0.0 for i in range(len(names))
+            ]
+            entries = [
+                {"label": n, "descriptors": version[n], "class_accuracy": f"{a:.2%}"}
+                for n, a in zip(names, per_label, strict=True)
+            ]
+            shown.append({"version": number, "overall_accuracy": f"{score:.2%}", "labels": entries})
+        variables: dict[str, object] = {
+            "versions_count": len(versions),
+            "count": self.settings.initial,
+            "versions": json.dumps(shown, indent=1, ensure_ascii=False),
+        }
+        record, value, _ = self.ask_one(
+            self.templates["crossover"], variables, names, (*where, self.settings.candidates), state
+        )
+        return record, value
 
     def optimise_group(
         self, kind: str, members: list[int], where: tuple[int, int], state: OptimizationState
@@ -186,16 +234,24 @@ class Optimizer:
         feedback = feedback_text(confusions(logits, local), names)
         variables = self.variables(kind, names, feedback, state)
         records: list[CandidateRecord] = []
-        best: tuple[float, dict[str, list[str]]] | None = None
+        versions: list[tuple[float, dict[str, list[str]]]] = []
         for record, value in self.ask(self.templates[kind], variables, names, where, state):
             if value is not None:
                 score = accuracy(self.scorer.logits(value, names, rows), local)
                 record = record.model_copy(update={"accuracy": score})
-                if best is None or score > best[0]:
-                    best = (score, value)
+                versions.append((score, value))
             records.append(record)
-        if best is not None:
-            state.current.update(best[1])
+        if not versions:
+            return feedback, records
+        best = max(versions, key=lambda version: version[0])  # the first of equals, as the authors' strict '>'
+        if self.settings.candidates > 1 and not self.over_budget(state):
+            record, mixed = self.crossover(versions, names, where, (rows, local), state)
+            if mixed is not None:
+                score = accuracy(self.scorer.logits(mixed, names, rows), local)
+                record = record.model_copy(update={"accuracy": score})
+                best = (score, mixed) if score > best[0] else best
+            records.append(record)
+        state.current.update(best[1])
         return feedback, records
 
     def iteration(self, number: int, state: OptimizationState) -> IterationRecord:

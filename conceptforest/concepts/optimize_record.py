@@ -21,10 +21,11 @@ __all__ = [
 
 
 class CandidateRecord(BaseModel):
-    """One sampled rewrite of one group's descriptors."""
+    """One sampled rewrite of one group's descriptors, or the crossover of the samples (``kind``)."""
 
     group: int
     candidate: int
+    kind: Literal["sample", "crossover"] = "sample"
     accuracy: float | None = None  # on the group's own images; None when the answer was unusable
     error: str = ""
     cached: bool = False

@@ -13,7 +13,7 @@ from string import Template
 from typing import Any
 
 STEPS = ("parts", "attributes", "values", "sentences")
-OTHER_TEMPLATES = ("dclip", "cupl", "optimize_initial", "optimize_mutation")
+OTHER_TEMPLATES = ("dclip", "cupl", "optimize_initial", "optimize_mutation", "optimize_crossover")
 TEMPLATE_VERSION = "v1"
 
 
