@@ -349,3 +349,19 @@ def test_predict_strips_control_characters_from_what_it_prints(
     out = capsys.readouterr().out
     assert info.value.code == 0 and "\x1b" not in out and "\x07" not in out
     assert "a.png: pug  (pug 0.90, husky 0.10)" in out and "head:ears=red" in out
+
+
+def test_a_matrix_from_another_tree_or_split_is_refused(tmp_path: Path) -> None:
+    from conceptforest.models.bundle import load_bundle
+    from conceptforest.models.train import train_model
+    from tests.test_models import made_up_matrix
+
+    matrix = made_up_matrix(n=120).with_meta(split_seed=0)
+    train_model(matrix, tmp_path / "model", n_estimators=5)
+    bundle = load_bundle(tmp_path / "model")
+    bundle.check_matrix(matrix)  # its own features pass
+    other_tree = matrix.with_meta(tree_hash="f" * 64)
+    with pytest.raises(BadInputError, match="from tree ffffffffffff, the model was trained on tree"):
+        bundle.check_matrix(other_tree)
+    with pytest.raises(BadInputError, match="the split was made with seed 1, the model's with seed 0"):
+        bundle.check_matrix(matrix.with_meta(split_seed=1))

@@ -30,3 +30,11 @@ def test_bf16_on_the_cpu_is_recorded_and_close_to_fp32() -> None:
 def test_a_precision_the_device_cannot_run_is_refused(precision: str, device: str) -> None:
     with pytest.raises(BadInputError, match=f"{precision} precision runs on"):
         load_backbone("conceptforest-tiny-random", device=device, precision=precision)
+
+
+@pytest.mark.parametrize(("device", "says"), [("cuda", "no CUDA device"), ("tpu", "not a device name")])
+def test_a_device_this_machine_lacks_is_refused_by_name(device: str, says: str) -> None:
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(BadInputError, match=says):
+        load_backbone("conceptforest-tiny-random", device=device)

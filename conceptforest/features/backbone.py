@@ -37,6 +37,9 @@ from conceptforest.defaults import (
     TINY_RANDOM as TINY_RANDOM,
 )
 from conceptforest.errors import BadInputError
+from conceptforest.features.devices import MIXED_PRECISION as MIXED_PRECISION
+from conceptforest.features.devices import check_precision as check_precision
+from conceptforest.features.devices import select_device as select_device
 
 if TYPE_CHECKING:
     from conceptforest.features.spec import BackboneSpec
@@ -46,17 +49,6 @@ TINY_CONFIG: dict[str, Any] = {
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
-
-
-def select_device(device: str | None = None) -> torch.device:
-    """The given device, else cuda, then mps, then cpu."""
-    if device:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def checkpoint_sha256(path: str | Path) -> str:
@@ -296,21 +288,6 @@ def model_id_part(name: str) -> str:
     if name.startswith("local-dir:"):
         return "local-dir"  # the folder's place on disk is not part of what the model is
     return name.replace("/", "_")
-
-
-MIXED_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16}
-_PRECISION_DEVICES = {"int8": ("cpu",), "fp16": ("cuda", "mps"), "bf16": ("cuda", "cpu")}
-
-
-def check_precision(precision: str, device: torch.device) -> None:
-    """Refuse a precision the device cannot run, naming the ones it can."""
-    allowed = _PRECISION_DEVICES.get(precision)
-    if allowed is not None and device.type not in allowed:
-        usable = [p for p, devices in _PRECISION_DEVICES.items() if device.type in devices]
-        raise BadInputError(
-            f"{precision} precision runs on {' or '.join(allowed)}, not on {device.type}.",
-            hint=f"on {device.type} use --precision fp32{''.join(', ' + p for p in usable)}; or pass another --device.",
-        )
 
 
 def load_backbone(

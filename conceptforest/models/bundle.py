@@ -78,10 +78,19 @@ class ModelBundle:
         unknown = [label for label in matrix.labels if label not in self.labels]
         if unknown:
             problems.append(f"labels {unknown} are unknown to the model (it knows {self.labels})")
+        recorded, given = self.manifest.tree_hash, matrix.tree_hash
+        if recorded and given and recorded != given:
+            # another tree (even with the same concept ids, e.g. another label order) made another split of the same
+            # folder: its evaluated rows may be the model's training images
+            problems.append(f"the features come from tree {given[:12]}, the model was trained on tree {recorded[:12]}")
+        seed, split_seed = self.manifest.seeds.split_seed, matrix.meta.split_seed
+        if seed is not None and split_seed is not None and seed != split_seed:
+            problems.append(f"the split was made with seed {split_seed}, the model's with seed {seed}")
         if problems:
             raise BadInputError(
                 "The feature matrix does not match the model: " + "; ".join(problems) + ".",
-                hint="extract features with the same tree.json and backbone the model was trained on.",
+                hint="extract features with the same tree.json, backbone and --seed the model was trained on (its "
+                "run folder has them), so that no training image is evaluated.",
             )
 
 
