@@ -149,7 +149,10 @@ def _zero_shot_outcome(inputs: MethodInputs, method: str) -> tuple[MethodResult,
         return replace(fused.result, seconds=time.perf_counter() - started), fused.ablation
     (outcome,) = run_methods(inputs, [method])
     if isinstance(outcome, NotComputed):
-        raise BadInputError(f"{outcome.display} could not run: {outcome.hint}.", hint="see 'zeroshot --help'.")
+        message, _, fix = outcome.hint.partition(" Fix: ")  # a reason that carries its own fix keeps it
+        raise BadInputError(
+            f"{outcome.display} could not run: {message.rstrip('.')}.", hint=fix or "see 'zeroshot --help'."
+        )
     return outcome, None
 
 

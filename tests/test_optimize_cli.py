@@ -111,7 +111,7 @@ def test_a_set_tuned_on_evaluated_images_is_refused(shapes: Path, tmp_path: Path
     inputs.descriptors["optimized"] = optimized_set([str(evaluated[0])])
     for outcome in run_methods(inputs, ["optimized", "forest-optimized"]):
         assert isinstance(outcome, NotComputed)
-        assert "tuned on 1 of this run's val/test" in outcome.reason
+        assert "tuned on 1 of the 'test' images evaluated here" in outcome.reason
 
 
 def test_a_run_folder_gives_its_split_and_backbone_and_the_methods_accept_the_set(
@@ -218,4 +218,4 @@ def test_a_set_tuned_on_validation_images_is_refused(shapes: Path, tmp_path: Pat
     frame.loc[frame.index[0], "split"] = "val"
     inputs.descriptors["optimized"] = optimized_set([str(frame["sha256"].iloc[0])])
     (outcome,) = run_methods(inputs, ["optimized"])
-    assert isinstance(outcome, NotComputed) and "val/test" in outcome.reason
+    assert isinstance(outcome, NotComputed) and "val/test images" in outcome.reason

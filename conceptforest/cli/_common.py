@@ -136,6 +136,15 @@ LLMOption = Annotated[
         "LLM-free template tree. Default: config, then $CONCEPTFOREST_LLM_MODEL.",
     ),
 ]
+DescriptorLLMOption = Annotated[
+    str | None,
+    typer.Option(
+        "--llm",
+        metavar="MODEL",
+        help="LLM model name as the server knows it (this step needs one). Default: config, then "
+        "$CONCEPTFOREST_LLM_MODEL.",
+    ),
+]
 LLMBaseURLOption = Annotated[
     str | None,
     typer.Option(

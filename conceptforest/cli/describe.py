@@ -16,8 +16,8 @@ from conceptforest.cli._common import (
     TREE_SETTINGS,
     CacheDirOption,
     ConfigOption,
+    DescriptorLLMOption,
     LLMBaseURLOption,
-    LLMOption,
     MaxAttemptsOption,
     MaxRepairsOption,
     MaxTokensOption,
@@ -140,7 +140,7 @@ def describe(
     out: Annotated[
         Path, typer.Option("-o", "--out", metavar="FILE", help="Where to write the descriptor set (JSON).")
     ] = Path("descriptors.json"),
-    llm: LLMOption = None,
+    llm: DescriptorLLMOption = None,
     llm_base_url: LLMBaseURLOption = None,
     domain: Annotated[
         str | None, typer.Option(metavar="TEXT", help="What the labels are kinds of (one line in the prompt).")

@@ -68,6 +68,7 @@ def predict(
         typer.echo(f"Error: {strip_control(result.path)}: could not be read: {strip_control(result.reason)}", err=True)
     if skipped:
         raise BadInputError(
-            f"{len(skipped)} of {len(results)} image(s) could not be read; the others were predicted.",
+            f"{len(skipped)} of {len(results)} image(s) could not be read"
+            + ("; the others were predicted." if len(skipped) < len(results) else "."),
             hint="check that these paths are readable image files.",
         )

@@ -228,13 +228,19 @@ def check_unseen(inputs: MethodInputs, described: DescriptorSet, display: str) -
         return
     seen = set(record.image_sha256)
     frame = inputs.matrix.frame
-    held_out = frame["split"].to_numpy() != "train"
-    overlap = sum(1 for key in frame["sha256"].to_numpy()[held_out | inputs.split_mask] if key in seen)
-    if overlap:
+    keys = frame["sha256"].to_numpy()
+    evaluated = sum(1 for key in keys[inputs.split_mask] if key in seen)
+    if evaluated:
         raise BadInputError(
-            f"{display}: the optimised set was tuned on {overlap} of this run's val/test (or evaluated) images.",
+            f"{display}: the optimised set was tuned on {evaluated} of the {inputs.split!r} images evaluated here.",
+            hint="evaluate the test split (the default): the optimisation reads training images only.",
+        )
+    held_out = sum(1 for key in keys[frame["split"].to_numpy() != "train"] if key in seen)
+    if held_out:
+        raise BadInputError(
+            f"{display}: the optimised set was tuned on {held_out} of this run's val/test images.",
             hint="optimise on the run folder itself ('concepts optimize RUN ...' uses its train split and leaves "
-            "out train copies of val/test images), or evaluate another split.",
+            "out train copies of val/test images).",
         )
     if record.backbone_id != inputs.matrix.backbone_id:
         raise BadInputError(
