@@ -28,11 +28,7 @@ app = new_app(
     "Start with 'conceptforest demo --offline'. Every verb has --help."
 )
 # Pipeline order: the stages, then the verbs that use their outputs, then the all-in-one verbs.
-app.add_typer(
-    concepts.app,
-    name="concepts",
-    short_help="Stage 1: concept trees and descriptor sets (generate, describe, optimize).",
-)
+app.add_typer(concepts.app, name="concepts", short_help="Stage 1: concept trees and descriptor sets.")
 app.add_typer(features.app, name="features", short_help="Stage 2: score images against a tree with CLIP.")
 app.command(cls=PlainHelpCommand, short_help="Stage 3: fit the concept forest on a run's features.")(train)
 app.command(cls=PlainHelpCommand, short_help="Stage 4: write the report that explains a model.")(explain)
