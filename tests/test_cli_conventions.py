@@ -191,3 +191,9 @@ def test_duplicate_labels_are_refused_before_any_request(tmp_path: Path) -> None
     result = runner.invoke(app, [*args, "--llm-base-url", "http://127.0.0.1:9/v1"])
     assert result.exit_code == 2, result.output
     assert "husky" in result.output.lower() and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("verb", ["compare", "explain"])
+def test_an_unknown_split_is_refused_before_anything_loads(verb: str, tmp_path: Path) -> None:
+    result = runner.invoke(app, [verb, str(tmp_path / "model"), str(tmp_path / "run"), "--split", "foo"])
+    assert result.exit_code == 2 and "'foo' is not a split; use train, val or test" in result.output

@@ -231,7 +231,7 @@ TreeOption = Annotated[
         help="The tree.json the features were made from (default: RUN/tree.json when it exists).",
     ),
 ]
-TopKOption = Annotated[int, typer.Option(min=1, metavar="N", help="Concepts per top/bottom list.")]
+TopKOption = Annotated[int, typer.Option(min=1, metavar="N", help="Concepts shown per list (at least 1).")]
 SeedOption = Annotated[int, typer.Option(metavar="N", help="Seed of the split, the forest and the explanations.")]
 ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars on stderr.")]
 

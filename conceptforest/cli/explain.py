@@ -30,7 +30,18 @@ from conceptforest.errors import BadInputError
 
 ModelArgument = Annotated[Path, typer.Argument(metavar="MODEL", help="Model folder from 'conceptforest train'.")]
 RunArgument = Annotated[Path, typer.Argument(metavar="RUN", help="Run folder with features.parquet + concepts.json.")]
-SplitOption = Annotated[str, typer.Option(metavar="train|val|test", help="Which split to evaluate on.")]
+
+
+def _split_name(value: str) -> str:
+    """Refuse an unknown split before anything is loaded."""
+    if value not in ("train", "val", "test"):
+        raise typer.BadParameter(f"{value!r} is not a split; use train, val or test.")
+    return value
+
+
+SplitOption = Annotated[
+    str, typer.Option(metavar="train|val|test", help="Which split to evaluate on.", callback=_split_name)
+]
 DescriptorsOption = Annotated[
     list[Path] | None,
     typer.Option(

@@ -69,7 +69,7 @@ def _parse(name: str, text: str, *, yaml_syntax: bool) -> Any:
         raise BadInputError(f"Concept tree file {name!r} is too large to read.", hint=_TREE_HINT) from exc
     except (ValueError, yaml.YAMLError) as exc:  # JSONDecodeError is a ValueError, so is a 5000-digit number
         raise BadInputError(
-            f"Concept tree file {name!r} is not valid {kind}: {one_line(str(exc))}",
+            f"Concept tree file {name!r} is not valid {kind}: {one_line(str(exc)).rstrip('.')}.",
             hint="fix the syntax (a trailing comma or a missing quote is the usual cause) and reload.",
         ) from exc
 
