@@ -213,12 +213,20 @@ class DescriptorClip(Method):
 
     def run(self, inputs: MethodInputs) -> MethodResult:
         described, own = _descriptor_set(inputs, "dclip", self.display)
-        sentences = [described.sentences(label) for label in own]
-        scores, per_label = mean_similarities(inputs.image_embeddings(), sentences, inputs)
-        items = [described.descriptors[label] for label in own]
-        evidence = top_label_evidence(scores, per_label, items, inputs.labels)
-        count = sum(len(group) for group in items)
+        scores, evidence, count = mean_of_descriptors(inputs, described, own)
         return self.result(inputs, scores, explanations=evidence, note=f"{count} descriptors; scores are cosines")
+
+
+def mean_of_descriptors(
+    inputs: MethodInputs, described: DescriptorSet, own: Sequence[str]
+) -> tuple[np.ndarray, pd.DataFrame, int]:
+    """DCLIP's scoring of a set: each label's mean cosine over its sentences (``own``: each run label's spelling
+    in the set), the per-image evidence of the top two labels, and the number of descriptors."""
+    sentences = [described.sentences(label) for label in own]
+    scores, per_label = mean_similarities(inputs.image_embeddings(), sentences, inputs)
+    items = [described.descriptors[label] for label in own]
+    evidence = top_label_evidence(scores, per_label, items, inputs.labels)
+    return scores, evidence, sum(len(group) for group in items)
 
 
 def check_unseen(inputs: MethodInputs, described: DescriptorSet, display: str) -> None:
@@ -267,10 +275,7 @@ class OptimizedDescriptions(Method):
     def run(self, inputs: MethodInputs) -> MethodResult:
         described, own = _descriptor_set(inputs, "optimized", self.display)
         check_unseen(inputs, described, self.display)
-        sentences = [described.sentences(label) for label in own]
-        scores, per_label = mean_similarities(inputs.image_embeddings(), sentences, inputs)
-        items = [described.descriptors[label] for label in own]
-        evidence = top_label_evidence(scores, per_label, items, inputs.labels)
+        scores, evidence, count = mean_of_descriptors(inputs, described, own)
         record = described.optimization
         history = (
             f"; train accuracy {record.best_accuracy:.3f} at iteration {record.best_iteration} of "
@@ -278,7 +283,7 @@ class OptimizedDescriptions(Method):
             if record is not None
             else ""
         )
-        note = f"{sum(map(len, items))} descriptors{history}; scored with DCLIP's 'which is/has' sentences"
+        note = f"{count} descriptors{history}; scored with DCLIP's 'which is/has' sentences"
         return self.result(inputs, scores, explanations=evidence, note=note)
 
 
