@@ -20,6 +20,8 @@ from conceptforest.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED, TINY_RANDO
 from conceptforest.errors import BadInputError, ConceptforestError
 
 if TYPE_CHECKING:
+    from conceptforest.concepts.llm import LLMClient
+    from conceptforest.config import RunConfig
     from conceptforest.llm.vision_types import VisionLLM
 
 BAD_INPUT_EXIT = 2
@@ -283,6 +285,22 @@ ConcurrencyOption = Annotated[int, typer.Option(min=1, metavar="N", help="Vision
 MaxSideOption = Annotated[
     int, typer.Option(min=64, metavar="PX", help="Images sent to the vision LLM are downscaled to this longest side.")
 ]
+
+
+def required_llm(cfg: RunConfig, why: str, alternative: str = "") -> LLMClient:
+    """The configured LLM client for a step that cannot run without one; a clear error (naming ``why`` and, when
+    given, an ``alternative`` that needs no LLM) when none was given or it is 'none'."""
+    from conceptforest.config import MODEL_ENV, NO_LLM
+
+    model = cfg.llm.model or os.environ.get(MODEL_ENV)
+    client = cfg.llm_client() if model and model.strip().lower() != NO_LLM else None
+    if client is None:
+        raise BadInputError(
+            f"{why}, and no LLM was given.",
+            hint=f"pass --llm MODEL (with --llm-base-url URL for a local server), set ${MODEL_ENV} or [llm] model in "
+            f"the config file{'; ' + alternative if alternative else ''}.",
+        )
+    return client
 
 
 def vision_client(params: dict[str, Any], cache_dir: Path | None) -> VisionLLM | None:

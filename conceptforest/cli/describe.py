@@ -6,7 +6,6 @@ The command is a plain function; the ``concepts`` app registers it with
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -26,6 +25,7 @@ from conceptforest.cli._common import (
     echo,
     overrides,
     read_text_file,
+    required_llm,
 )
 from conceptforest.defaults import LABELS_HINT
 from conceptforest.errors import BadInputError
@@ -99,16 +99,10 @@ def _from_tree(tree: Path, style: str | None, labels: Path | None) -> Descriptor
 
 def _with_llm(cfg: RunConfig, style: str, labels: list[str], count: int | None, progress: bool) -> DescriptorSet:
     from conceptforest.concepts.describe import describe_labels
-    from conceptforest.config import MODEL_ENV, NO_LLM
 
-    model = cfg.llm.model or os.environ.get(MODEL_ENV)
-    client = cfg.llm_client() if model and model.strip().lower() != NO_LLM else None
-    if client is None:
-        raise BadInputError(
-            f"--style {style} asks an LLM for the descriptors, and no LLM was given.",
-            hint=f"pass --llm MODEL (with --llm-base-url URL for a local server), set ${MODEL_ENV} or [llm] model in "
-            "the config file; --style waffle needs no LLM.",
-        )
+    client = required_llm(
+        cfg, f"--style {style} asks an LLM for the descriptors", alternative="--style waffle needs no LLM"
+    )
     sizes = {"max_descriptors": count} if style == "dclip" else {"sentences_per_question": count}
     return describe_labels(
         labels,

@@ -5,7 +5,6 @@ The command is a plain function; the ``concepts`` app registers it like ``descri
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -29,6 +28,7 @@ from conceptforest.cli._common import (
     TimeoutOption,
     echo,
     overrides,
+    required_llm,
     warn,
 )
 from conceptforest.defaults import RANDOM_WEIGHTS_WARNING
@@ -36,7 +36,6 @@ from conceptforest.errors import BadInputError
 
 if TYPE_CHECKING:
     from conceptforest.concepts.descriptors import DescriptorSet
-    from conceptforest.concepts.llm import LLMClient
     from conceptforest.config import RunConfig
     from conceptforest.features.backbone import Backbone
     from conceptforest.features.dataset import ImageDataset
@@ -108,20 +107,6 @@ def _backbone(cfg: RunConfig, matrix: FeatureMatrix | None, flags: bool, device:
             "the optimised methods will refuse the set on this run."
         )
     return backbone
-
-
-def _client(cfg: RunConfig) -> LLMClient:
-    from conceptforest.config import MODEL_ENV, NO_LLM
-
-    model = cfg.llm.model or os.environ.get(MODEL_ENV)
-    if not model or model.strip().lower() == NO_LLM:
-        raise BadInputError(
-            "The optimisation rewrites descriptors with an LLM, and no LLM was given.",
-            hint=f"pass --llm MODEL (with --llm-base-url URL for a local server), or set ${MODEL_ENV}.",
-        )
-    client = cfg.llm_client()
-    assert client is not None
-    return client
 
 
 def optimize(
@@ -214,7 +199,7 @@ def optimize(
             f"-o {str(out)!r} is a folder.", hint="give a file name, e.g. RUN/descriptors-optimized.json."
         )
     start = _start(descriptors, tree)
-    client = _client(cfg)
+    client = required_llm(cfg, "The optimisation rewrites descriptors with an LLM")
     dataset, matrix = _dataset(images, (val_fraction, test_fraction), seed)
     backbone = _backbone(cfg, matrix, any(x is not None for x in (clip, pretrained, checkpoint)), device)
     if backbone.random_weights:
