@@ -294,7 +294,8 @@ def test_train_through_the_cli(tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "features.parquet" in missing.output
 
 
-def test_an_unknown_extraction_backend_is_a_clear_error(tmp_path: Path) -> None:
+def shape_images_and_tree(tmp_path: Path) -> tuple[Path, Path]:
+    """A small folder of made-up shape images and its template tree (made through the CLI)."""
     from conceptforest.features.synthetic import SHAPES, make_shape_images
 
     images = make_shape_images(tmp_path / "images", per_label=3, size=16)
@@ -304,6 +305,11 @@ def test_an_unknown_extraction_backend_is_a_clear_error(tmp_path: Path) -> None:
         "concepts", "generate", "--domain", "shape", "--labels", str(labels), "--llm", "none", "-o", str(tree)
     )
     assert generated.exit_code == 0, generated.output
+    return images, tree
+
+
+def test_an_unknown_extraction_backend_is_a_clear_error(tmp_path: Path) -> None:
+    images, tree = shape_images_and_tree(tmp_path)
     result = invoke("features", "extract", str(images), str(tree), "--backend", "spark", "-o", str(tmp_path / "r"))
     assert result.exit_code == 2 and "--backend local or --backend ray" in result.output
 
@@ -311,16 +317,8 @@ def test_an_unknown_extraction_backend_is_a_clear_error(tmp_path: Path) -> None:
 def test_backend_ray_without_ray_installed_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from conceptforest.features.synthetic import SHAPES, make_shape_images
-
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
-    images = make_shape_images(tmp_path / "images", per_label=3, size=16)
-    labels = write_labels(tmp_path, list(SHAPES))
-    tree = tmp_path / "tree.json"
-    generated = invoke(
-        "concepts", "generate", "--domain", "shape", "--labels", str(labels), "--llm", "none", "-o", str(tree)
-    )
-    assert generated.exit_code == 0, generated.output
+    images, tree = shape_images_and_tree(tmp_path)
     args = ["features", "extract", str(images), str(tree), "--clip", "conceptforest-tiny-random", "--backend", "ray"]
     result = invoke(*args, "-o", str(tmp_path / "r"))
     assert result.exit_code == 2 and "pip install 'conceptforest[ray]'" in result.output, result.output
