@@ -21,7 +21,7 @@ from conceptforest.explain.misclassified import add_misclassified
 from conceptforest.explain.optimization_section import add_optimization
 from conceptforest.explain.per_label import add_label_blocks, label_blocks
 from conceptforest.explain.report import Report, remove_report_files
-from conceptforest.explain.sections import MAX_EMBEDDED_TREES, Evaluation
+from conceptforest.explain.sections import Evaluation
 from conceptforest.explain.shap_values import REPORT_SHAP_ROWS, explain_report_shap
 from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING, Backbone
 from conceptforest.features.matrix import FeatureMatrix
@@ -32,7 +32,7 @@ from conceptforest.models.methods.context import method_inputs
 from conceptforest.models.methods.table import comparison_table
 from conceptforest.models.metrics import classification_metrics
 
-__all__ = ["MAX_EMBEDDED_TREES", "compare_methods", "explain_model", "explain_run"]
+__all__ = ["compare_methods", "explain_model", "explain_run"]
 
 METHODS_NOTE = (
     "Every method runs on the same split and the same cached image embeddings (no image encoded twice). The "

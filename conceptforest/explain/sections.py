@@ -30,7 +30,6 @@ from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.models.bundle import ModelBundle
 from conceptforest.models.metrics import per_label_table
 
-MAX_EMBEDDED_TREES = 11  # kept for callers; the Trees section now embeds only the schema
 MAX_BEESWARMS = 20  # past this many labels, a summary table replaces the beeswarms on the page
 GRAPHVIZ_MISSING = (
     "The tree pictures need Graphviz, whose 'dot' program is not on PATH: install Graphviz "

@@ -94,7 +94,7 @@ def _chunks(items: Sequence[ImageRecord], size: int) -> Iterator[Sequence[ImageR
         yield items[start : start + size]
 
 
-class _Extractor:
+class Extractor:
     """Holds the backbone, the cache and the thread pool for one extraction."""
 
     def __init__(
@@ -285,7 +285,7 @@ class ScoreWriter:
 
 def _write_scores(
     records: Sequence[ImageRecord],
-    extractor: _Extractor,
+    extractor: Extractor,
     concepts: Sequence[Concept],
     concept_matrix: np.ndarray,
     path: Path,
@@ -366,7 +366,7 @@ def extract_features(
     concept_matrix = concept_embeddings(tree, backbone, EmbeddingStore(root, backbone.backbone_id, "texts"))
     # paths refused while listing (dangling links, FIFOs, devices) are counted and listed with the rest
     stats = ExtractionStats(images=len(dataset.records) + len(dataset.skipped), skipped=list(dataset.skipped))
-    extractor = _Extractor(
+    extractor = Extractor(
         backbone,
         EmbeddingStore(root, backbone.backbone_id, "images"),
         batch_size=batch_size,

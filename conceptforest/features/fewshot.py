@@ -19,7 +19,7 @@ from conceptforest.defaults import DEFAULT_MAX_PIXELS
 from conceptforest.errors import BadInputError
 from conceptforest.features.backbone import Backbone
 from conceptforest.features.dataset import ImageDataset, ImageRecord
-from conceptforest.features.extract import ExtractionStats, _Extractor, sentence_embeddings
+from conceptforest.features.extract import ExtractionStats, Extractor, sentence_embeddings
 from conceptforest.features.images import SkippedImage
 from conceptforest.features.store import EmbeddingStore
 
@@ -71,7 +71,7 @@ def few_shot_images(
         )
     root = cache_root(cache_dir)
     stats = ExtractionStats(images=len(records))
-    extractor = _Extractor(
+    extractor = Extractor(
         backbone,
         EmbeddingStore(root, backbone.backbone_id, "images"),
         batch_size=batch_size,

@@ -33,7 +33,7 @@ from conceptforest.defaults import DEFAULT_MAX_PIXELS
 from conceptforest.errors import BadInputError
 from conceptforest.features.backbone import Backbone
 from conceptforest.features.dataset import ImageDataset, ImageRecord
-from conceptforest.features.extract import ExtractionStats, _Extractor, extract_features
+from conceptforest.features.extract import ExtractionStats, Extractor, extract_features
 from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.features.spec import BackboneSpec
 from conceptforest.features.store import EmbeddingStore
@@ -77,7 +77,7 @@ class EmbedActor:
             )
         store = EmbeddingStore(cache_dir, self.backbone.backbone_id, "images")
         workers = max(1, int(settings.cpus_per_actor))
-        self.extractor = _Extractor(
+        self.extractor = Extractor(
             self.backbone, store, batch_size=settings.batch_size, max_pixels=max_pixels, workers=workers
         )
 
