@@ -1,7 +1,10 @@
-"""A content-addressed on-disk cache of JSON records.
+"""A content-addressed on-disk cache of JSON records, and where the caches live.
 
 Keys are built from content (model name, template hash, inputs, parameters), never from file names, so an
 edited input can never reuse a stale answer. Each record is one file written atomically.
+
+``--cache-dir`` may be an object-store URI (``s3://bucket/prefix``): only the embedding cache lives there
+(:func:`embedding_root`); the LLM answers stay in the local cache (:func:`cache_root`).
 """
 
 from __future__ import annotations
@@ -9,12 +12,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from conceptforest.atomic import atomic_write_json
+from conceptforest.errors import BadInputError
 
 HOME_ENV = "CONCEPTFOREST_HOME"
+URI_HINT = (
+    "use a URI that pyarrow's file systems open (s3://bucket/prefix, gs://bucket/prefix, hdfs://host/path) with "
+    "a pyarrow built with that support (pip install pyarrow), the bucket created and credentials in the usual "
+    "environment variables (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS), or pass a "
+    "folder path every worker reaches."
+)
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@?#]*@")
 
 
 def conceptforest_home() -> Path:
@@ -26,8 +38,44 @@ def conceptforest_home() -> Path:
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """The cache folder: ``cache_dir`` when given, else ``$CONCEPTFOREST_HOME/cache``. The one place that says so."""
-    return Path(cache_dir) if cache_dir else conceptforest_home() / "cache"
+    """The local cache folder: ``cache_dir`` when given, else ``$CONCEPTFOREST_HOME/cache``. The one place that says
+    so. A URI ``cache_dir`` holds embeddings only (:func:`embedding_root`): this gives the local default for it."""
+    return Path(cache_dir) if cache_dir and not is_uri(cache_dir) else conceptforest_home() / "cache"
+
+
+def is_uri(location: str | Path | None) -> bool:
+    """True for a URI such as ``s3://bucket/prefix`` (a string with ``://``), False for a folder path."""
+    return isinstance(location, str) and "://" in location
+
+
+def redact_uri(location: str | Path) -> str:
+    """``location`` for messages, a URI's user and password (``s3://KEY:SECRET@bucket``) hidden."""
+    return _USERINFO.sub(r"\1***@", str(location))
+
+
+def open_uri(uri: str) -> tuple[Any, str]:
+    """``pyarrow.fs.FileSystem.from_uri(uri)``: (file system, path inside it); a :class:`BadInputError` naming the
+    URI when pyarrow cannot open it (unknown scheme, no support built in, no bucket named)."""
+    try:
+        import pyarrow
+        from pyarrow import fs
+
+        filesystem, path = fs.FileSystem.from_uri(uri)
+    except ImportError as exc:
+        raise BadInputError(f"The cache URI {redact_uri(uri)!r} needs pyarrow.", hint=URI_HINT) from exc
+    except (pyarrow.ArrowException, ValueError, OSError, NotImplementedError) as exc:
+        raise BadInputError(f"pyarrow cannot open the cache URI {redact_uri(uri)!r}: {exc}.", hint=URI_HINT) from exc
+    if not str(path).strip("/"):
+        raise BadInputError(f"The cache URI {redact_uri(uri)!r} names no bucket or folder.", hint=URI_HINT)
+    return filesystem, str(path)
+
+
+def embedding_root(cache_dir: str | Path | None = None) -> str | Path:
+    """Where the embedding cache lives: a URI ``cache_dir`` unchanged (checked to open), else :func:`cache_root`."""
+    if isinstance(cache_dir, str) and is_uri(cache_dir):
+        open_uri(cache_dir)
+        return cache_dir
+    return cache_root(cache_dir)
 
 
 def stable_hash(obj: Any) -> str:

@@ -195,11 +195,12 @@ ConfigOption = Annotated[
     Path | None, typer.Option("--config", metavar="FILE", help="TOML file of settings; flags override it.")
 ]
 CacheDirOption = Annotated[
-    Path | None,
+    str | None,  # not a Path: that would turn s3://bucket into s3:/bucket
     typer.Option(
         "--cache-dir",
-        metavar="DIR",
-        help="Cache folder. Default: $CONCEPTFOREST_HOME/cache (~/.cache/conceptforest/cache).",
+        metavar="DIR|URI",
+        help="Cache folder. Default: $CONCEPTFOREST_HOME/cache (~/.cache/conceptforest/cache). Embeddings may live "
+        "at an object-store URI (s3://bucket/prefix, gs://...); LLM answers stay in the local cache.",
     ),
 ]
 ClipOption = Annotated[
@@ -303,7 +304,7 @@ def required_llm(cfg: RunConfig, why: str, alternative: str = "") -> LLMClient:
     return client
 
 
-def vision_client(params: dict[str, Any], cache_dir: Path | None) -> VisionLLM | None:
+def vision_client(params: dict[str, Any], cache_dir: str | Path | None) -> VisionLLM | None:
     """The vision LLM named by a command's ``--mllm`` options (pass ``locals()``), or None without ``--mllm``.
 
     ``--timeout``/``--max-attempts`` are used where the command has them, the client's defaults elsewhere.

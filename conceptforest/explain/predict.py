@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from conceptforest.cache import cache_root
+from conceptforest.cache import embedding_root
 from conceptforest.explain import plots
 from conceptforest.explain.backbone_check import backbone_for
 from conceptforest.explain.shap_values import explain_shap
@@ -157,7 +157,7 @@ def predict_images(
     backbone = backbone_for(
         bundle, clip=clip, pretrained=pretrained, checkpoint=checkpoint, device=device, cache_dir=cache_dir
     )
-    store = EmbeddingStore(cache_root(cache_dir), backbone.backbone_id, "texts")
+    store = EmbeddingStore(embedding_root(cache_dir), backbone.backbone_id, "texts")
     concept_matrix = sentence_embeddings(bundle.manifest.sentences, backbone, store)
     predictor = _Predictor(bundle, backbone, concept_matrix)
     results: list[PredictionResult] = []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conceptforest.cache import cache_root
+from conceptforest.cache import embedding_root
 from conceptforest.concepts.optimize import FewShotImages
 from conceptforest.defaults import DEFAULT_MAX_PIXELS
 from conceptforest.errors import BadInputError
@@ -69,7 +69,7 @@ def few_shot_images(
             f"{str(dataset.source)!r} has no training images to optimise on.",
             hint="the optimisation reads only train-split images: check the manifest's split column.",
         )
-    root = cache_root(cache_dir)
+    root = embedding_root(cache_dir)
     stats = ExtractionStats(images=len(records))
     extractor = Extractor(
         backbone,

@@ -3,14 +3,17 @@
 Each actor holds one backbone (loaded once from its :class:`BackboneSpec`, on a GPU when it is given one) and runs
 the local extractor's own read -> hash -> cache check -> decode -> encode -> store step on its batches, so a file
 skipped here is skipped for the same reason as locally. Shards are written atomically under unique names, so many
-workers share one cache folder safely, and a rerun (or a retried batch) skips what is cached. The driver then runs
+workers share one cache safely, and a rerun (or a retried batch) skips what is cached. The driver then runs
 the local :func:`~conceptforest.features.extract.extract_features` over the same images: every embedding is found
 in the cache, nothing is encoded again, and the :class:`FeatureMatrix`, the skipped-file list and the provenance
 are those of the local backend by construction.
 
-The cache folder must be reachable at the same path from every worker (a shared file system); object-store URIs
-are not supported yet. The driver reads (and hashes) each file once more to assemble the matrix; it decodes only
-what the workers did not cache (files they skipped, and anything missing, with a warning).
+The cache must be reachable from every worker: a folder at the same path on every node (a shared file system), or
+an object-store URI that pyarrow's file systems open (``--cache-dir s3://bucket/prefix``, ``gs://...``), passed to
+the workers unchanged; each node finds its credentials in the usual environment variables (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, ``GOOGLE_APPLICATION_CREDENTIALS``) or its instance role. The
+driver reads (and hashes) each file once more to assemble the matrix; it decodes only what the workers did not cache
+(files they skipped, and anything missing, with a warning).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from conceptforest.cache import cache_root
+from conceptforest.cache import embedding_root, redact_uri
 from conceptforest.concepts.tree import ConceptTree
 from conceptforest.defaults import DEFAULT_MAX_PIXELS
 from conceptforest.errors import BadInputError
@@ -176,8 +179,8 @@ def embed_with_ray(
     except ray.exceptions.RayError as exc:
         raise BadInputError(
             f"The Ray extraction failed: {_first_line(exc)}",
-            hint="check the workers' logs ('ray logs'); every node needs the images, the cache folder and the "
-            "backbone's weights at the same paths.",
+            hint="check the workers' logs ('ray logs'); every node needs the images and the backbone's weights at "
+            "the same paths, and the cache folder at the same path (or the cache URI's credentials).",
         ) from exc
     finally:
         if started:
@@ -212,7 +215,7 @@ def extract_features_ray(
 ) -> tuple[FeatureMatrix, ExtractionStats]:
     """:func:`extract_features` with the encoding done on Ray: the same matrix, skipped list and provenance."""
     settings = settings or RaySettings()
-    root = cache_root(cache_dir)
+    root = embedding_root(cache_dir)  # a URI goes to the workers unchanged
     started = time.perf_counter()
     encoded = embed_with_ray(
         dataset.records, backbone, root, settings, actor_class=actor_class, max_pixels=max_pixels, progress=progress
@@ -230,8 +233,9 @@ def extract_features_ray(
     )
     if stats.encoded:
         warnings.warn(
-            f"the driver encoded {stats.encoded} image(s) the Ray workers should have cached in {str(root)!r}: is "
-            "that folder shared at the same path on every node?",
+            f"the driver encoded {stats.encoded} image(s) the Ray workers should have cached in "
+            f"{redact_uri(root)!r}: is that folder shared at the same path on every node (or that URI reachable "
+            "from every node)?",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from conceptforest.cache import cache_root
+from conceptforest.cache import cache_root, embedding_root
 from conceptforest.errors import BadInputError
 from conceptforest.models.methods.base import MethodInputs, Need
 
@@ -38,7 +38,6 @@ def method_inputs(
 ) -> MethodInputs:
     """The shared inputs: with a ``backbone``, the run's cached image embeddings (never re-encoded) and the text
     cache of that backbone; descriptor sets by style (one per style); the split checked to have rows."""
-    from conceptforest.cache import cache_root
     from conceptforest.features.store import EmbeddingStore
 
     if not (matrix.frame["split"] == split).any():
@@ -54,7 +53,7 @@ def method_inputs(
         by_style[item.style] = item  # each method matches its labels (ignoring case) and names any missing
     embeddings = text_store = None
     unavailable: dict[Need, str] = {}
-    root = cache_root(cache_dir)
+    root = cache_root(cache_dir)  # the local cache; the embeddings may live at a URI (embedding_root)
     if backbone is not None:
         if backbone.backbone_id != matrix.backbone_id:
             raise BadInputError(
@@ -63,7 +62,7 @@ def method_inputs(
             )
         try:
             embeddings = image_embeddings(matrix, backbone.backbone_id, cache_dir)
-            text_store = EmbeddingStore(root, backbone.backbone_id, "texts")
+            text_store = EmbeddingStore(embedding_root(cache_dir), backbone.backbone_id, "texts")
         except BadInputError as exc:  # the methods that need them become rows saying why
             unavailable[Need.IMAGE_EMBEDDINGS] = str(exc)
     return MethodInputs(
@@ -89,15 +88,14 @@ def image_embeddings(matrix: FeatureMatrix, backbone_id: str, cache_dir: str | P
     re-encoded). Byte-identical images (several rows with one sha256, under one label or several) share one."""
     from conceptforest.features.store import EmbeddingStore
 
-    store = EmbeddingStore(cache_root(cache_dir), backbone_id, "images")
+    store = EmbeddingStore(embedding_root(cache_dir), backbone_id, "images")
     keys = matrix.frame["sha256"].tolist()
     found = store.get(keys)
     missing = set(keys) - set(found)
     if missing:
         rows = sum(1 for key in keys if key in missing)
         raise BadInputError(
-            f"{len(missing)} image embedding(s) of this run ({rows} row(s)) are not in the cache "
-            f"{str(store.folder)!r}.",
+            f"{len(missing)} image embedding(s) of this run ({rows} row(s)) are not in the cache {store.location!r}.",
             hint="re-run 'features extract' with the same --cache-dir (it only re-encodes what is missing), or "
             "pass the --cache-dir the features were extracted with.",
         )
