@@ -3,8 +3,9 @@
 A spec is what ``concepts.json`` and ``manifest.json`` record under ``"backbone"``. Its JSON keys are those
 :func:`~conceptforest.features.backbone.load_backbone` has always written into ``Backbone.description``
 (``model``, ``weights``, ``preprocess``, ``random_weights``, ``precision``, ``checkpoint``,
-``checkpoint_sha256``), plus ``pretrained`` and ``cache_dir``; a description written before those two existed
-still parses (the pretrained tag is the recorded weights tag of a plain open_clip name).
+``checkpoint_sha256``), plus ``pretrained``, ``cache_dir`` and ``runtime``; a description written before those
+existed still parses (the pretrained tag is the recorded weights tag of a plain open_clip name; the runtime is
+torch).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from conceptforest.errors import BadInputError
 if TYPE_CHECKING:
     from conceptforest.features.backbone import Backbone
 
+RUNTIMES = ("torch", "onnxruntime")
 LOCAL_DIR = "local-dir:"
 HF_HUB = "hf-hub:"
 SHA_PREFIX = "sha256-"
@@ -39,6 +41,9 @@ class BackboneSpec(BaseModel):
     checkpoint, checkpoint_sha256 : str, optional
         A local weights file for ``model`` and, once loaded, its full sha256.
     precision : {"fp32", "int8", "fp16", "bf16"}
+    runtime : {"torch", "onnxruntime"}
+        What runs the image tower. ``onnxruntime`` gives the same embeddings (checked on every load), so it is
+        not part of the backbone id; it is recorded so that :meth:`load` runs the same way.
     cache_dir : str, optional
         open_clip's download folder; :meth:`load` may override it.
     weights, preprocess, random_weights
@@ -52,6 +57,7 @@ class BackboneSpec(BaseModel):
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
     precision: Literal["fp32", "int8", "fp16", "bf16"] = "fp32"
+    runtime: Literal["torch", "onnxruntime"] = "torch"
     cache_dir: str | None = None
     weights: str | None = None
     preprocess: str | None = None
@@ -85,8 +91,10 @@ class BackboneSpec(BaseModel):
         checkpoint: str | Path | None = None,
         precision: str = "fp32",
         cache_dir: str | Path | None = None,
+        runtime: str = "torch",
     ) -> BackboneSpec:
-        """The spec of command-line style flags (``--clip``, ``--pretrained``, ``--checkpoint``, ``--precision``).
+        """The spec of command-line style flags (``--clip``, ``--pretrained``, ``--checkpoint``, ``--precision``,
+        ``--runtime``).
 
         A pretrained tag is dropped where it does not apply (the tiny random model, a ``local-dir:`` folder or a
         checkpoint file), so two ways of naming the same backbone give equal specs.
@@ -94,10 +102,12 @@ class BackboneSpec(BaseModel):
         Raises
         ------
         BadInputError
-            For an unknown precision or an empty model name.
+            For an unknown precision or runtime, or an empty model name.
         """
         if precision not in PRECISIONS:
             raise BadInputError(f"Unknown precision {precision!r}.", hint=f"use one of {list(PRECISIONS)}.")
+        if runtime not in RUNTIMES:
+            raise BadInputError(f"Unknown runtime {runtime!r}.", hint=f"use one of {list(RUNTIMES)}.")
         if not model.strip() or model in (LOCAL_DIR, HF_HUB):
             raise BadInputError(f"{model!r} names no CLIP model.", hint="pass --clip MODEL (e.g. ViT-B-32).")
         own_weights = model == TINY_RANDOM or model.startswith(LOCAL_DIR) or checkpoint is not None
@@ -106,6 +116,7 @@ class BackboneSpec(BaseModel):
             pretrained=None if own_weights else pretrained,
             checkpoint=str(checkpoint) if checkpoint is not None else None,
             precision=precision,  # checked against PRECISIONS above
+            runtime=runtime,  # checked against RUNTIMES above
             cache_dir=str(cache_dir) if cache_dir is not None else None,
         )
 
@@ -163,4 +174,5 @@ class BackboneSpec(BaseModel):
             device=device,
             cache_dir=cache_dir if cache_dir is not None else self.cache_dir,
             precision=self.precision,
+            runtime=self.runtime,
         )
