@@ -92,7 +92,7 @@ class RunConfig(_Section):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     concepts: ConceptsConfig = Field(default_factory=ConceptsConfig)
     clip: ClipConfig = Field(default_factory=ClipConfig)
-    cache_dir: Path | None = None
+    cache_dir: str | Path | None = None  # a str keeps a URI (s3://bucket/prefix) whole
     seed: int = 0
 
     def resolved_llm_model(self) -> str:
@@ -127,7 +127,7 @@ class RunConfig(_Section):
             price_per_1k_completion=cfg.price_per_1k_completion,
         )
 
-    def backbone_spec(self, *, precision: str = "fp32") -> BackboneSpec:
+    def backbone_spec(self, *, precision: str = "fp32", runtime: str = "torch") -> BackboneSpec:
         """The configured CLIP backbone as a spec (``[clip]`` model, pretrained tag or checkpoint, ``cache_dir``)."""
         from conceptforest.features.spec import BackboneSpec
 
@@ -137,11 +137,12 @@ class RunConfig(_Section):
             checkpoint=self.clip.checkpoint,
             precision=precision,
             cache_dir=self.cache_dir,
+            runtime=runtime,
         )
 
-    def backbone(self, *, device: str | None = None, precision: str = "fp32") -> Backbone:
+    def backbone(self, *, device: str | None = None, precision: str = "fp32", runtime: str = "torch") -> Backbone:
         """The configured CLIP backbone, loaded through :meth:`backbone_spec`."""
-        return self.backbone_spec(precision=precision).load(device=device)
+        return self.backbone_spec(precision=precision, runtime=runtime).load(device=device)
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved config as recorded in run folders (base URL without credentials)."""

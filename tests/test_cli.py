@@ -163,6 +163,9 @@ def test_importance_csv_shades_the_render(tmp_path: Path) -> None:
     csv_path.write_text("concept,weight\nx,1\n")
     bad = invoke("concepts", "render", str(tree_path), "--importance", str(csv_path))
     assert bad.exit_code == 2 and "key,importance" in bad.output
+    csv_path.write_text('{"not": "a csv"}')
+    not_csv = invoke("concepts", "render", str(tree_path), "--importance", str(csv_path))
+    assert not_csv.exit_code == 2 and "not a CSV with a header and rows" in not_csv.output
 
 
 @pytest.mark.parametrize(

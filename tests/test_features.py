@@ -192,13 +192,13 @@ def test_cache_means_no_decoding_and_a_new_tree_encodes_no_image(
     first, stats = extract_features(dataset, tree, backbone, tmp_path / "r1", cache_dir=tmp_path / "c", progress=False)
     assert stats.encoded > 0
     calls = {"n": 0}
-    real_decode = decode_image
+    real_prepare = extract_module.Extractor._prepare
 
-    def counting(data: bytes, **kwargs: int) -> Image.Image:
+    def counting(self: extract_module.Extractor, data: bytes) -> torch.Tensor | str:
         calls["n"] += 1
-        return real_decode(data, **kwargs)
+        return real_prepare(self, data)
 
-    monkeypatch.setattr(extract_module, "decode_image", counting)
+    monkeypatch.setattr(extract_module.Extractor, "_prepare", counting)
     _, again = extract_features(dataset, tree, backbone, tmp_path / "r2", cache_dir=tmp_path / "c", progress=False)
     assert calls["n"] == 0 and again.encoded == 0 and again.from_cache == len(dataset)
     other = tree.model_copy(deep=True)

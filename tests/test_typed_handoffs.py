@@ -85,7 +85,7 @@ def test_concepts_json_round_trips_through_feature_meta(run_dir: Path) -> None:
     matrix = FeatureMatrix.load(run_dir)
     assert isinstance(matrix.meta, FeatureMeta) and all(isinstance(c, Concept) for c in matrix.concepts)
     on_disk = json.loads((run_dir / "concepts.json").read_text())
-    assert set(on_disk) == OLD_SIDECAR_KEYS  # the file keeps the keys it has always had
+    assert set(on_disk) == OLD_SIDECAR_KEYS | {"image_decoder"}  # the keys it has always had, plus the decoder
     assert FeatureMeta.model_validate(on_disk) == matrix.meta
     assert FeatureMeta.model_validate_json(matrix.meta.model_dump_json()) == matrix.meta
     assert matrix.concept_ids == [c["id"] for c in on_disk["concepts"]] and matrix.labels == on_disk["labels"]

@@ -195,7 +195,8 @@ def read_importance(path: Path) -> dict[str, float]:
     if key is None or value is None:
         raise BadInputError(
             f"The importance table {str(path)!r} needs a key column ({', '.join(_KEY_COLUMNS)}) and a value column "
-            f"({', '.join(_VALUE_COLUMNS)}); it has: {', '.join(sorted(columns)) or 'no rows'}.",
+            f"({', '.join(_VALUE_COLUMNS)}); "
+            + (f"its header has: {', '.join(sorted(columns))}." if rows else "it is not a CSV with a header and rows."),
             hint="pass a report table such as report/tables/permutation_importance.csv, or key,importance rows.",
         )
     try:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from conceptforest.cache import file_sha256, stable_hash
+from conceptforest.cache import file_sha256, is_uri, stable_hash
 from conceptforest.defaults import (  # re-exported: the stage modules have always offered these names
     DEFAULT_MODEL as DEFAULT_MODEL,
 )
@@ -95,7 +95,7 @@ class Backbone:
     def encode_images(self, batch: torch.Tensor) -> np.ndarray:
         """L2-normalised image embeddings (float32) of a preprocessed batch."""
         with self.autocast_context():
-            features = self.model.encode_image(batch.to(self.device, non_blocking=True))
+            features = self.model.encode_image(to_device(batch, self.device))
         return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
 
     @torch.inference_mode()
@@ -126,6 +126,13 @@ class Backbone:
         from conceptforest.features.spec import BackboneSpec
 
         return BackboneSpec.model_validate(self.description)
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU batch bound for CUDA goes through pinned memory, so the copy is asynchronous; else a plain move."""
+    if device.type == "cuda" and batch.device.type == "cpu":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device)
 
 
 def encode_tokens_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
@@ -300,6 +307,7 @@ def load_backbone(
     image_mean: Sequence[float] | None = None,
     image_std: Sequence[float] | None = None,
     precision: str = "fp32",
+    runtime: str = "torch",
 ) -> Backbone:
     """Load a CLIP backbone.
 
@@ -322,13 +330,23 @@ def load_backbone(
         different image embeddings, so it is part of the backbone id and never the default. ``fp16`` (CUDA or
         MPS) and ``bf16`` (CUDA or CPU) run the model under autocast; outputs stay float32 and are recorded
         under their own backbone id (``benchmarks/encode_images.py --precision`` measures the cosine to fp32).
+    runtime : {"torch", "onnxruntime"}
+        ``onnxruntime`` (CPU and fp32 only; the ``onnx`` extra) runs the image tower as an ONNX export, cached
+        and checked against torch on every load (cosine >= 0.9999): same backbone id, so the embedding cache is
+        shared. Recorded in ``description["runtime"]``. See :mod:`conceptforest.features.onnx_visual`.
     """
     import open_clip
 
+    if is_uri(cache_dir):  # an object-store --cache-dir holds embeddings only: weights go to open_clip's default
+        cache_dir = None
     if precision not in PRECISIONS:
         raise BadInputError(f"Unknown precision {precision!r}.", hint=f"use one of {list(PRECISIONS)}.")
     torch_device = select_device(device)
     check_precision(precision, torch_device)
+    if runtime != "torch":
+        from conceptforest.features.onnx_visual import check_runtime
+
+        check_runtime(runtime, torch_device, precision)
     if name == TINY_RANDOM:
         weights = _Weights(None, "random-seed0", random=True)
         model = _create_tiny(0)
@@ -341,6 +359,10 @@ def load_backbone(
     if precision == "int8":
         model = quantize_linear_int8(model)
     backbone_id = f"{model_id_part(name)}__{weights.tag}__pre-{_preprocess_id(preprocess)}"
+    if runtime == "onnxruntime":  # the same outputs (checked), so the same backbone id
+        from conceptforest.features.onnx_visual import onnx_image_tower
+
+        model.visual = onnx_image_tower(model.visual, backbone_id, name)
     return Backbone(
         autocast=MIXED_PRECISION.get(precision),
         model=model,
@@ -357,6 +379,7 @@ def load_backbone(
             "preprocess": repr(preprocess),
             "random_weights": weights.random,
             "precision": precision,
+            "runtime": runtime,
             **weights.checkpoint,  # where a checkpoint file was, and its sha256: predict can reload it from there
         },
     )

@@ -30,7 +30,8 @@ class ImageDataset:
     """Images with labels and splits; ``labels`` fixes the label order recorded in every artefact.
 
     ``skipped`` lists the paths that are not regular files (dangling symbolic links, FIFOs, devices, folders,
-    missing files), with the reason; extraction writes them into ``skipped.csv``.
+    missing files) and the files of a label folder without an image extension (hidden files aside), with the
+    reason; extraction writes them into ``skipped.csv``.
     """
 
     source: Path
@@ -77,12 +78,20 @@ def file_problem(path: Path) -> str | None:
 Row = tuple[Path, str, str | None]
 
 
+def _not_an_image_name(path: Path) -> str:
+    kind = f"extension {path.suffix!r}" if path.suffix else "no extension"
+    return f"not an image file name ({kind}); image files end in {', '.join(sorted(IMAGE_EXTENSIONS))}"
+
+
 def _image_folder(root: Path) -> tuple[list[Row], list[SkippedImage]]:
     rows: list[Row] = []
     skipped: list[SkippedImage] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for path in sorted(folder.rglob("*")):
-            if path.suffix.lower() not in IMAGE_EXTENSIONS or path.is_dir():
+            if path.is_dir() or any(part.startswith(".") for part in path.relative_to(folder).parts):
+                continue  # sub-folders are walked; hidden files (.DS_Store) are not the user's data
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                skipped.append(SkippedImage(str(path), _not_an_image_name(path)))
                 continue
             problem = file_problem(path)
             if problem is None:

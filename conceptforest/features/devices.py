@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from conceptforest.errors import BadInputError
 
-__all__ = ["MIXED_PRECISION", "check_precision", "select_device"]
+__all__ = ["MIXED_PRECISION", "batch_size_for_memory", "check_precision", "probe_gpu_batch_size", "select_device"]
 
 
 def _available_devices() -> list[str]:
@@ -54,3 +56,36 @@ def check_precision(precision: str, device: torch.device) -> None:
             f"{precision} precision runs on {' or '.join(allowed)}, not on {device.type}.",
             hint=f"on {device.type} use --precision fp32{''.join(', ' + p for p in usable)}; or pass another --device.",
         )
+
+
+CPU_BATCH_SIZE = 64
+MAX_GPU_BATCH_SIZE = 1024
+
+
+def batch_size_for_memory(
+    bytes_per_image: float, fixed_bytes: float, free_bytes: float, *, share: float = 0.6, cap: int = MAX_GPU_BATCH_SIZE
+) -> int:
+    """The largest power of two whose forward pass (``fixed + n x per image``) fits in ``share`` of free memory."""
+    budget = share * free_bytes - fixed_bytes
+    size = 1
+    while size * 2 <= cap and (size * 2) * max(bytes_per_image, 1.0) <= budget:
+        size *= 2
+    return size
+
+
+def probe_gpu_batch_size(encode: Callable[[int], object], device: torch.device) -> int:
+    """Batch size for ``device`` from two probe passes (1 and 16 images) of ``encode(n)``: the peak memory per
+    image and the fixed part, against the memory free now. Only CUDA reports memory; other devices get 64."""
+    if device.type != "cuda":
+        return CPU_BATCH_SIZE
+    peaks = []
+    for n in (1, 16):
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        encode(n)
+        torch.cuda.synchronize(device)
+        peaks.append(torch.cuda.max_memory_allocated(device) - base)
+    per_image = max((peaks[1] - peaks[0]) / 15, 1.0)
+    free, _ = torch.cuda.mem_get_info(device)
+    return batch_size_for_memory(per_image, max(peaks[0] - per_image, 0.0), free)

@@ -22,17 +22,26 @@ from tqdm.auto import tqdm
 
 from conceptforest._version import library_versions
 from conceptforest.atomic import atomic_write_text
-from conceptforest.cache import cache_root
+from conceptforest.cache import embedding_root
 from conceptforest.concepts.tree import Concept, ConceptTree
 from conceptforest.defaults import (  # re-exported: the stage modules have always offered these names
     SKIPPED_FILE as SKIPPED_FILE,
 )
+from conceptforest.errors import BadInputError
 from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING, Backbone
 from conceptforest.features.dataset import ImageDataset, ImageRecord, check_labels_match
-from conceptforest.features.images import DEFAULT_MAX_PIXELS, ImageDecodeError, SkippedImage, decode_image
+from conceptforest.features.devices import probe_gpu_batch_size
+from conceptforest.features.images import DEFAULT_MAX_PIXELS, SkippedImage
 from conceptforest.features.matrix import FEATURES_FILE, ID_COLUMNS, PARQUET_WRITE_OPTIONS, FeatureMatrix
 from conceptforest.features.meta import FeatureMeta, Standardization
 from conceptforest.features.store import EmbeddingStore
+from conceptforest.features.tensor_decode import (
+    GPU_DECODER,
+    TensorPreparer,
+    pillow_preparer,
+    stack_inputs,
+    standard_preprocess,
+)
 
 
 @dataclass
@@ -45,6 +54,7 @@ class ExtractionStats:
     from_cache: int = 0
     skipped: list[SkippedImage] = field(default_factory=list)
     seconds: float = 0.0
+    decoder: str = "pillow"  # what prepared the images: pillow, torchvision (CPU) or nvjpeg (GPU)
 
     @property
     def images_per_second(self) -> float:
@@ -94,26 +104,57 @@ def _chunks(items: Sequence[ImageRecord], size: int) -> Iterator[Sequence[ImageR
         yield items[start : start + size]
 
 
+DECODERS = ("auto", "pillow")
+
+
 class Extractor:
-    """Holds the backbone, the cache and the thread pool for one extraction."""
+    """Holds the backbone, the cache and the thread pool for one extraction.
+
+    ``decode="auto"`` prepares JPEGs as tensors (torchvision's decoder on the CPU, nvJPEG batched on CUDA; see
+    :mod:`~conceptforest.features.tensor_decode`) when the backbone uses open_clip's standard preprocessing;
+    ``"pillow"`` always runs open_clip's own Pillow path. :attr:`decoder` names what runs.
+    """
 
     def __init__(
-        self, backbone: Backbone, store: EmbeddingStore, *, batch_size: int, max_pixels: int, workers: int
+        self,
+        backbone: Backbone,
+        store: EmbeddingStore,
+        *,
+        batch_size: int,
+        max_pixels: int,
+        workers: int,
+        decode: str = "auto",
     ) -> None:
+        if decode not in DECODERS:
+            raise BadInputError(f"Unknown decoder {decode!r}.", hint=f"use one of {list(DECODERS)}.")
         self.backbone = backbone
         self.store = store
         self.batch_size = batch_size
         self.max_pixels = max_pixels
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        self._pillow = pillow_preparer(backbone.preprocess, max_pixels)
+        standard = standard_preprocess(backbone.preprocess) if decode == "auto" else None
+        self._tensors = None if standard is None else TensorPreparer(standard, self._pillow, max_pixels)
+        on_gpu = self._tensors is not None and backbone.device.type == "cuda"
+        self.decoder = "pillow" if self._tensors is None else (GPU_DECODER if on_gpu else "torchvision")
 
     def _prepare(self, data: bytes) -> torch.Tensor | str:
         """The preprocessed image, or the reason it is skipped: one bad image never ends the run."""
-        try:
-            return self.backbone.preprocess(decode_image(data, max_pixels=self.max_pixels))
-        except ImageDecodeError as exc:
-            return str(exc)
-        except Exception as exc:  # a failure in conversion or preprocessing (MemoryError included)
-            return f"could not prepare the image for the model: {type(exc).__name__}: {exc}"
+        return self._pillow(data) if self._tensors is None else self._tensors.prepare(data)
+
+    def _prepared(self, todo: dict[str, bytes]) -> Iterator[tuple[str, torch.Tensor | str]]:
+        """(key, model input or skip reason) in ``todo`` order; CPU decoding runs ahead in the pool while the
+        model encodes the batch before it, GPU decoding takes one batch per call."""
+        if self.decoder == GPU_DECODER and self._tensors is not None:
+            items = list(todo.items())
+            for start in range(0, len(items), self.batch_size):
+                part = items[start : start + self.batch_size]
+                prepared = self._tensors.prepare_batch([data for _, data in part], self.backbone.device)
+                yield from zip([key for key, _ in part], prepared, strict=True)
+            return
+        futures = [(key, self.pool.submit(self._prepare, data)) for key, data in todo.items()]
+        for key, future in futures:
+            yield key, future.result()
 
     def embed_chunk(
         self, chunk: Sequence[ImageRecord], stats: ExtractionStats
@@ -135,18 +176,15 @@ class Extractor:
         for key, (data, _) in zip(keys, read, strict=True):
             if key is not None and key not in known and data is not None:
                 todo.setdefault(key, data)
-        # decoding runs ahead in the pool while the model encodes the batch before it
-        futures = [(key, self.pool.submit(self._prepare, data)) for key, data in todo.items()]
         bad: dict[str, str] = {}
         batch: list[tuple[str, torch.Tensor]] = []
-        for position, (key, future) in enumerate(futures):
-            prepared = future.result()
+        for position, (key, prepared) in enumerate(self._prepared(todo)):
             if isinstance(prepared, str):
                 bad[key] = prepared
             else:
                 batch.append((key, prepared))
-            if batch and (len(batch) == self.batch_size or position == len(futures) - 1):
-                vectors = self.backbone.encode_images(torch.stack([t for _, t in batch]))
+            if batch and (len(batch) == self.batch_size or position == len(todo) - 1):
+                vectors = self.backbone.encode_images(stack_inputs([t for _, t in batch], self.backbone.device))
                 self.store.put([k for k, _ in batch], vectors)
                 known.update(zip([k for k, _ in batch], vectors, strict=True))
                 stats.encoded += len(batch)
@@ -168,6 +206,17 @@ class Extractor:
 
     def close(self) -> None:
         self.pool.shutdown()
+
+
+def default_batch_size(backbone: Backbone) -> int:
+    """64 images per pass on CPU; on CUDA what fits in the free GPU memory (probed with two small passes)."""
+    size = getattr(backbone.model.visual, "image_size", 224)
+    height, width = (size, size) if isinstance(size, int) else size
+
+    def encode(n: int) -> object:
+        return backbone.encode_images(torch.zeros(n, 3, int(height), int(width)))
+
+    return probe_gpu_batch_size(encode, backbone.device)
 
 
 def write_skipped(path: Path, skipped: Sequence[SkippedImage]) -> Path:
@@ -333,6 +382,7 @@ def _sidecar_meta(
         n_scored=stats.scored,
         n_skipped=len(stats.skipped),
         standardization=moments.standardization(),
+        image_decoder=stats.decoder,
         versions=library_versions(),
     )
 
@@ -344,10 +394,11 @@ def extract_features(
     out_dir: str | Path,
     *,
     cache_dir: str | Path | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     chunk_size: int = 2048,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     workers: int | None = None,
+    decode: str = "auto",
     progress: bool = True,
 ) -> tuple[FeatureMatrix, ExtractionStats]:
     """Score every image of ``dataset`` against every concept of ``tree`` and write the FeatureMatrix.
@@ -357,11 +408,13 @@ def extract_features(
     killed run resumes and a new tree re-encodes no image. Images are decoded and encoded in
     chunks of ``chunk_size`` and scores written in row groups of at most ``ROW_GROUP_BYTES``; the finished table
     is then read back once to return the FeatureMatrix (its size: images x concepts x 4 bytes).
+    ``batch_size=None`` sizes batches to the GPU's free memory (64 elsewhere); ``decode`` is the
+    :class:`Extractor`'s (``"auto"``: JPEGs as tensors, on the GPU when the backbone is on CUDA).
     """
     check_labels_match(dataset, tree)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    root = cache_root(cache_dir)
+    root = embedding_root(cache_dir)
     concepts = tree.concepts()
     concept_matrix = concept_embeddings(tree, backbone, EmbeddingStore(root, backbone.backbone_id, "texts"))
     # paths refused while listing (dangling links, FIFOs, devices) are counted and listed with the rest
@@ -369,10 +422,12 @@ def extract_features(
     extractor = Extractor(
         backbone,
         EmbeddingStore(root, backbone.backbone_id, "images"),
-        batch_size=batch_size,
+        batch_size=batch_size or default_batch_size(backbone),
         max_pixels=max_pixels,
         workers=workers or min(4, os.cpu_count() or 1),
+        decode=decode,
     )
+    stats.decoder = extractor.decoder
     tmp_path = out / f".{FEATURES_FILE}.{os.getpid()}.tmp"
     started = time.perf_counter()
     try:

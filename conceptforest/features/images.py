@@ -53,7 +53,7 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def _check_size(width: int, height: int, max_pixels: int, max_aspect_ratio: float) -> None:
+def check_image_size(width: int, height: int, max_pixels: int, max_aspect_ratio: float) -> None:
     """Refuse sizes that would exhaust memory when decoded or resized, before any pixel is read."""
     if width < 1 or height < 1:
         raise ImageDecodeError(f"empty image size {width}x{height}")
@@ -91,7 +91,7 @@ def decode_image(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             opened = Image.open(io.BytesIO(data))
-            _check_size(*opened.size, max_pixels, max_aspect_ratio)
+            check_image_size(*opened.size, max_pixels, max_aspect_ratio)
             opened.seek(0)  # animated images: the first frame
             opened.load()
             upright: Image.Image = ImageOps.exif_transpose(opened) or opened

@@ -59,6 +59,7 @@ class FeatureMeta(BaseModel):
     n_scored: int | None = None
     n_skipped: int | None = None
     standardization: Standardization | None = None
+    image_decoder: str | None = None  # pillow, torchvision or nvjpeg; None: written before it was recorded
     versions: dict[str, str | None] = Field(default_factory=dict)
     features_sha256: str | None = None
 
