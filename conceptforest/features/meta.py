@@ -59,7 +59,8 @@ class FeatureMeta(BaseModel):
     n_scored: int | None = None
     n_skipped: int | None = None
     standardization: Standardization | None = None
-    image_decoder: str | None = None  # pillow, torchvision or nvjpeg; None: written before it was recorded
+    # how JPEGs were decoded: pillow, torchvision or nvjpeg (other formats: always Pillow); None: not recorded
+    image_decoder: str | None = None
     versions: dict[str, str | None] = Field(default_factory=dict)
     features_sha256: str | None = None
 
