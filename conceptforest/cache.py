@@ -64,7 +64,10 @@ def open_uri(uri: str) -> tuple[Any, str]:
     except ImportError as exc:
         raise BadInputError(f"The cache URI {redact_uri(uri)!r} needs pyarrow.", hint=URI_HINT) from exc
     except (pyarrow.ArrowException, ValueError, OSError, NotImplementedError) as exc:
-        raise BadInputError(f"pyarrow cannot open the cache URI {redact_uri(uri)!r}: {exc}.", hint=URI_HINT) from exc
+        reason = str(exc).replace(uri, redact_uri(uri))  # pyarrow's message repeats the URI, credentials too
+        raise BadInputError(
+            f"pyarrow cannot open the cache URI {redact_uri(uri)!r}: {redact_uri(reason)}.", hint=URI_HINT
+        ) from None  # the chained exception would print the URI whole
     if not str(path).strip("/"):
         raise BadInputError(f"The cache URI {redact_uri(uri)!r} names no bucket or folder.", hint=URI_HINT)
     return filesystem, str(path)

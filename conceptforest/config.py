@@ -145,9 +145,13 @@ class RunConfig(_Section):
         return self.backbone_spec(precision=precision, runtime=runtime).load(device=device)
 
     def public_dict(self) -> dict[str, Any]:
-        """The resolved config as recorded in run folders (base URL without credentials)."""
+        """The resolved config as recorded in run folders (base URL and cache URI without credentials)."""
         data = self.model_dump(mode="json")
         data["llm"]["base_url"] = sanitize_base_url(self.llm.base_url)
+        if data.get("cache_dir"):
+            from conceptforest.cache import redact_uri
+
+            data["cache_dir"] = redact_uri(data["cache_dir"])  # s3://KEY:SECRET@bucket: never written
         return data
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import signal
 import subprocess
 import sys
@@ -69,7 +68,8 @@ def write_hostile(folder: Path) -> dict[str, str]:
     buffer = io.BytesIO()
     shape_image("red disc", 1).save(buffer, format="JPEG")
     (folder / "truncated.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    # fixed bytes: some random chunk headers make Pillow report a truncated read instead of an unknown format
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200)))
     (folder / "notes.jpg").write_text("this is a text file with an image extension")
     Image.new("1", (3000, 3000)).save(folder / "bomb.png")
     return {

@@ -203,3 +203,14 @@ def test_the_cli_imports_no_onnx_and_documents_the_runtime() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
     result = invoke("features", "extract", "--help")
     assert result.exit_code == 0 and "--runtime" in result.output and "onnxruntime" in result.output
+
+
+def test_a_later_stage_runs_torch_where_the_recorded_runtime_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = BackboneSpec(model=TINY_RANDOM, runtime="onnxruntime")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # the extra is missing on this machine
+    with pytest.raises(BadInputError, match="conceptforest\\[onnx\\]"):
+        spec.load(device="cpu")  # asked for explicitly: refused
+    with pytest.warns(RuntimeWarning, match="torch runs it instead"):
+        backbone = spec.load(device="cpu", strict_runtime=False)
+    assert backbone.description["runtime"] == "torch"
+    assert backbone.backbone_id == load_backbone(TINY_RANDOM, device="cpu").backbone_id

@@ -3,6 +3,7 @@ the CLI; a rerun encodes nothing."""
 
 from __future__ import annotations
 
+import os
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -84,6 +85,8 @@ def test_a_bad_cache_uri_is_exit_2_naming_it(images: Path, tmp_path: Path) -> No
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
+    if os.environ.get("CONCEPTFOREST_REQUIRE_MOTO"):
+        import moto  # noqa: F401  (CI installs the dev extra: a missing moto must fail, not skip)
     pytest.importorskip("moto", reason="the S3 tests need moto's server: pip install 'moto[server]'")
     from moto.server import ThreadedMotoServer
 
@@ -191,3 +194,33 @@ def test_a_file_system_without_atomic_puts_writes_a_hidden_name_then_renames(tmp
     assert folder.names() == ["shard-1.npz"] and folder.read("shard-1.npz") == b"data"
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["shard-1.npz"]  # no temporary file left
     assert folder.move_aside("shard-1.npz") and folder.names() == []
+
+
+def test_credentials_in_a_cache_uri_are_never_printed_or_recorded() -> None:
+    from conceptforest.cache import embedding_root
+    from conceptforest.config import load_config
+
+    uri = "nosuchscheme://AKIAKEY:SECRET123@bucket/x"
+    with pytest.raises(BadInputError) as caught:
+        embedding_root(uri)
+    assert "SECRET123" not in str(caught.value) and "AKIAKEY" not in str(caught.value)
+    assert caught.value.__cause__ is None and "***@bucket" in str(caught.value)
+    recorded = load_config(None, {"cache_dir": "s3://AKIAKEY:SECRET123@bucket/prefix"}).public_dict()
+    assert recorded["cache_dir"] == "s3://***@bucket/prefix"
+
+
+def test_a_shard_that_cannot_be_read_now_is_left_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network error is not corruption: the shard stays for the next run and every worker."""
+    from conceptforest.features import store as store_module
+
+    EmbeddingStore(f"file://{tmp_path}", "b", "images").put(["k"], np.ones((1, 4), dtype=np.float32))
+
+    def failing(self: Any, name: str) -> bytes:
+        raise OSError("503 SlowDown")
+
+    monkeypatch.setattr(store_module._LocalFolder, "read", failing)
+    with pytest.warns(RuntimeWarning, match="could not be read"):
+        assert len(EmbeddingStore(f"file://{tmp_path}", "b", "images")) == 0
+    monkeypatch.undo()
+    shards = list((tmp_path / "embeddings" / "b" / "images").glob("shard-*.npz"))
+    assert len(shards) == 1 and len(EmbeddingStore(tmp_path, "b", "images")) == 1

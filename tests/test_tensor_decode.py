@@ -14,7 +14,7 @@ from PIL import Image
 from torchvision import transforms as tv
 
 from conceptforest.concepts.template import template_tree
-from conceptforest.features import extract_features, load_backbone, load_dataset
+from conceptforest.features import extract_features, load_backbone, load_dataset, tensor_decode
 from conceptforest.features.backbone import TINY_RANDOM, Backbone, to_device
 from conceptforest.features.devices import batch_size_for_memory, probe_gpu_batch_size
 from conceptforest.features.extract import Extractor
@@ -127,7 +127,7 @@ def test_the_batched_device_path_keeps_order_and_names_every_bad_file(vit_prepro
     png = io.BytesIO()
     noisy((50, 40), 5).save(png, format="PNG")
     good = [jpeg(noisy((320, 240), seed)) for seed in range(3)]
-    batch = [good[0], png.getvalue(), good[1][:300], b"not an image", good[2]]
+    batch = [good[0], png.getvalue(), good[1][: len(good[1]) // 2], b"not an image", good[2]]
     prepared = preparer.prepare_batch(batch, torch.device("cpu"))
     assert len(prepared) == len(batch)
     for index in (0, 4):
@@ -139,9 +139,49 @@ def test_the_batched_device_path_keeps_order_and_names_every_bad_file(vit_prepro
     assert prepared[3] == pillow(batch[3]) and "not an image" in str(prepared[3])
 
 
-def test_mixed_device_batches_are_stacked_on_the_device() -> None:
+def test_cpu_batches_are_stacked_on_the_host_for_one_pinned_copy() -> None:
     cpu = [torch.zeros(3, 4, 4), torch.ones(3, 4, 4)]
-    assert stack_inputs(cpu, torch.device("cpu")).shape == (2, 3, 4, 4)
+    stacked = stack_inputs(cpu, torch.device("cuda"))  # not moved here: the backbone pins and copies it once
+    assert stacked.device.type == "cpu" and stacked.shape == (2, 3, 4, 4)
+
+
+def test_the_batched_path_turns_exif_rotated_jpegs_upright(
+    vit_preprocess: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nvJPEG ignores EXIF orientation: a batched decode that does the same must not leave a photo sideways."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    standard = standard_preprocess(vit_preprocess)
+    assert standard is not None
+    pillow = pillow_preparer(vit_preprocess, MAX_PIXELS)
+    preparer = TensorPreparer(standard, pillow, MAX_PIXELS)
+    real = tensor_decode.decode_jpegs
+
+    def like_nvjpeg(data: Any, device: Any = "cpu") -> Any:
+        if isinstance(data, list):  # the batched call: orientation ignored, as on CUDA
+            return [decode_jpeg(d, mode=ImageReadMode.RGB) for d in data]
+        return real(data, device)
+
+    monkeypatch.setattr(tensor_decode, "decode_jpegs", like_nvjpeg)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    gradient = Image.linear_gradient("L").resize((320, 200)).convert("RGB")
+    rotated, plain = jpeg(gradient, exif=exif), jpeg(gradient)
+    found = preparer.prepare_batch([rotated, plain], torch.device("cpu"))
+    for data, result in zip([rotated, plain], found, strict=True):
+        expected = pillow(data)
+        assert isinstance(result, torch.Tensor) and isinstance(expected, torch.Tensor)
+        assert float((result - expected).abs().mean()) < 0.01
+
+
+def test_pillows_own_pixel_limit_holds_on_the_tensor_path(vit_preprocess: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    standard = standard_preprocess(vit_preprocess)
+    assert standard is not None
+    preparer = TensorPreparer(standard, pillow_preparer(vit_preprocess, MAX_PIXELS), MAX_PIXELS)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5_000)  # under --max-pixels: Pillow's guard decides
+    data = jpeg(Image.new("RGB", (100, 80)))
+    for result in (preparer.prepare(data), preparer.prepare_batch([data], torch.device("cpu"))[0]):
+        assert isinstance(result, str) and "decompression bomb" in result
 
 
 class FakeBatch:
@@ -175,6 +215,28 @@ def test_batch_size_is_the_largest_power_of_two_that_fits() -> None:
     assert batch_size_for_memory(10 * mib, 100 * mib, 100 * 2**30) == 1024  # capped
     assert batch_size_for_memory(10 * mib, 900 * mib, 1000 * mib) == 1  # nothing fits: one at a time
     assert probe_gpu_batch_size(lambda n: pytest.fail("no probe off CUDA"), torch.device("cpu")) == 64
+
+
+def test_the_cuda_probe_measures_memory_per_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe's CUDA branch with torch.cuda's memory calls played by a fake: 1 GiB fixed, 40 MiB an image."""
+    mib = 2**20
+    state = {"peak": 0}
+    calls: list[int] = []
+
+    def encode(n: int) -> None:
+        calls.append(n)
+        state["peak"] = 1024 * mib + 40 * mib * n
+
+    cuda = torch.cuda
+    monkeypatch.setattr(cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(cuda, "reset_peak_memory_stats", lambda device=None: state.update(peak=0))
+    monkeypatch.setattr(cuda, "memory_allocated", lambda device=None: 0)
+    monkeypatch.setattr(cuda, "max_memory_allocated", lambda device=None: state["peak"])
+    monkeypatch.setattr(cuda, "mem_get_info", lambda device=None: (20 * 1024 * mib, 80 * 1024 * mib))
+    size = probe_gpu_batch_size(encode, torch.device("cuda"))
+    assert calls == [1, 1, 16]  # a warm-up, then the two measured passes
+    # 0.6 x 20 GiB - 1 GiB = 11,264 MiB -> 281 images -> 256
+    assert size == 256 == batch_size_for_memory(40 * mib, 1024 * mib, 20 * 1024 * mib)
 
 
 def write_jpeg_images(root: Path, per_label: int = 6) -> Path:

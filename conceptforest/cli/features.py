@@ -72,7 +72,9 @@ def _extract(  # the local backend, or Ray when ``ray`` is given
         )
     from conceptforest.features.ray_backend import RaySettings, extract_features_ray
 
-    settings = RaySettings(ray.address, ray.actors, ray.cpus_per_actor, ray.gpus_per_actor, batch_size or 64)
+    settings = RaySettings(
+        ray.address, ray.actors, ray.cpus_per_actor, ray.gpus_per_actor, batch_size or 64, decode=decode
+    )
     return extract_features_ray(
         dataset, tree, backbone, out, settings=settings, cache_dir=cache_dir, max_pixels=max_pixels, progress=progress
     )
@@ -104,7 +106,7 @@ def extract(
             min=1,
             metavar="N",
             help="Images per forward pass. Default: 64 on CPU; on CUDA the largest power of two (up to 1024) that "
-            "fits in 60% of the free GPU memory, measured with two small passes.",
+            "fits in 60% of the free GPU memory, measured with two small passes. With --backend ray: 64 unless given.",
         ),
     ] = None,
     decode: Annotated[

@@ -99,7 +99,7 @@ def _dataset(images: Path, fractions: tuple[float, float], seed: int) -> tuple[I
 def _backbone(cfg: RunConfig, matrix: FeatureMatrix | None, flags: bool, device: str | None) -> Backbone:
     """The run's own backbone when IMAGES is a run folder and no backbone flag is given, else the flags'."""
     if matrix is not None and not flags and matrix.meta.backbone is not None:
-        return matrix.meta.backbone.load(device=device, cache_dir=cfg.cache_dir)
+        return matrix.meta.backbone.load(device=device, cache_dir=cfg.cache_dir, strict_runtime=False)
     backbone = cfg.backbone(device=device)
     if matrix is not None and backbone.backbone_id != matrix.backbone_id:
         warn(

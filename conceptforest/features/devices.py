@@ -74,10 +74,12 @@ def batch_size_for_memory(
 
 
 def probe_gpu_batch_size(encode: Callable[[int], object], device: torch.device) -> int:
-    """Batch size for ``device`` from two probe passes (1 and 16 images) of ``encode(n)``: the peak memory per
-    image and the fixed part, against the memory free now. Only CUDA reports memory; other devices get 64."""
+    """Batch size for ``device`` from two probe passes (1 and 16 images) of ``encode(n)``, after a warm-up pass:
+    the peak memory per image and the fixed part, against the memory free now. Only CUDA reports memory; other
+    devices get 64."""
     if device.type != "cuda":
         return CPU_BATCH_SIZE
+    encode(1)  # one-off allocations (library workspaces) happen here, outside the measured passes
     peaks = []
     for n in (1, 16):
         torch.cuda.synchronize(device)

@@ -1,9 +1,9 @@
 """The opt-in ONNX Runtime image tower (``--runtime onnxruntime``): CPU, fp32, the same embeddings as torch.
 
 The backbone's image tower (``model.visual``) is exported to ONNX once per backbone id and library versions,
-cached under ``<cache>/onnx/``, and replaced by :class:`OnnxImageTower`, a ``torch.nn.Module`` that runs it in an
-ONNX Runtime session. ``model.encode_image`` and everything built on it (the extraction, the Ray actors,
-predict) then run through ONNX Runtime unchanged; the text tower stays torch.
+cached under ``$CONCEPTFOREST_HOME/cache/onnx/`` (always local), and replaced by :class:`OnnxImageTower`, a
+``torch.nn.Module`` that runs it in an ONNX Runtime session. ``model.encode_image`` and everything built on it
+(the extraction, the Ray actors) then run through ONNX Runtime unchanged; the text tower stays torch.
 
 Every load checks the session against eager torch on a fixed random batch (cosine >= :data:`MIN_COSINE` per
 image) and refuses the runtime when it differs, so the backbone id does not change with the runtime and cached

@@ -57,6 +57,7 @@ class RaySettings:
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
     batch_size: int = 64  # images per Ray batch and per forward pass
+    decode: str = "auto"  # the Extractor's: JPEGs as tensors (nvJPEG on a GPU actor), or "pillow"
 
     @property
     def device(self) -> str:
@@ -81,7 +82,12 @@ class EmbedActor:
         store = EmbeddingStore(cache_dir, self.backbone.backbone_id, "images")
         workers = max(1, int(settings.cpus_per_actor))
         self.extractor = Extractor(
-            self.backbone, store, batch_size=settings.batch_size, max_pixels=max_pixels, workers=workers
+            self.backbone,
+            store,
+            batch_size=settings.batch_size,
+            max_pixels=max_pixels,
+            workers=workers,
+            decode=settings.decode,
         )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -151,6 +157,10 @@ def embed_with_ray(
 
     settings = settings or RaySettings()
     check_precision(backbone.spec.precision, torch.device(settings.device))
+    if backbone.spec.runtime != "torch":  # refused here, not in every actor after Ray has started
+        from conceptforest.features.onnx_visual import check_runtime
+
+        check_runtime(backbone.spec.runtime, torch.device(settings.device), backbone.spec.precision)
     ray = _ray()
     started = _start(ray, settings)
     context = ray.data.DataContext.get_current()
@@ -229,6 +239,7 @@ def extract_features_ray(
         cache_dir=root,
         batch_size=settings.batch_size,
         max_pixels=max_pixels,
+        decode=settings.decode,
         progress=progress,
     )
     if stats.encoded:

@@ -163,10 +163,19 @@ class BackboneSpec(BaseModel):
             weights = self.pretrained or "none"
         return f"{model_id_part(self.model)}__{weights}__"
 
-    def load(self, *, device: str | None = None, cache_dir: str | Path | None = None) -> Backbone:
-        """The backbone this spec names (``cache_dir`` overrides the recorded one)."""
+    def load(
+        self, *, device: str | None = None, cache_dir: str | Path | None = None, strict_runtime: bool = True
+    ) -> Backbone:
+        """The backbone this spec names (``cache_dir`` overrides the recorded one).
+
+        ``strict_runtime=False`` (reloading a run's backbone for a later stage) runs torch, with a warning, where
+        the recorded ONNX runtime cannot run (another device, the extra missing): its outputs are torch's anyway.
+        """
         from conceptforest.features.backbone import load_backbone
 
+        runtime: str = self.runtime
+        if runtime != "torch" and not strict_runtime:
+            runtime = _usable_runtime(runtime, device, self.precision)
         return load_backbone(
             self.model,
             self.pretrained,
@@ -174,5 +183,25 @@ class BackboneSpec(BaseModel):
             device=device,
             cache_dir=cache_dir if cache_dir is not None else self.cache_dir,
             precision=self.precision,
-            runtime=self.runtime,
+            runtime=runtime,
         )
+
+
+def _usable_runtime(runtime: str, device: str | None, precision: str) -> str:
+    """``runtime`` when it can run here, else torch (same outputs), with a warning saying why."""
+    import warnings
+
+    from conceptforest.features.devices import select_device
+    from conceptforest.features.onnx_visual import check_runtime
+
+    try:
+        check_runtime(runtime, select_device(device), precision)
+    except BadInputError as exc:
+        warnings.warn(
+            f"the run's image tower ran on {runtime}, which cannot run here ({exc}); torch runs it "
+            "instead, with the same outputs.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return "torch"
+    return runtime

@@ -165,26 +165,39 @@ class EmbeddingStore:
         if self._vectors is None:
             self._vectors = {}
             corrupt: list[str] = []
+            unread: list[str] = []
             moved = True
             for name in self._shards.names():
                 try:
-                    rows = _rows(self._shards.read(name))
-                except OSError:  # unreadable: a cache miss
-                    rows = None
-                if rows is None:
+                    data = self._shards.read(name)
+                except OSError:  # a network error or an expired token: skipped, never moved aside
+                    unread.append(name)
+                    continue
+                rows = _rows(data)
+                if rows is None:  # read whole but not a shard: corrupt
                     moved = self._shards.move_aside(name) and moved
                     corrupt.append(name)
                 else:
                     self._vectors.update(rows)
-            if corrupt:
-                done = "were moved aside to *.corrupt" if moved else "were skipped (they could not be moved aside)"
-                warnings.warn(
-                    f"{len(corrupt)} unreadable embedding shard(s) in {self.location!r} {done} (first: "
-                    f"{corrupt[0]}); their images are encoded again.",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+            self._warn(corrupt, unread, moved)
         return self._vectors
+
+    def _warn(self, corrupt: list[str], unread: list[str], moved: bool) -> None:
+        if corrupt:
+            done = "were moved aside to *.corrupt" if moved else "were skipped (they could not be moved aside)"
+            warnings.warn(
+                f"{len(corrupt)} unreadable embedding shard(s) in {self.location!r} {done} (first: "
+                f"{corrupt[0]}); their images are encoded again.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        if unread:
+            warnings.warn(
+                f"{len(unread)} embedding shard(s) in {self.location!r} could not be read (first: {unread[0]}); "
+                "they were left in place and their images are encoded again in this run.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
 
     def __len__(self) -> int:
         return len(self._load())

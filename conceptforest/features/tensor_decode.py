@@ -3,10 +3,12 @@
 open_clip preprocesses a Pillow image (bicubic ``Resize`` of the short side with antialiasing, ``CenterCrop``,
 ``ToTensor``, ``Normalize``). For JPEG files the same steps run here on uint8 tensors: on the CPU through
 ``torchvision.io.decode_jpeg`` (libjpeg-turbo) and torchvision's uint8 bicubic resize, which follows Pillow's;
-on CUDA through one batched nvJPEG call per batch, the resize and normalisation on the GPU too. Measured on
-made-up 500x375 JPEGs with ViT-B-32: the CPU path gives embeddings with cosine >= 0.9999997 to open_clip's own
-(at most one grey level apart per pixel), at about twice the speed, so it shares open_clip's cache. GPU outputs
-could not be measured here and are cached apart (see :data:`GPU_DECODER`).
+on CUDA through batched nvJPEG calls, the resize and normalisation on the GPU too. Measured on made-up 500x375
+JPEGs with ViT-B-32: the CPU path gives embeddings with cosine >= 0.9999996 to open_clip's own (the same pixels
+decoded, the resize a grey level apart on a few), decoding at about twice the speed. GPU outputs could not be
+measured here (no GPU); nvJPEG ignores EXIF orientation, so rotated JPEGs are prepared on the CPU path instead.
+The embedding cache is shared by the decoders (keyed by image content and backbone id): a cache filled by one
+decoder serves the others.
 
 Only the standard open_clip pipeline is handled (:func:`standard_preprocess` says so); anything else, any
 file that is not a JPEG, and any JPEG the tensor decoder refuses go through Pillow, so a file is skipped for
@@ -27,7 +29,9 @@ from PIL import Image
 from conceptforest.features.images import DEFAULT_MAX_ASPECT_RATIO, ImageDecodeError, check_image_size, decode_image
 
 JPEG_MAGIC = b"\xff\xd8\xff"
-GPU_DECODER = "nvjpeg"  # cached under its own key: its outputs are not measured against Pillow's here
+GPU_DECODER = "nvjpeg"
+GPU_DECODE_PIXELS = 256 * 2**20  # decoded pixels per nvJPEG call: about 0.75 GiB of uint8 RGB on the GPU
+EXIF_ORIENTATION = 0x0112
 _CONVERTERS = {"MaybeConvertMode", "_convert_to_rgb", "ToTensor", "MaybeToTensor"}
 
 
@@ -84,17 +88,26 @@ def is_jpeg(data: bytes) -> bool:
     return data.startswith(JPEG_MAGIC)
 
 
-def check_jpeg_header(data: bytes, max_pixels: int) -> None:
-    """Refuse what Pillow's path would refuse from the header alone (bombs, extreme strips, non-RGB modes)."""
+@dataclass(frozen=True)
+class JpegHeader:
+    pixels: int
+    upright: bool  # no EXIF rotation or mirroring to apply (nvJPEG ignores EXIF orientation)
+
+
+def check_jpeg_header(data: bytes, max_pixels: int) -> JpegHeader:
+    """Refuse what Pillow's path would refuse from the header alone (bombs, including Pillow's own limit,
+    extreme strips, non-RGB modes): those files go to Pillow, which gives the skip reason."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             header = Image.open(io.BytesIO(data))
+            orientation = header.getexif().get(EXIF_ORIENTATION, 1)
     except Exception as exc:
-        raise ImageDecodeError("not a readable JPEG header") from exc
+        raise ImageDecodeError("not a readable JPEG header, or over Pillow's pixel limit") from exc
     if header.mode not in ("RGB", "L"):  # CMYK and friends: Pillow converts them its own way
         raise ImageDecodeError(f"JPEG mode {header.mode} is left to Pillow")
     check_image_size(*header.size, max_pixels, DEFAULT_MAX_ASPECT_RATIO)
+    return JpegHeader(pixels=header.size[0] * header.size[1], upright=orientation in (0, 1))
 
 
 def _jpeg_tensor(data: bytes) -> torch.Tensor:
@@ -136,26 +149,52 @@ class TensorPreparer:
             return self.pillow(data)
 
     def prepare_batch(self, datas: Sequence[bytes], device: torch.device) -> list[torch.Tensor | str]:
-        """A batch decoded on ``device`` in one call (nvJPEG on CUDA); files it cannot take go through Pillow."""
+        """A batch decoded on ``device`` (nvJPEG on CUDA) in calls of at most :data:`GPU_DECODE_PIXELS` decoded
+        pixels; files it cannot take go through Pillow, and EXIF-rotated JPEGs through :meth:`prepare`."""
         prepared: list[torch.Tensor | str | None] = [None] * len(datas)
-        batch: list[int] = []
+        groups: list[list[int]] = [[]]
+        pixels = 0
         for position, data in enumerate(datas):
             try:
                 if not is_jpeg(data):
                     raise ImageDecodeError("not a JPEG")
-                check_jpeg_header(data, self.max_pixels)
-                batch.append(position)
+                header = check_jpeg_header(data, self.max_pixels)
             except ImageDecodeError:
                 prepared[position] = self.pillow(data)
+                continue
+            if not header.upright:
+                prepared[position] = self.prepare(data)  # on the CPU, where EXIF orientation is applied
+                continue
+            if groups[-1] and pixels + header.pixels > GPU_DECODE_PIXELS:
+                groups.append([])
+                pixels = 0
+            groups[-1].append(position)
+            pixels += header.pixels
+        for group in groups:
+            for position, result in zip(group, self._decode_group([datas[p] for p in group], device), strict=True):
+                prepared[position] = result
+        return [p if p is not None else "could not prepare the image" for p in prepared]
+
+    def _decode_group(self, datas: list[bytes], device: torch.device) -> list[torch.Tensor | str]:
+        """One batched decode; a failed call is retried file by file, and a file that still fails (or whose
+        resize fails, out of memory included) goes through Pillow."""
+        if not datas:
+            return []
+        if device.type == "cuda":  # nvJPEG decodes on its own stream: let queued work on these blocks finish
+            torch.cuda.current_stream(device).synchronize()
         decoded: list[torch.Tensor | None]
         try:
-            tensors = [_jpeg_tensor(datas[p]) for p in batch]
-            decoded = list(decode_jpegs(tensors, device))
-        except Exception:  # one bad file fails the batched call: decode those files one by one
-            decoded = [_decode_one(datas[p], device) for p in batch]
-        for position, image in zip(batch, decoded, strict=True):
-            prepared[position] = self.pillow(datas[position]) if image is None else self.standard.apply(image)
-        return [p if p is not None else "could not prepare the image" for p in prepared]
+            decoded = list(decode_jpegs([_jpeg_tensor(d) for d in datas], device))
+        except Exception:  # one bad file fails the batched call
+            decoded = [_decode_one(d, device) for d in datas]
+        results: list[torch.Tensor | str] = []
+        for index, data in enumerate(datas):
+            image, decoded[index] = decoded[index], None  # each full-size image is freed once resized
+            try:
+                results.append(self.pillow(data) if image is None else self.standard.apply(image))
+            except Exception:
+                results.append(self.pillow(data))
+        return results
 
 
 def _decode_one(data: bytes, device: torch.device) -> torch.Tensor | None:
