@@ -51,7 +51,7 @@ def _import_runtime() -> Any:
     """The ``onnxruntime`` module, after checking that ``onnx`` (which the export needs) imports too."""
     try:
         import onnx  # noqa: F401  (torch's exporter needs it)
-        import onnxruntime  # type: ignore[import-untyped]
+        import onnxruntime
     except ImportError as exc:
         raise BadInputError(
             f"--runtime onnxruntime needs the onnx and onnxruntime packages ({exc.name or exc} is not installed).",
