@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,16 @@ def noisy(size: tuple[int, int], seed: int) -> Image.Image:
     return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
 
 
+def preparers(
+    preprocess: Any, max_pixels: int = MAX_PIXELS, pillow: Callable[[bytes], torch.Tensor | str] | None = None
+) -> tuple[TensorPreparer, Callable[[bytes], torch.Tensor | str]]:
+    """The tensor path for open_clip's ``preprocess`` and the Pillow path it falls back to (``pillow`` if given)."""
+    standard = standard_preprocess(preprocess)
+    assert standard is not None
+    fallback = pillow or pillow_preparer(preprocess, max_pixels)
+    return TensorPreparer(standard, fallback, max_pixels), fallback
+
+
 @pytest.fixture(scope="module")
 def vit_preprocess() -> Any:
     return open_clip.image_transform(224, is_train=False)
@@ -64,10 +75,7 @@ def test_open_clip_pipelines_are_read_and_others_are_left_to_pillow(vit_preproce
 
 
 def test_cpu_tensor_path_matches_pillow_within_a_grey_level_almost_everywhere(vit_preprocess: Any) -> None:
-    standard = standard_preprocess(vit_preprocess)
-    assert standard is not None
-    pillow = pillow_preparer(vit_preprocess, MAX_PIXELS)
-    preparer = TensorPreparer(standard, pillow, MAX_PIXELS)
+    preparer, pillow = preparers(vit_preprocess)
     exif = Image.Exif()
     exif[0x0112] = 6  # rotated: both paths must turn it upright
     files = [jpeg(noisy((500, 375), 1)), jpeg(noisy((300, 640), 2)), jpeg(noisy((640, 300), 3), exif=exif)]
@@ -86,8 +94,6 @@ def test_cpu_tensor_path_matches_pillow_within_a_grey_level_almost_everywhere(vi
 
 
 def test_what_the_tensor_path_cannot_take_goes_through_pillow(vit_preprocess: Any) -> None:
-    standard = standard_preprocess(vit_preprocess)
-    assert standard is not None
     calls: list[bytes] = []
     real = pillow_preparer(vit_preprocess, MAX_PIXELS)
 
@@ -95,7 +101,7 @@ def test_what_the_tensor_path_cannot_take_goes_through_pillow(vit_preprocess: An
         calls.append(data)
         return real(data)
 
-    preparer = TensorPreparer(standard, pillow, MAX_PIXELS)
+    preparer, _ = preparers(vit_preprocess, pillow=pillow)
     png = io.BytesIO()
     noisy((50, 40), 5).save(png, format="PNG")
     cmyk = jpeg(noisy((60, 60), 6).convert("CMYK"))
@@ -109,9 +115,7 @@ def test_what_the_tensor_path_cannot_take_goes_through_pillow(vit_preprocess: An
 
 
 def test_a_decompression_bomb_is_refused_from_its_header(vit_preprocess: Any) -> None:
-    standard = standard_preprocess(vit_preprocess)
-    assert standard is not None
-    preparer = TensorPreparer(standard, pillow_preparer(vit_preprocess, 10_000), 10_000)
+    preparer, _ = preparers(vit_preprocess, max_pixels=10_000)
     result = preparer.prepare(jpeg(Image.new("RGB", (200, 200))))
     assert isinstance(result, str) and "decompression bomb" in result
     strip = preparer.prepare(jpeg(Image.new("RGB", (5000, 2))))
@@ -120,10 +124,7 @@ def test_a_decompression_bomb_is_refused_from_its_header(vit_preprocess: Any) ->
 
 def test_the_batched_device_path_keeps_order_and_names_every_bad_file(vit_preprocess: Any) -> None:
     """The GPU path's logic on the CPU device: one batched decode, Pillow for the rest, results in order."""
-    standard = standard_preprocess(vit_preprocess)
-    assert standard is not None
-    pillow = pillow_preparer(vit_preprocess, MAX_PIXELS)
-    preparer = TensorPreparer(standard, pillow, MAX_PIXELS)
+    preparer, pillow = preparers(vit_preprocess)
     png = io.BytesIO()
     noisy((50, 40), 5).save(png, format="PNG")
     good = [jpeg(noisy((320, 240), seed)) for seed in range(3)]
@@ -151,10 +152,7 @@ def test_the_batched_path_turns_exif_rotated_jpegs_upright(
     """nvJPEG ignores EXIF orientation: a batched decode that does the same must not leave a photo sideways."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    standard = standard_preprocess(vit_preprocess)
-    assert standard is not None
-    pillow = pillow_preparer(vit_preprocess, MAX_PIXELS)
-    preparer = TensorPreparer(standard, pillow, MAX_PIXELS)
+    preparer, pillow = preparers(vit_preprocess)
     real = tensor_decode.decode_jpegs
 
     def like_nvjpeg(data: Any, device: Any = "cpu") -> Any:
@@ -175,9 +173,7 @@ def test_the_batched_path_turns_exif_rotated_jpegs_upright(
 
 
 def test_pillows_own_pixel_limit_holds_on_the_tensor_path(vit_preprocess: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    standard = standard_preprocess(vit_preprocess)
-    assert standard is not None
-    preparer = TensorPreparer(standard, pillow_preparer(vit_preprocess, MAX_PIXELS), MAX_PIXELS)
+    preparer, _ = preparers(vit_preprocess)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5_000)  # under --max-pixels: Pillow's guard decides
     data = jpeg(Image.new("RGB", (100, 80)))
     for result in (preparer.prepare(data), preparer.prepare_batch([data], torch.device("cpu"))[0]):
