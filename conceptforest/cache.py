@@ -14,7 +14,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from conceptforest.atomic import atomic_write_json
 from conceptforest.errors import BadInputError
@@ -43,7 +43,7 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     return Path(cache_dir) if cache_dir and not is_uri(cache_dir) else conceptforest_home() / "cache"
 
 
-def is_uri(location: str | Path | None) -> bool:
+def is_uri(location: str | Path | None) -> TypeGuard[str]:
     """True for a URI such as ``s3://bucket/prefix`` (a string with ``://``), False for a folder path."""
     return isinstance(location, str) and "://" in location
 
@@ -75,7 +75,7 @@ def open_uri(uri: str) -> tuple[Any, str]:
 
 def embedding_root(cache_dir: str | Path | None = None) -> str | Path:
     """Where the embedding cache lives: a URI ``cache_dir`` unchanged (checked to open), else :func:`cache_root`."""
-    if isinstance(cache_dir, str) and is_uri(cache_dir):
+    if is_uri(cache_dir):
         open_uri(cache_dir)
         return cache_dir
     return cache_root(cache_dir)

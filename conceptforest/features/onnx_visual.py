@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ import torch
 from conceptforest.cache import cache_root, stable_hash
 from conceptforest.errors import BadInputError
 from conceptforest.features.spec import RUNTIMES
+from conceptforest.features.store import safe_name
 
 __all__ = [
     "MIN_COSINE",
@@ -84,7 +84,7 @@ def onnx_model_path(backbone_id: str) -> Path:
     import open_clip
 
     versions = {"torch": torch.__version__, "open_clip": open_clip.__version__, "opset": OPSET, "format": EXPORT_FORMAT}
-    safe_id = re.sub(r"[^A-Za-z0-9._-]+", "_", backbone_id).strip("._") or "backbone"
+    safe_id = safe_name(backbone_id).strip("._") or "backbone"
     return cache_root(None) / "onnx" / f"{safe_id}-{stable_hash(versions)[:12]}.onnx"
 
 

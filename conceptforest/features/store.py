@@ -29,7 +29,8 @@ _SHARD = re.compile(r"^shard-.*\.npz$")
 _ATOMIC_PUT = {"s3", "gcs", "abfs"}  # object stores: an object is visible only once its upload is complete
 
 
-def _safe_name(backbone_id: str) -> str:
+def safe_name(backbone_id: str) -> str:
+    """A backbone id as a file or folder name (what the caches key their folders by)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", backbone_id)
 
 
@@ -128,11 +129,10 @@ def _join(uri: str, relative: str) -> str:
 def _open_folder(root: str | Path, relative: str) -> _LocalFolder | _ArrowFolder:
     if not is_uri(root):
         return _LocalFolder(Path(root) / relative)
-    uri = str(root)
-    fs, path = open_uri(uri)
+    fs, path = open_uri(root)
     if fs.type_name == "local":  # file:///abs/path: the local folder, with its atomic renames
         return _LocalFolder(Path(path) / relative)
-    return _ArrowFolder(fs, PurePosixPath(path.rstrip("/")) / relative, _join(redact_uri(uri), relative))
+    return _ArrowFolder(fs, PurePosixPath(path.rstrip("/")) / relative, _join(redact_uri(root), relative))
 
 
 class EmbeddingStore:
@@ -156,7 +156,7 @@ class EmbeddingStore:
     """
 
     def __init__(self, root: str | Path, backbone_id: str, kind: str) -> None:
-        self._shards = _open_folder(root, f"embeddings/{_safe_name(backbone_id)}/{kind}")
+        self._shards = _open_folder(root, f"embeddings/{safe_name(backbone_id)}/{kind}")
         self.folder: PurePath = self._shards.folder
         self.location = self._shards.location
         self._vectors: dict[str, np.ndarray] | None = None
