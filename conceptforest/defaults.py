@@ -10,6 +10,20 @@ DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 TINY_RANDOM = "conceptforest-tiny-random"
 RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS: this backbone is untrained; its scores carry no meaning about images."
+WORLD_CLIP = "conceptforest-world"
+SYNTHETIC_WORLD_WARNING = (
+    "TOY WORLD: these numbers come from a small CLIP trained on conceptforest's synthetic creature world; they show "
+    "how the pipeline and its explanations behave when the model really sees, not accuracy on photos."
+)
+
+
+def weights_warning(random_weights: bool, synthetic_world: bool) -> str | None:
+    """The warning every output of a backbone carries: random weights, a toy-world model, or none."""
+    if random_weights:
+        return RANDOM_WEIGHTS_WARNING
+    return SYNTHETIC_WORLD_WARNING if synthetic_world else None
+
+
 PRECISIONS = ("fp32", "int8", "fp16", "bf16")
 DEFAULT_MAX_PIXELS = 50_000_000
 RENDER_FORMATS = ("svg", "png", "dot")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-from conceptforest.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED, TINY_RANDOM
+from conceptforest.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED, TINY_RANDOM, WORLD_CLIP
 from conceptforest.errors import BadInputError, ConceptforestError
 
 if TYPE_CHECKING:
@@ -209,7 +209,8 @@ ClipOption = Annotated[
         "--clip",
         metavar="MODEL",
         help=f"open_clip model name (default {DEFAULT_MODEL}), hf-hub:org/repo, "
-        f"local-dir:/path, or {TINY_RANDOM} (untrained; labelled as such in every output).",
+        f"local-dir:/path, {WORLD_CLIP} (the packaged toy-world CLIP, trained on the synthetic creature world "
+        f"only), or {TINY_RANDOM} (untrained); both are labelled as such in every output.",
     ),
 ]
 PretrainedOption = Annotated[

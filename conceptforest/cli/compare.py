@@ -97,6 +97,8 @@ def compare(
         echo(f"{row.method}: {row.status}")
     if matrix.random_weights:
         echo("(random backbone weights: these accuracies say nothing about real CLIP)")
+    elif matrix.synthetic_world:
+        echo("(toy-world CLIP: accuracies on the synthetic creature world, not on photos)")
     if out is not None:
         atomic_write_text(out, table.to_csv(index=False))
         echo(f"Wrote {out}.")

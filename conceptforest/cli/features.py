@@ -23,7 +23,7 @@ from conceptforest.cli._common import (
     overrides,
     warn,
 )
-from conceptforest.defaults import DEFAULT_MAX_PIXELS, PRECISIONS, RANDOM_WEIGHTS_WARNING, SKIPPED_FILE
+from conceptforest.defaults import DEFAULT_MAX_PIXELS, PRECISIONS, SKIPPED_FILE
 from conceptforest.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -186,8 +186,8 @@ def extract(
         images, labels=concept_tree.labels, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
     )
     backbone = cfg.backbone(device=device, precision=precision, runtime=runtime)
-    if backbone.random_weights:
-        warn(RANDOM_WEIGHTS_WARNING)
+    if backbone.weights_warning:
+        warn(backbone.weights_warning)
     ray = RayFlags(ray_address, ray_actors, ray_cpus_per_actor, ray_gpus_per_actor) if backend == "ray" else None
     matrix, stats = _extract(
         dataset, concept_tree, backbone, out, cfg.cache_dir, batch_size, max_pixels, progress, ray, decode

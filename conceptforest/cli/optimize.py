@@ -31,7 +31,6 @@ from conceptforest.cli._common import (
     required_llm,
     warn,
 )
-from conceptforest.defaults import RANDOM_WEIGHTS_WARNING
 from conceptforest.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -202,8 +201,8 @@ def optimize(
     client = required_llm(cfg, "The optimisation rewrites descriptors with an LLM")
     dataset, matrix = _dataset(images, (val_fraction, test_fraction), seed)
     backbone = _backbone(cfg, matrix, any(x is not None for x in (clip, pretrained, checkpoint)), device)
-    if backbone.random_weights:
-        warn(RANDOM_WEIGHTS_WARNING)
+    if backbone.weights_warning:
+        warn(backbone.weights_warning)
     few, skipped = few_shot_images(dataset, backbone, shots=shots, seed=seed, cache_dir=cfg.cache_dir)
     for item in skipped[:5]:
         warn(f"skipped {item.path}: {item.reason}")

@@ -42,14 +42,12 @@ from conceptforest.cli._common import (
 )
 from conceptforest.cli.concepts import confirm_plan, read_label_file
 from conceptforest.cli.explain import DescriptorsOption, MethodsOption
-from conceptforest.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED, RANDOM_WEIGHTS_WARNING, TINY_RANDOM
+from conceptforest.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED, SYNTHETIC_WORLD_WARNING, WORLD_CLIP
 from conceptforest.errors import BadInputError
 
 if TYPE_CHECKING:
     from conceptforest.features.backbone import Backbone
     from conceptforest.pipeline import RunResult
-
-DEMO_DOMAIN = "toy shape"
 
 
 def _summary(result: RunResult, backbone: Backbone) -> None:
@@ -68,8 +66,8 @@ def _summary(result: RunResult, backbone: Backbone) -> None:
             f"(95 % bootstrap {low:.3f}-{high:.3f})."
         )
     echo(f"Report: {result.report_path}")
-    if backbone.random_weights:
-        warn(RANDOM_WEIGHTS_WARNING + " The report says so in a banner.")
+    if backbone.weights_warning:
+        warn(backbone.weights_warning + " The report says so in a banner.")
 
 
 def run(
@@ -173,40 +171,44 @@ def demo(
     offline: Annotated[
         bool,
         typer.Option(
-            help=f"Use the untrained {TINY_RANDOM} backbone instead of downloading "
-            f"{DEFAULT_MODEL}/{DEFAULT_PRETRAINED}; every output says so."
+            help=f"Use the packaged {WORLD_CLIP} backbone (a small CLIP trained on the synthetic world) instead of "
+            f"downloading {DEFAULT_MODEL}/{DEFAULT_PRETRAINED}; every output says its numbers are toy-world ones."
         ),
     ] = False,
-    per_label: Annotated[int, typer.Option(min=5, metavar="N", help="Images made per label.")] = 60,
+    per_label: Annotated[int, typer.Option(min=5, metavar="N", help="Images drawn per class.")] = 30,
     n_estimators: Annotated[int, typer.Option(min=1, metavar="N", help="Trees in the forest.")] = 200,
     cache_dir: CacheDirOption = None,
     progress: ProgressOption = True,
 ) -> None:
-    """Run the whole pipeline on made-up images of five coloured shapes, with no LLM and no network (--offline).
+    """Run the whole pipeline on a synthetic world of 2D creatures whose truth is known, with no LLM.
 
-    The concept tree is the LLM-free template tree; the images are drawn with PIL; the DCLIP and CuPL descriptor
-    sets are hand-written (descriptors-dclip.json, descriptors-cupl.json), so every method of the comparison runs.
+    The images (30 invented classes of creatures, drawn with PIL, ground truth in images/ground_truth.jsonl) and
+    the concept tree (the world's true tree) come from the world's specification; so do the DCLIP and CuPL
+    descriptor sets (each class's true part values), so every method of the comparison runs. With --offline the
+    backbone is the packaged toy-world CLIP, trained only on these drawings: the report's findings can be checked
+    against the world's truth, and say nothing about photos.
     """
-    from conceptforest.concepts.template import template_tree
     from conceptforest.features.backbone import load_backbone
-    from conceptforest.features.synthetic import SHAPES, demo_descriptor_sets, make_shape_images
     from conceptforest.pipeline import run_pipeline
+    from conceptforest.world import load_world, make_world_images
+    from conceptforest.world.descriptors import true_descriptor_sets
 
-    images = make_shape_images(out / "images", per_label=per_label)
-    descriptor_sets = demo_descriptor_sets()  # hand-written (no LLM); run_pipeline saves them beside the run
+    world = load_world()
+    echo(f"Drawing {per_label} images of each of the world's {len(world.labels)} classes into {out / 'images'}.")
+    make_world_images(out / "images", world, per_label=per_label)
     if offline:
-        warn(f"--offline: using the untrained {TINY_RANDOM} backbone. {RANDOM_WEIGHTS_WARNING}")
-        backbone = load_backbone(TINY_RANDOM)
+        warn(f"--offline: using the packaged {WORLD_CLIP} backbone. {SYNTHETIC_WORLD_WARNING}")
+        backbone = load_backbone(WORLD_CLIP)
     else:
         backbone = load_backbone(DEFAULT_MODEL, DEFAULT_PRETRAINED, cache_dir=cache_dir)
     result = run_pipeline(
-        images,
-        DEMO_DOMAIN,
+        out / "images",
+        world.domain,
         out,
         backbone=backbone,
         llm=None,
-        tree=template_tree(DEMO_DOMAIN, list(SHAPES)),
-        descriptors=descriptor_sets,
+        tree=world.true_tree(),
+        descriptors=true_descriptor_sets(world),  # from the specification (no LLM); saved beside the run
         cache_dir=cache_dir,
         n_estimators=n_estimators,
         n_repeats=5,

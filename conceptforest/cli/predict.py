@@ -64,6 +64,8 @@ def predict(
                 echo(f"    {item.shap:+.3f}  {strip_control(item.concept)}  (score {item.score:.3f})")
             if result.random_weights:
                 echo("    (random backbone weights: these numbers mean nothing about the image)")
+            elif result.synthetic_world:
+                echo("    (toy-world CLIP: trained on the synthetic creature world only, not on photos)")
     for result in skipped:
         typer.echo(f"Error: {strip_control(result.path)}: could not be read: {strip_control(result.reason)}", err=True)
     if skipped:

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from conceptforest.cli._common import SeedOption, echo, warn
-from conceptforest.defaults import RANDOM_WEIGHTS_WARNING
 
 
 def train(
@@ -32,8 +31,8 @@ def train(
     from conceptforest.models.train import train_model
 
     matrix = FeatureMatrix.load(run_dir)
-    if matrix.random_weights:
-        warn(RANDOM_WEIGHTS_WARNING)
+    if matrix.weights_warning:
+        warn(matrix.weights_warning)
     grid = {"max_depth": [None, 8, 16], "min_samples_leaf": [1, 3]} if search else None
     bundle = train_model(
         matrix,

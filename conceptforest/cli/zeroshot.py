@@ -29,7 +29,6 @@ from conceptforest.cli._common import (
     warn,
 )
 from conceptforest.cli.explain import DescriptorsOption
-from conceptforest.defaults import RANDOM_WEIGHTS_WARNING
 
 ZERO_SHOT_METHODS = ("clip", "ensemble", "dclip", "cupl", "waffle", "tree-descriptors", "mllm", "wdys")
 REQUESTS_PER_IMAGE = {"mllm": 1, "wdys": 2}
@@ -101,8 +100,8 @@ def zeroshot(
             + (f", {limit} images" if limit else "")
             + "; cached answers are not requested again."
         )
-    if backbone.random_weights:
-        warn(RANDOM_WEIGHTS_WARNING)
+    if backbone.weights_warning:
+        warn(backbone.weights_warning)
     done = run_zero_shot(
         images,
         method,

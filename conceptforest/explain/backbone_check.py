@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from conceptforest.errors import BadInputError
-from conceptforest.features.backbone import TINY_RANDOM, Backbone, checkpoint_sha256, checkpoint_weights
+from conceptforest.features.backbone import TINY_RANDOM, WORLD_CLIP, Backbone, checkpoint_sha256, checkpoint_weights
 from conceptforest.features.spec import LOCAL_DIR, BackboneSpec
 from conceptforest.models.bundle import ModelBundle
 
@@ -22,8 +22,8 @@ def trained_with(spec: BackboneSpec | None, backbone_id: str) -> tuple[str, str]
     name = spec.model if spec is not None else "?"
     weights = (spec.weights or "?") if spec is not None else "?"
     recorded = spec.checkpoint if spec is not None else None
-    if name == TINY_RANDOM:
-        how = f"pass --clip {TINY_RANDOM} (or no backbone flags)."
+    if name in (TINY_RANDOM, WORLD_CLIP):
+        how = f"pass --clip {name} (or no backbone flags)."
     elif name.startswith(LOCAL_DIR):
         how = f"pass --clip local-dir:FOLDER with a folder whose weight files have {weights} (it was {name!r})."
     elif weights.startswith("sha256-"):
@@ -76,7 +76,7 @@ def _resolve(
                 f"The model was trained on the model folder {str(folder)!r} ({described}), which is no longer there.",
                 hint=how,
             )
-    own_weights = name == TINY_RANDOM or name.startswith(LOCAL_DIR)
+    own_weights = name in (TINY_RANDOM, WORLD_CLIP) or name.startswith(LOCAL_DIR)
     if pretrained is None and checkpoint is None and not own_weights and recorded is not None:
         if (recorded.weights or "").startswith("sha256-"):
             return name, None, _recorded_checkpoint(recorded, backbone_id), name == recorded.model

@@ -56,7 +56,7 @@ def _new_report(run: Evaluation, made_by: Mapping[str, Any] | None) -> Report:
         f"conceptforest report: {len(matrix.labels)} labels, {len(matrix.concept_ids)} concepts",
         banner=RANDOM_WEIGHTS_WARNING + " The numbers below show the pipeline works, not what it can do."
         if matrix.random_weights
-        else None,
+        else matrix.weights_warning,
         provenance={
             "backbone_id": matrix.backbone_id,
             "tree_hash": matrix.tree_hash,

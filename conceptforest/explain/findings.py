@@ -3,8 +3,8 @@
 Four kinds, in the order the report shows them:
 
 - ``warning``: weak inputs (random backbone weights, a tree that cannot tell labels apart or copies the prompt's
-  example, concepts CLIP does not detect, labels with few images, skipped files, byte-identical images under
-  different labels);
+  example, concepts CLIP does not detect, parts the tree gives every label alike that the model leans on (a
+  nuisance or shortcut), labels with few images, skipped files, byte-identical images under different labels);
 - ``comparison``: the concept forest against each control, zero-shot CLIP and the linear probe (the ceiling):
   better than / not distinguishable from / worse than, from the accuracy intervals and the paired McNemar test;
 - ``importance``: the parts and attribute kinds that matter most, and those whose permutation changes nothing;
@@ -30,6 +30,7 @@ from conceptforest.explain.confusion import confused_pairs
 from conceptforest.explain.grounding import DETECTED_AUC
 from conceptforest.explain.report import Report, section_anchor
 from conceptforest.explain.sections import Evaluation, Rollup, duplicate_files
+from conceptforest.explain.shortcuts import shared_parts, shortcut_sentence
 
 __all__ = ["Finding", "MethodRow", "add_findings", "comparison_findings", "compute_findings", "verdict"]
 
@@ -317,6 +318,16 @@ def data_warnings(run: Evaluation, skipped: pd.DataFrame | None) -> list[Finding
                 backbone_id=matrix.backbone_id,
             )
         )
+    elif matrix.synthetic_world:
+        found.append(
+            _warning(
+                f"The backbone {matrix.backbone_id} is the toy-world CLIP, trained only on conceptforest's synthetic "
+                f"creature world: the numbers below are toy-world numbers, which show that the pipeline and its "
+                f"explanations behave correctly when the model really sees, not accuracy on photos.",
+                "Summary",
+                backbone_id=matrix.backbone_id,
+            )
+        )
     counts = matrix.frame["label"].astype(str).value_counts()
     evaluated = run.y.astype(str).value_counts()
     few = [
@@ -354,6 +365,15 @@ def data_warnings(run: Evaluation, skipped: pd.DataFrame | None) -> list[Finding
     return found
 
 
+def shortcut_warnings(run: Evaluation, rollup: Rollup) -> list[Finding]:
+    """Parts the tree gives every label alike (constant parts, nuisances) that still matter when permuted."""
+    found = shortcut_sentence(rollup.part, shared_parts(run.matrix.concepts, run.matrix.labels))
+    if found is None:
+        return []
+    sentence, parts = found
+    return [_warning(sentence, "Roll-up", parts=", ".join(parts))]
+
+
 def compute_findings(
     run: Evaluation,
     comparison: pd.DataFrame,
@@ -368,6 +388,7 @@ def compute_findings(
         *data_warnings(run, skipped),
         *tree_warnings(run, tree),
         *grounding_warnings(run),
+        *shortcut_warnings(run, rollup),
         *comparison_findings(MethodRow.from_table(comparison)),
         *group_findings(rollup.part, "parts"),
         *group_findings(rollup.attribute, "attribute kinds"),

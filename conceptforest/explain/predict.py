@@ -44,6 +44,7 @@ class ImagePrediction:
     probabilities: Mapping[str, float]
     contributions: tuple[Contribution, ...]
     random_weights: bool = False
+    synthetic_world: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object ``predict --json`` prints."""
@@ -53,6 +54,7 @@ class ImagePrediction:
             "probabilities": dict(self.probabilities),
             "contributions": [{"concept": c.concept, "shap": c.shap, "score": c.score} for c in self.contributions],
             "random_weights": self.random_weights,
+            "synthetic_world": self.synthetic_world,
         }
 
 
@@ -117,6 +119,7 @@ class _Predictor:
                 for i in strongest
             ),
             random_weights=self.bundle.manifest.random_weights,
+            synthetic_world=self.bundle.manifest.synthetic_world,
         )
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 
 from conceptforest.atomic import atomic_write_text
-from conceptforest.defaults import RANDOM_WEIGHTS_WARNING
 from conceptforest.explain import plots
 from conceptforest.explain.confusion import confusion_tables
 from conceptforest.explain.report import Report
@@ -45,7 +44,7 @@ def write_zero_shot_report(
     truth = predictions["label"].tolist()
     report = Report(
         f"conceptforest zero-shot: {result.display}, {len(result.labels)} labels",
-        banner=RANDOM_WEIGHTS_WARNING if matrix.random_weights else None,
+        banner=matrix.weights_warning,
         made_by={"method": result.name, "backbone_id": matrix.backbone_id, "images": len(predictions)},
     )
     with warnings.catch_warnings():  # unmatched vision-LLM answers are a "label" outside the label set, on purpose

@@ -36,6 +36,10 @@ from conceptforest.defaults import (
 from conceptforest.defaults import (
     TINY_RANDOM as TINY_RANDOM,
 )
+from conceptforest.defaults import (
+    WORLD_CLIP as WORLD_CLIP,
+)
+from conceptforest.defaults import weights_warning
 from conceptforest.errors import BadInputError
 from conceptforest.features.devices import MIXED_PRECISION as MIXED_PRECISION
 from conceptforest.features.devices import check_precision as check_precision
@@ -85,6 +89,12 @@ class Backbone:
     random_weights: bool
     description: dict[str, Any]
     autocast: torch.dtype | None = None  # fp16/bf16 mixed precision; None: the model's own (fp32 or int8)
+    synthetic_world: bool = False  # trained only on the synthetic world (conceptforest.world): toy-world numbers
+
+    @property
+    def weights_warning(self) -> str | None:
+        """Random weights or a toy-world model, in one sentence; None for real weights."""
+        return weights_warning(self.random_weights, self.synthetic_world)
 
     def autocast_context(self) -> contextlib.AbstractContextManager[Any]:
         if self.autocast is None:
@@ -218,7 +228,20 @@ class _Weights:
     source: str | None  # what open_clip's ``pretrained`` receives
     tag: str  # the weights part of the backbone id
     random: bool = False
-    checkpoint: dict[str, str] = field(default_factory=dict)  # path and full sha256 of a checkpoint file
+    checkpoint: dict[str, str] = field(default_factory=dict)
+    synthetic_world: bool = False  # path and full sha256 of a checkpoint file
+
+
+def world_clip_folder() -> Path:
+    """The packaged world CLIP (``--clip conceptforest-world``): an open_clip ``local-dir:`` folder."""
+    from importlib import resources
+
+    return Path(str(resources.files("conceptforest").joinpath("data", "world_clip")))
+
+
+def resolve_world_clip(name: str) -> str:
+    """``local-dir:<packaged folder>`` for the short name :data:`WORLD_CLIP`; any other name unchanged."""
+    return f"local-dir:{world_clip_folder()}" if name == WORLD_CLIP else name
 
 
 def local_dir_weights_id(folder: Path) -> str:
@@ -247,8 +270,13 @@ def _weights_for(name: str, pretrained: str | None, checkpoint: str | Path | Non
                 hint="point local-dir: at a folder with open_clip_config.json and weights.",
             )
         config = json.loads((folder / "open_clip_config.json").read_text())
-        random_weights = bool(config.get("conceptforest", {}).get("random_weights", False))
-        return _Weights(None, local_dir_weights_id(folder), random=random_weights)
+        ours = config.get("conceptforest", {})
+        return _Weights(
+            None,
+            local_dir_weights_id(folder),
+            random=bool(ours.get("random_weights", False)),
+            synthetic_world=bool(ours.get("synthetic_world", False)),
+        )
     if not pretrained and not name.startswith("hf-hub:"):
         raise BadInputError(
             f"No weights were given for CLIP model {name!r}.",
@@ -292,7 +320,7 @@ def model_id_part(name: str) -> str:
     """The model part of a backbone id."""
     if name == TINY_RANDOM:
         return "tiny-random"
-    if name.startswith("local-dir:"):
+    if name.startswith("local-dir:") or name == WORLD_CLIP:
         return "local-dir"  # the folder's place on disk is not part of what the model is
     return name.replace("/", "_")
 
@@ -315,7 +343,9 @@ def load_backbone(
     ----------
     name : str
         An open_clip model name (``ViT-B-32``), ``hf-hub:org/repo``, ``local-dir:/path``, or
-        ``conceptforest-tiny-random`` (untrained, for tests and offline demos; labelled as random everywhere).
+        ``conceptforest-tiny-random`` (untrained, for fast tests; labelled as random everywhere), or
+        ``conceptforest-world`` (the packaged small CLIP trained on the synthetic world; labelled as a toy-world
+        model everywhere).
     pretrained : str, optional
         A pretrained tag for a plain model name; downloaded on first use into ``cache_dir``.
     checkpoint : path, optional
@@ -353,8 +383,10 @@ def load_backbone(
         preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
         tokenizer = open_clip.get_tokenizer(DEFAULT_MODEL)
     else:
-        weights = _weights_for(name, pretrained, checkpoint)
-        model, preprocess, tokenizer = _create_named(name, weights, torch_device, cache_dir, image_mean, image_std)
+        weights = _weights_for(resolve_world_clip(name), pretrained, checkpoint)
+        model, preprocess, tokenizer = _create_named(
+            resolve_world_clip(name), weights, torch_device, cache_dir, image_mean, image_std
+        )
     model = model.to(torch_device).eval()
     if precision == "int8":
         model = quantize_linear_int8(model)
@@ -371,13 +403,17 @@ def load_backbone(
         backbone_id=backbone_id + ("" if precision == "fp32" else f"__{precision}"),
         device=torch_device,
         random_weights=weights.random,
+        synthetic_world=weights.synthetic_world,
         description={
             "model": name,
-            "pretrained": pretrained if weights.source == pretrained and name != TINY_RANDOM else None,
+            "pretrained": pretrained
+            if weights.source == pretrained and name not in (TINY_RANDOM, WORLD_CLIP)
+            else None,
             "cache_dir": str(cache_dir) if cache_dir is not None else None,
             "weights": weights.tag,
             "preprocess": repr(preprocess),
             "random_weights": weights.random,
+            "synthetic_world": weights.synthetic_world,
             "precision": precision,
             "runtime": runtime,
             **weights.checkpoint,  # where a checkpoint file was, and its sha256: predict can reload it from there

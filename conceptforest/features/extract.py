@@ -28,7 +28,7 @@ from conceptforest.defaults import (  # re-exported: the stage modules have alwa
     SKIPPED_FILE as SKIPPED_FILE,
 )
 from conceptforest.errors import BadInputError
-from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING, Backbone
+from conceptforest.features.backbone import Backbone
 from conceptforest.features.dataset import ImageDataset, ImageRecord, check_labels_match
 from conceptforest.features.devices import probe_gpu_batch_size
 from conceptforest.features.images import DEFAULT_MAX_PIXELS, SkippedImage
@@ -373,7 +373,7 @@ def _sidecar_meta(
         backbone_id=backbone.backbone_id,
         backbone=backbone.spec,
         random_weights=backbone.random_weights,
-        warning=RANDOM_WEIGHTS_WARNING if backbone.random_weights else None,
+        warning=backbone.weights_warning,
         tree_hash=tree.tree_hash(),
         tree_generator=tree.provenance.generator,
         split_seed=dataset.split_seed,

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from conceptforest.atomic import atomic_write_json
 from conceptforest.cache import file_sha256
 from conceptforest.concepts.tree import Concept
+from conceptforest.defaults import weights_warning
 from conceptforest.errors import BadInputError
 from conceptforest.features.meta import FeatureMeta
 
@@ -75,6 +76,15 @@ class FeatureMatrix:
     @property
     def random_weights(self) -> bool:
         return self.meta.random_weights
+
+    @property
+    def synthetic_world(self) -> bool:
+        """Whether the backbone was trained only on the synthetic world (toy-world numbers)."""
+        return self.meta.backbone is not None and self.meta.backbone.synthetic_world
+
+    @property
+    def weights_warning(self) -> str | None:
+        return weights_warning(self.random_weights, self.synthetic_world)
 
     @property
     def backbone_id(self) -> str:

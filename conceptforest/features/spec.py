@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from conceptforest.defaults import DEFAULT_PRETRAINED, PRECISIONS, TINY_RANDOM
+from conceptforest.defaults import DEFAULT_PRETRAINED, PRECISIONS, TINY_RANDOM, WORLD_CLIP
 from conceptforest.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -46,8 +46,9 @@ class BackboneSpec(BaseModel):
         not part of the backbone id; it is recorded so that :meth:`load` runs the same way.
     cache_dir : str, optional
         open_clip's download folder; :meth:`load` may override it.
-    weights, preprocess, random_weights
-        Recorded after loading: the weights part of the backbone id, the preprocessing, whether untrained.
+    weights, preprocess, random_weights, synthetic_world
+        Recorded after loading: the weights part of the backbone id, the preprocessing, whether untrained, whether
+        trained only on the synthetic world (``conceptforest-world``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -62,6 +63,7 @@ class BackboneSpec(BaseModel):
     weights: str | None = None
     preprocess: str | None = None
     random_weights: bool = False
+    synthetic_world: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -70,7 +72,9 @@ class BackboneSpec(BaseModel):
         if not isinstance(data, dict) or "pretrained" in data:
             return data
         model, weights = str(data.get("model", "")), data.get("weights")
-        named = model != TINY_RANDOM and not model.startswith(LOCAL_DIR) and not data.get("checkpoint")
+        named = (
+            model not in (TINY_RANDOM, WORLD_CLIP) and not model.startswith(LOCAL_DIR) and not data.get("checkpoint")
+        )
         if named and isinstance(weights, str) and weights != "none" and not weights.startswith(SHA_PREFIX):
             return {**data, "pretrained": weights}
         return data
@@ -110,7 +114,7 @@ class BackboneSpec(BaseModel):
             raise BadInputError(f"Unknown runtime {runtime!r}.", hint=f"use one of {list(RUNTIMES)}.")
         if not model.strip() or model in (LOCAL_DIR, HF_HUB):
             raise BadInputError(f"{model!r} names no CLIP model.", hint="pass --clip MODEL (e.g. ViT-B-32).")
-        own_weights = model == TINY_RANDOM or model.startswith(LOCAL_DIR) or checkpoint is not None
+        own_weights = model in (TINY_RANDOM, WORLD_CLIP) or model.startswith(LOCAL_DIR) or checkpoint is not None
         return cls(
             model=model,
             pretrained=None if own_weights else pretrained,
@@ -125,7 +129,7 @@ class BackboneSpec(BaseModel):
         """Which naming form this is."""
         if self.model == TINY_RANDOM:
             return "tiny-random"
-        if self.model.startswith(LOCAL_DIR):
+        if self.model.startswith(LOCAL_DIR) or self.model == WORLD_CLIP:
             return "local-dir"
         if self.checkpoint is not None or (self.weights or "").startswith(SHA_PREFIX):
             return "checkpoint"
@@ -134,6 +138,10 @@ class BackboneSpec(BaseModel):
     @property
     def folder(self) -> Path | None:
         """The folder of a ``local-dir:`` backbone."""
+        if self.model == WORLD_CLIP:
+            from conceptforest.features.backbone import world_clip_folder
+
+            return world_clip_folder()
         return Path(self.model.removeprefix(LOCAL_DIR)) if self.kind == "local-dir" else None
 
     def expected_id_prefix(self) -> str | None:

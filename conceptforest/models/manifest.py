@@ -61,6 +61,11 @@ class BundleManifest(BaseModel):
         """The concept sentences, in column order."""
         return [c.sentence for c in self.concepts]
 
+    @property
+    def synthetic_world(self) -> bool:
+        """Whether the backbone was trained only on the synthetic world (toy-world numbers)."""
+        return self.backbone is not None and self.backbone.synthetic_world
+
     def to_json(self) -> dict[str, Any]:
         """The JSON object ``manifest.json`` holds."""
         return self.model_dump(mode="json")

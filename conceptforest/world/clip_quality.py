@@ -81,7 +81,7 @@ def attribute_accuracy(
     """Zero-shot accuracy of each distinguishing slot and the background on ``creatures``."""
     embeddings = encode_images(creatures)
     per_slot: dict[str, float] = {}
-    keys = [*spec.keys(), AttributeKey("background", "colour")]
+    keys = [*spec.slots(), AttributeKey("background", "colour")]
     for key in keys:
         values = spec.values(key)
         texts = encode_texts([sentence(key, value) for value in values])

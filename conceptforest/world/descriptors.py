@@ -34,7 +34,7 @@ def _article(part: str) -> str:
 
 def world_vocabulary(spec: WorldSpec) -> list[str]:
     """Every part value of the world as a noun phrase, in specification order."""
-    return [part_phrase(key.part, value) for key in spec.keys() for value in spec.values(key)]
+    return [part_phrase(key.part, value) for key in spec.slots() for value in spec.values(key)]
 
 
 def true_descriptor_sets(spec: WorldSpec) -> list[DescriptorSet]:
@@ -45,10 +45,11 @@ def true_descriptor_sets(spec: WorldSpec) -> list[DescriptorSet]:
     dclip: dict[str, list[str]] = {}
     cupl: dict[str, list[str]] = {}
     for world_class in spec.classes:
-        phrases = [part_phrase(key.part, world_class.value(key)) for key in spec.keys()]
+        phrases = [part_phrase(key.part, world_class.value(key)) for key in spec.slots()]
         dclip[world_class.name] = phrases
         cupl[world_class.name] = [
-            f"A {world_class.name} has {_article(key.part)}{world_class.value(key)} {key.part}." for key in spec.keys()
+            f"The {world_class.name} has {_article(key.part)}{world_class.value(key)} {key.part}."
+            for key in spec.slots()
         ]
     labels = spec.labels
     provenance = Provenance(note=TRUE_NOTE)

@@ -54,7 +54,7 @@ def _constant_values(spec: WorldSpec) -> dict[AttributeKey, str]:
 def creature_for(spec: WorldSpec, label: str, rng: np.random.Generator, *, background: str | None = None) -> Creature:
     """A creature of class ``label`` with random nuisances (a random background unless one is given)."""
     world_class = spec.world_class(label)
-    values = {key: world_class.value(key) for key in spec.keys()}
+    values = {key: world_class.value(key) for key in spec.slots()}
     values.update(_constant_values(spec))
     backgrounds = spec.nuisances[NUISANCE_PART]
     values[BACKGROUND] = background or backgrounds[int(rng.integers(len(backgrounds)))]
@@ -63,7 +63,7 @@ def creature_for(spec: WorldSpec, label: str, rng: np.random.Generator, *, backg
 
 def random_creature(spec: WorldSpec, rng: np.random.Generator) -> Creature:
     """A creature with every slot drawn uniformly (no class), as the world CLIP is trained on."""
-    values = {key: spec.values(key)[int(rng.integers(len(spec.values(key))))] for key in spec.keys()}
+    values = {key: spec.values(key)[int(rng.integers(len(spec.values(key))))] for key in spec.slots()}
     values.update(_constant_values(spec))
     backgrounds = spec.nuisances[NUISANCE_PART]
     values[BACKGROUND] = backgrounds[int(rng.integers(len(backgrounds)))]

@@ -82,11 +82,11 @@ class WorldSpec(BaseModel):
         names = [c.name for c in self.classes]
         if len(set(names)) != len(names):
             raise ValueError("two classes share a name")
-        combos = {tuple(c.value(k) for k in self.keys()) for c in self.classes}
+        combos = {tuple(c.value(k) for k in self.slots()) for c in self.classes}
         if len(combos) != len(self.classes):
             raise ValueError("two classes have the same part values, so no image could tell them apart")
         for world_class in self.classes:
-            for key in self.keys():
+            for key in self.slots():
                 allowed = self.values(key)
                 value = world_class.values.get(key.part, {}).get(key.attribute)
                 if value not in allowed:
@@ -99,14 +99,14 @@ class WorldSpec(BaseModel):
             raise ValueError(f"the nuisances must include {NUISANCE_PART!r}")
         return self
 
-    def keys(self) -> list[AttributeKey]:
+    def slots(self) -> list[AttributeKey]:
         """The distinguishing (part, attribute) slots, in specification order."""
         return [AttributeKey(part.name, attribute) for part in self.parts for attribute in part.attributes]
 
-    def all_keys(self) -> list[AttributeKey]:
+    def all_slots(self) -> list[AttributeKey]:
         """Distinguishing, constant and nuisance slots (the nuisance as ``background/colour``)."""
         constant = [AttributeKey(p.name, a) for p in self.constant_parts for a in p.attributes]
-        return [*self.keys(), *constant, AttributeKey(NUISANCE_PART, "colour")]
+        return [*self.slots(), *constant, AttributeKey(NUISANCE_PART, "colour")]
 
     def values(self, key: AttributeKey) -> list[str]:
         """The values a slot can take."""
@@ -136,8 +136,8 @@ class WorldSpec(BaseModel):
 
     def distinguishing_concepts(self) -> set[str]:
         """Concept ids (``part:attribute=value``) of values that some classes have and others lack."""
-        found = set()
-        for key in self.keys():
+        found: set[str] = set()
+        for key in self.slots():
             used = {c.value(key) for c in self.classes}
             if len(used) > 1:
                 found.update(f"{key.part}:{key.attribute}={value}" for value in used)
@@ -180,8 +180,15 @@ def load_world(path: str | Path | None = None) -> WorldSpec:
         source = str(path)
     try:
         return WorldSpec.model_validate(json.loads(text))
-    except (ValidationError, json.JSONDecodeError) as exc:
+    except json.JSONDecodeError as exc:
         raise BadInputError(
-            f"The world specification {source} is not valid: {str(exc).splitlines()[0]}",
+            f"The world specification {source} is not valid JSON: {exc}.",
+            hint="compare it with conceptforest/data/world.json.",
+        ) from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the top level"
+        raise BadInputError(
+            f"The world specification {source} is not valid at {where}: {first['msg']}.",
             hint="compare it with conceptforest/data/world.json.",
         ) from exc

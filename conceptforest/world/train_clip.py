@@ -36,7 +36,6 @@ from conceptforest.atomic import atomic_write_text
 from conceptforest.world.captions import caption
 from conceptforest.world.clip_quality import attribute_accuracy, held_out_creatures, seen_creatures
 from conceptforest.world.render import Creature, render
-from conceptforest.world.sample import random_creature
 from conceptforest.world.spec import NUISANCE_PART, AttributeKey, WorldSpec, load_world
 
 __all__ = ["MODEL_CONFIG", "TrainSettings", "main", "train_world_clip"]
@@ -81,7 +80,7 @@ class Pool:
 
 
 def _slots(spec: WorldSpec) -> list[AttributeKey]:
-    return [*spec.keys(), AttributeKey(NUISANCE_PART, "colour")]
+    return [*spec.slots(), AttributeKey(NUISANCE_PART, "colour")]
 
 
 def _twin(spec: WorldSpec, creature: Creature, rng: np.random.Generator) -> tuple[Creature, AttributeKey]:
@@ -236,11 +235,11 @@ def _train_steps(model: Any, spec: WorldSpec, pool: Pool, settings: TrainSetting
         text = model.encode_text(tokenizer(captions), normalize=True)
         loss = soft_clip_loss(image, text, model.logit_scale.exp(), truth)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
     return losses
@@ -313,8 +312,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pool-pairs", type=int, default=defaults.pool_pairs, help="pre-rendered pairs")
     parser.add_argument("--eval-images", type=int, default=defaults.eval_images, help="images per evaluation")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of data and weights")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
     if args.batch_size < 4 or args.batch_size % 2 or args.pool_pairs < args.batch_size // 2:
         parser.error("--batch-size must be even and >= 4, and --pool-pairs at least half of it")
     settings = TrainSettings(
