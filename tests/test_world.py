@@ -41,7 +41,7 @@ def test_a_broken_specification_is_refused_with_the_file_named(tmp_path: Path) -
     data["classes"][1]["values"] = data["classes"][0]["values"]  # two classes no image could tell apart
     path = tmp_path / "world.json"
     path.write_text(json.dumps(data))
-    with pytest.raises(BadInputError, match="world.json.*same part values"):
+    with pytest.raises(BadInputError, match=r"world\.json.*same part values"):
         load_world(path)
 
 

@@ -175,7 +175,7 @@ def demo(
             f"downloading {DEFAULT_MODEL}/{DEFAULT_PRETRAINED}; every output says its numbers are toy-world ones."
         ),
     ] = False,
-    per_label: Annotated[int, typer.Option(min=5, metavar="N", help="Images drawn per class.")] = 30,
+    per_label: Annotated[int, typer.Option(min=5, metavar="N", help="Images drawn per class.")] = 40,
     n_estimators: Annotated[int, typer.Option(min=1, metavar="N", help="Trees in the forest.")] = 200,
     cache_dir: CacheDirOption = None,
     progress: ProgressOption = True,
