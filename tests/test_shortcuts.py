@@ -30,7 +30,7 @@ def test_parts_every_label_has_in_every_value_are_shared() -> None:
 
 def test_a_shared_part_that_matters_is_named_with_its_rank_and_interval() -> None:
     table = part_table([("body", 0.30, 0.25, 0.35), ("background", 0.12, 0.08, 0.16), ("eye", 0.01, -0.01, 0.02)])
-    found = shortcut_sentence(table, {"background", "eye"})
+    found = shortcut_sentence(table, {"background", "eye"}, rows=100)
     assert found is not None
     sentence, parts = found
     assert parts == ["background"]
@@ -40,6 +40,12 @@ def test_a_shared_part_that_matters_is_named_with_its_rank_and_interval() -> Non
 
 def test_no_finding_when_shared_parts_do_not_matter() -> None:
     table = part_table([("body", 0.30, 0.25, 0.35), ("background", 0.01, -0.01, 0.03)])
-    assert shortcut_sentence(table, {"background"}) is None
-    assert shortcut_sentence(table, set()) is None
-    assert shortcut_sentence(part_table([]), {"background"}) is None
+    assert shortcut_sentence(table, {"background"}, rows=100) is None
+    assert shortcut_sentence(table, set(), rows=100) is None
+    assert shortcut_sentence(part_table([]), {"background"}, rows=100) is None
+
+
+def test_one_image_flipping_in_every_repeat_is_not_a_shortcut() -> None:
+    table = part_table([("body", 0.30, 0.25, 0.35), ("eye", 1 / 120, 1 / 120, 1 / 120)])  # a tight interval above 0
+    assert shortcut_sentence(table, {"eye"}, rows=120) is None
+    assert shortcut_sentence(table, {"eye"}, rows=240) is not None  # two images' worth on twice the rows

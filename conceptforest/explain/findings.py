@@ -367,7 +367,7 @@ def data_warnings(run: Evaluation, skipped: pd.DataFrame | None) -> list[Finding
 
 def shortcut_warnings(run: Evaluation, rollup: Rollup) -> list[Finding]:
     """Parts the tree gives every label alike (constant parts, nuisances) that still matter when permuted."""
-    found = shortcut_sentence(rollup.part, shared_parts(run.matrix.concepts, run.matrix.labels))
+    found = shortcut_sentence(rollup.part, shared_parts(run.matrix.concepts, run.matrix.labels), len(run.X))
     if found is None:
         return []
     sentence, parts = found

@@ -100,7 +100,7 @@ class _Predictor:
 
     def predict(self, path: Path, frame: pd.DataFrame, top: int, explain_to: Path | None) -> ImagePrediction:
         proba = self.bundle.model.predict_proba(frame)[0]
-        order = np.argsort(-proba)
+        order = np.argsort(-proba, kind="stable")  # ties go to the first class, as the forest's predict does
         label = self.classes[order[0]]
         explanation = explain_shap(self.bundle.model, frame)
         contributions = explanation.for_class(label)[0]

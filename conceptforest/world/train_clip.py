@@ -45,7 +45,7 @@ IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 MODEL_CONFIG: dict[str, Any] = {
     "embed_dim": 64,
     "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
-    "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
+    "text_cfg": {"context_length": 48, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
     "quick_gelu": False,
 }
 SYNTHETIC_NOTE = (
