@@ -62,7 +62,9 @@ def _chance(spec: WorldSpec, images: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clip", default=WORLD_CLIP, help="backbone to measure (any --clip name)")
+    parser.add_argument(
+        "--clip", default=WORLD_CLIP, help="backbone to measure: conceptforest-world or local-dir:FOLDER"
+    )
     parser.add_argument("--images", type=int, default=1500, help="creatures per set")
     parser.add_argument("--seed", type=int, default=7, help="seed of the creatures (not the training seed)")
     args = parser.parse_args()

@@ -226,7 +226,6 @@ def test_demo_offline_end_to_end_with_predict(tmp_path: Path, vision_stub) -> No
     vision_rows = pd.read_csv(tmp_path / "vision.csv").set_index("name")
     assert list(vision_rows.index) == ["mllm", "wdys"]
     assert vision_rows["status"].str.startswith("computed").all()  # the stub knows shapes, not creatures
-    assert 0.0 <= vision_rows.loc["mllm", "accuracy"] <= 1.0
 
 
 def test_run_with_an_llm_tree_on_the_stub(stub, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

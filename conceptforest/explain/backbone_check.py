@@ -22,8 +22,13 @@ def trained_with(spec: BackboneSpec | None, backbone_id: str) -> tuple[str, str]
     name = spec.model if spec is not None else "?"
     weights = (spec.weights or "?") if spec is not None else "?"
     recorded = spec.checkpoint if spec is not None else None
-    if name in (TINY_RANDOM, WORLD_CLIP):
-        how = f"pass --clip {name} (or no backbone flags)."
+    if name == TINY_RANDOM:
+        how = f"pass --clip {TINY_RANDOM} (or no backbone flags)."
+    elif name == WORLD_CLIP:
+        how = (
+            f"the model was trained with another version of the packaged {WORLD_CLIP} (weights {weights}): train "
+            "it again, or pass --clip local-dir:FOLDER with the world CLIP folder of that version."
+        )
     elif name.startswith(LOCAL_DIR):
         how = f"pass --clip local-dir:FOLDER with a folder whose weight files have {weights} (it was {name!r})."
     elif weights.startswith("sha256-"):

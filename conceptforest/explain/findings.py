@@ -17,7 +17,7 @@ Every sentence names the values that made it; none is fixed text.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -26,17 +26,16 @@ from sklearn.metrics import confusion_matrix
 
 from conceptforest.concepts.tree import ConceptTree
 from conceptforest.concepts.tree_checks import check_concepts, check_tree, names
+from conceptforest.explain.caveats import backbone_warnings, shortcut_warnings, toy_world_data_warnings
 from conceptforest.explain.confusion import confused_pairs
+from conceptforest.explain.finding import Finding, Value, warning
 from conceptforest.explain.grounding import DETECTED_AUC
 from conceptforest.explain.report import Report, section_anchor
 from conceptforest.explain.sections import Evaluation, Rollup, duplicate_files
-from conceptforest.explain.shortcuts import shared_parts, shortcut_sentence
 
 __all__ = ["Finding", "MethodRow", "add_findings", "comparison_findings", "compute_findings", "verdict"]
 
-FindingKind = Literal["warning", "comparison", "importance", "confusion"]
 Verdict = Literal["better than", "not distinguishable from", "worse than"]
-Value = float | int | str
 
 SECTION = "Findings"
 ALPHA = 0.05
@@ -58,17 +57,6 @@ LEAST_SEPARATING = 3
 MIN_IMAGES_PER_LABEL = 10
 MIN_EVALUATED_PER_LABEL = 5
 LOW_GROUNDING = 0.5  # warn when CLIP detects fewer than this fraction of the checkable concepts
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One sentence of the findings: its kind, the text, the id of the section holding its evidence, and the
-    values that made it (also in ``report.json``)."""
-
-    kind: FindingKind
-    sentence: str
-    anchor: str
-    values: dict[str, Value] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -257,10 +245,6 @@ def confusion_findings(run: Evaluation, per_class: pd.DataFrame) -> list[Finding
     return found
 
 
-def _warning(sentence: str, section: str, **values: Value) -> Finding:
-    return Finding("warning", sentence, section_anchor(section), dict(values))
-
-
 def tree_warnings(run: Evaluation, tree: ConceptTree | None) -> list[Finding]:
     """The tree's input warnings (from the tree when given, else from the matrix's concepts)."""
     if tree is not None:
@@ -270,7 +254,7 @@ def tree_warnings(run: Evaluation, tree: ConceptTree | None) -> list[Finding]:
         problems = check_concepts(run.matrix.labels, run.matrix.concepts, template=template)
         section = "Grounding"
     return [
-        _warning(p.message, section, check=p.kind, labels=", ".join(p.labels), values=", ".join(p.values))
+        warning(p.message, section, check=p.kind, labels=", ".join(p.labels), values=", ".join(p.values))
         for p in problems
     ]
 
@@ -283,7 +267,7 @@ def grounding_warnings(run: Evaluation) -> list[Finding]:
         return []
     if scored.empty:
         return [
-            _warning(
+            warning(
                 f"None of the {len(table)} concepts can be checked for grounding: each is shared by every label or "
                 "by none, so no concept says which label an image shows.",
                 "Grounding",
@@ -295,7 +279,7 @@ def grounding_warnings(run: Evaluation) -> list[Finding]:
         return []
     worst = ", ".join(f"{r.concept} ({r.auc:.2f})" for r in scored.head(3).itertuples(index=False))
     return [
-        _warning(
+        warning(
             f"CLIP detects only {detected} of {len(scored)} checkable concepts (train ROC AUC ≥ {DETECTED_AUC}); "
             f"least detected: {worst}. Important concepts that CLIP does not detect merely correlate with labels.",
             "Grounding",
@@ -309,25 +293,7 @@ def data_warnings(run: Evaluation, skipped: pd.DataFrame | None) -> list[Finding
     """Random backbone weights, labels with few images, skipped files, byte-identical files under other labels."""
     found = []
     matrix = run.matrix
-    if matrix.random_weights:
-        found.append(
-            _warning(
-                f"The backbone {matrix.backbone_id} has random weights: its concept scores carry no visual meaning, "
-                f"so the {len(run.X)} evaluated images show that the pipeline runs, not what it can do.",
-                "Summary",
-                backbone_id=matrix.backbone_id,
-            )
-        )
-    elif matrix.synthetic_world:
-        found.append(
-            _warning(
-                f"The backbone {matrix.backbone_id} is the toy-world CLIP, trained only on conceptforest's synthetic "
-                f"creature world: the numbers below are toy-world numbers, which show that the pipeline and its "
-                f"explanations behave correctly when the model really sees, not accuracy on photos.",
-                "Summary",
-                backbone_id=matrix.backbone_id,
-            )
-        )
+    found.extend(backbone_warnings(run))
     counts = matrix.frame["label"].astype(str).value_counts()
     evaluated = run.y.astype(str).value_counts()
     few = [
@@ -338,7 +304,7 @@ def data_warnings(run: Evaluation, skipped: pd.DataFrame | None) -> list[Finding
     if few:
         listed = ", ".join(f"{label!r} ({total} in all, {n} in {run.split!r})" for label, total, n in few[:10])
         found.append(
-            _warning(
+            warning(
                 f"{len(few)} label(s) have few images: {listed}. Their precision, recall and importance rest on "
                 "few images.",
                 "Per label",
@@ -349,12 +315,12 @@ def data_warnings(run: Evaluation, skipped: pd.DataFrame | None) -> list[Finding
         reasons = skipped["reason"].astype(str).value_counts() if "reason" in skipped else pd.Series(dtype=int)
         why = "; ".join(f"{reason}: {count}" for reason, count in reasons.head(3).items())
         found.append(
-            _warning(f"{len(skipped)} file(s) were skipped during feature extraction ({why}).", "Skipped files")
+            warning(f"{len(skipped)} file(s) were skipped during feature extraction ({why}).", "Skipped files")
         )
     duplicates = duplicate_files(matrix.frame)
     if not duplicates.empty:
         found.append(
-            _warning(
+            warning(
                 f"{len(duplicates)} files are byte-identical copies filed under different labels "
                 f"({duplicates['sha256'].nunique()} distinct images; labels "
                 f"{names(sorted(duplicates['label'].unique()), 5)}).",
@@ -363,15 +329,6 @@ def data_warnings(run: Evaluation, skipped: pd.DataFrame | None) -> list[Finding
             )
         )
     return found
-
-
-def shortcut_warnings(run: Evaluation, rollup: Rollup) -> list[Finding]:
-    """Parts the tree gives every label alike (constant parts, nuisances) that still matter when permuted."""
-    found = shortcut_sentence(rollup.part, shared_parts(run.matrix.concepts, run.matrix.labels), len(run.X))
-    if found is None:
-        return []
-    sentence, parts = found
-    return [_warning(sentence, "Roll-up", parts=", ".join(parts))]
 
 
 def compute_findings(
@@ -387,6 +344,7 @@ def compute_findings(
     return [
         *data_warnings(run, skipped),
         *tree_warnings(run, tree),
+        *toy_world_data_warnings(run, tree),
         *grounding_warnings(run),
         *shortcut_warnings(run, rollup),
         *comparison_findings(MethodRow.from_table(comparison)),

@@ -43,7 +43,7 @@ def shortcut_sentence(part_table: pd.DataFrame, shared: set[str], rows: int) -> 
     if part_table.empty or not shared:
         return None
     ranked = part_table.sort_values("mean", ascending=False, kind="stable").reset_index(drop=True)
-    matters = (ranked["ci95_low"] > 0) & (ranked["mean"] * rows >= MIN_IMAGES)
+    matters = (ranked["ci95_low"] > 0) & (ranked["mean"] * rows >= MIN_IMAGES - 1e-9)  # float sums of 1/rows
     leaning = ranked[ranked["group"].astype(str).isin(shared) & matters]
     if leaning.empty:
         return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,15 +43,13 @@ from conceptforest.errors import BadInputError
 from conceptforest.features.devices import MIXED_PRECISION as MIXED_PRECISION
 from conceptforest.features.devices import check_precision as check_precision
 from conceptforest.features.devices import select_device as select_device
+from conceptforest.features.packaged import TINY_CONFIG as TINY_CONFIG
+from conceptforest.features.packaged import create_tiny, resolve_world_clip
+from conceptforest.features.packaged import save_tiny_backbone as save_tiny_backbone
+from conceptforest.features.packaged import world_clip_folder as world_clip_folder
 
 if TYPE_CHECKING:
     from conceptforest.features.spec import BackboneSpec
-
-TINY_CONFIG: dict[str, Any] = {
-    "embed_dim": 64,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
 
 
 def checkpoint_sha256(path: str | Path) -> str:
@@ -187,40 +184,6 @@ def _preprocess_id(preprocess: Any) -> str:
     return stable_hash(repr(preprocess))[:12]
 
 
-def _create_tiny(seed: int) -> Any:
-    import open_clip
-
-    root_logger = logging.getLogger()
-    level = root_logger.level
-    root_logger.setLevel(logging.ERROR)  # open_clip warns that no weights were loaded: we label that ourselves
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return open_clip.create_model(DEFAULT_MODEL, pretrained=None, **TINY_CONFIG)
-    finally:
-        root_logger.setLevel(level)
-
-
-def save_tiny_backbone(directory: str | Path, *, seed: int = 0) -> Path:
-    """Write a tiny random-weight open_clip model as a ``local-dir:`` folder (config + safetensors weights).
-
-    It is loaded back through the same local path as real weights: ``load_backbone(f"local-dir:{directory}")``.
-    """
-    from safetensors.torch import save_file
-
-    folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
-    model = _create_tiny(seed)
-    config = {
-        "model_cfg": {**TINY_CONFIG, "quick_gelu": False},
-        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]},
-        "conceptforest": {"random_weights": True, "seed": seed, "note": RANDOM_WEIGHTS_WARNING},
-    }
-    (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
-    return folder
-
-
 @dataclass(frozen=True)
 class _Weights:
     """Where a backbone's weights come from and how the backbone id names them."""
@@ -228,20 +191,8 @@ class _Weights:
     source: str | None  # what open_clip's ``pretrained`` receives
     tag: str  # the weights part of the backbone id
     random: bool = False
-    checkpoint: dict[str, str] = field(default_factory=dict)
-    synthetic_world: bool = False  # path and full sha256 of a checkpoint file
-
-
-def world_clip_folder() -> Path:
-    """The packaged world CLIP (``--clip conceptforest-world``): an open_clip ``local-dir:`` folder."""
-    from importlib import resources
-
-    return Path(str(resources.files("conceptforest").joinpath("data", "world_clip")))
-
-
-def resolve_world_clip(name: str) -> str:
-    """``local-dir:<packaged folder>`` for the short name :data:`WORLD_CLIP`; any other name unchanged."""
-    return f"local-dir:{world_clip_folder()}" if name == WORLD_CLIP else name
+    checkpoint: dict[str, str] = field(default_factory=dict)  # path and full sha256 of a checkpoint file
+    synthetic_world: bool = False  # trained only on the synthetic world (its config says so)
 
 
 def local_dir_weights_id(folder: Path) -> str:
@@ -325,6 +276,30 @@ def model_id_part(name: str) -> str:
     return name.replace("/", "_")
 
 
+def _description(
+    name: str,
+    pretrained: str | None,
+    weights: _Weights,
+    cache_dir: str | Path | None,
+    preprocess: str,
+    precision: str,
+    runtime: str,
+) -> dict[str, Any]:
+    """What ``Backbone.description`` (and so the recorded ``BackboneSpec``) holds."""
+    return {
+        "model": name,
+        "pretrained": pretrained if weights.source == pretrained and name not in (TINY_RANDOM, WORLD_CLIP) else None,
+        "cache_dir": str(cache_dir) if cache_dir is not None else None,
+        "weights": weights.tag,
+        "preprocess": preprocess,
+        "random_weights": weights.random,
+        "synthetic_world": weights.synthetic_world,
+        "precision": precision,
+        "runtime": runtime,
+        **weights.checkpoint,  # where a checkpoint file was, and its sha256: predict can reload it from there
+    }
+
+
 def load_backbone(
     name: str = DEFAULT_MODEL,
     pretrained: str | None = DEFAULT_PRETRAINED,
@@ -379,7 +354,7 @@ def load_backbone(
         check_runtime(runtime, torch_device, precision)
     if name == TINY_RANDOM:
         weights = _Weights(None, "random-seed0", random=True)
-        model = _create_tiny(0)
+        model = create_tiny(0)
         preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
         tokenizer = open_clip.get_tokenizer(DEFAULT_MODEL)
     else:
@@ -404,18 +379,5 @@ def load_backbone(
         device=torch_device,
         random_weights=weights.random,
         synthetic_world=weights.synthetic_world,
-        description={
-            "model": name,
-            "pretrained": pretrained
-            if weights.source == pretrained and name not in (TINY_RANDOM, WORLD_CLIP)
-            else None,
-            "cache_dir": str(cache_dir) if cache_dir is not None else None,
-            "weights": weights.tag,
-            "preprocess": repr(preprocess),
-            "random_weights": weights.random,
-            "synthetic_world": weights.synthetic_world,
-            "precision": precision,
-            "runtime": runtime,
-            **weights.checkpoint,  # where a checkpoint file was, and its sha256: predict can reload it from there
-        },
+        description=_description(name, pretrained, weights, cache_dir, repr(preprocess), precision, runtime),
     )

@@ -62,12 +62,17 @@ def train_model(
     -------
     ModelBundle
         The fitted model and its manifest; ``bundle.metrics`` holds the held-out metrics (``eval_split``,
-        ``random_weights``, and accuracy with its interval, balanced accuracy, macro-F1, ... when that split
-        has rows). ``manifest.model_sha256`` is set only when the bundle was saved.
+        ``random_weights``, ``synthetic_world`` (toy-world numbers), and accuracy with its interval, balanced
+        accuracy, macro-F1, ... when that split has rows). ``manifest.model_sha256`` is set only when the bundle
+        was saved.
     """
     check_training_rows(matrix, params)
     model = ConceptForestClassifier(**params).fit(matrix.X("train"), matrix.y("train"))
-    metrics: dict[str, Any] = {"eval_split": eval_split, "random_weights": matrix.random_weights}
+    metrics: dict[str, Any] = {
+        "eval_split": eval_split,
+        "random_weights": matrix.random_weights,
+        "synthetic_world": matrix.synthetic_world,
+    }
     if not matrix.rows(eval_split).empty:
         predicted = model.predict(matrix.X(eval_split))
         metrics.update(

@@ -12,11 +12,15 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from conceptforest.errors import BadInputError
+from conceptforest.text import strip_control
+
+if TYPE_CHECKING:
+    from conceptforest.concepts.tree import ConceptTree
 
 __all__ = ["NUISANCE_PART", "AttributeKey", "WorldClass", "WorldPart", "WorldSpec", "load_world"]
 
@@ -82,6 +86,9 @@ class WorldSpec(BaseModel):
         names = [c.name for c in self.classes]
         if len(set(names)) != len(names):
             raise ValueError("two classes share a name")
+        for name in names:  # class names become folder names
+            if not name.strip() or name != strip_control(name) or any(c in name for c in "/\\") or ".." in name:
+                raise ValueError(f"class name {name!r} cannot be a folder name (empty, '/', '\\', '..' or control)")
         combos = {tuple(c.value(k) for k in self.slots()) for c in self.classes}
         if len(combos) != len(self.classes):
             raise ValueError("two classes have the same part values, so no image could tell them apart")
@@ -143,7 +150,7 @@ class WorldSpec(BaseModel):
                 found.update(f"{key.part}:{key.attribute}={value}" for value in used)
         return found
 
-    def true_tree(self) -> Any:
+    def true_tree(self) -> ConceptTree:
         """The world's concept tree in conceptforest's own format (a ``ConceptTree``)."""
         from conceptforest._version import package_version
         from conceptforest.concepts.tree import ConceptTree, Part, Provenance
@@ -167,7 +174,8 @@ class WorldSpec(BaseModel):
             "values": values,
             "provenance": Provenance(generator="manual", package_version=package_version(), note=WORLD_NOTE),
         }
-        return ConceptTree.from_dict(data, source="world specification")
+        tree: ConceptTree = ConceptTree.from_dict(data, source="world specification")
+        return tree
 
 
 def load_world(path: str | Path | None = None) -> WorldSpec:
