@@ -74,7 +74,7 @@ def test_the_concept_forest_on_the_true_tree_is_accurate(world: WorldRun) -> Non
 def test_name_only_zero_shot_clip_is_near_chance(world: WorldRun) -> None:
     accuracy = world.accuracy("clip")
     assert accuracy <= 3 * chance(world), (
-        f"name-only CLIP accuracy {accuracy:.3f}, chance {chance(world):.3f} (measured 0.013 when written): the "
+        f"name-only CLIP accuracy {accuracy:.3f}, chance {chance(world):.3f} (measured 0.037 when written): the "
         "class names are invented and never in the world CLIP's captions"
     )
 
@@ -83,8 +83,8 @@ def test_name_only_zero_shot_clip_is_near_chance(world: WorldRun) -> None:
 def test_true_descriptions_beat_name_only_zero_shot_clearly(world: WorldRun, method: str) -> None:
     gain = world.accuracy(method) - world.accuracy("clip")
     p_value = mcnemar_exact(world.test_truth, world.result("clip").predicted, world.result(method).predicted)
-    assert gain >= 0.60, f"{method} gains {gain:.3f} over name-only CLIP (measured 0.907 when written)"
-    assert p_value < 1e-6, f"McNemar p {p_value:.2g} of {method} against name-only CLIP (measured 3e-82 when written)"
+    assert gain >= 0.60, f"{method} gains {gain:.3f} over name-only CLIP (measured dclip 0.917, cupl 0.870)"
+    assert p_value < 1e-6, f"McNemar p {p_value:.2g} of {method} against name-only CLIP (measured 3e-83, 5e-79)"
 
 
 def test_waffle_random_words_do_not_beat_name_only_zero_shot_clearly(world: WorldRun) -> None:
@@ -93,19 +93,19 @@ def test_waffle_random_words_do_not_beat_name_only_zero_shot_clearly(world: Worl
     gain = waffle.accuracy_mean - world.accuracy("clip")
     assert gain <= 0.05, (
         f"WaffleCLIP's mean over seeds gains {gain:.3f} (std {waffle.accuracy_std:.3f}) over name-only CLIP "
-        "(measured 0.004, std 0.001, when written)"
+        "(measured 0.023, std 0.014, when written; McNemar p 0.15 for seed 0)"
     )
     best_description = max(world.accuracy("dclip"), world.accuracy("cupl"))
     assert waffle.accuracy_mean <= best_description - 0.50, (
         f"WaffleCLIP {waffle.accuracy_mean:.3f} against the true descriptions' {best_description:.3f} "
-        "(measured 0.017 and 0.920 when written)"
+        "(measured 0.060 and 0.953 when written)"
     )
 
 
 # -- 5. the controls -----------------------------------------------------------------------------------------------
 
 CONTROLS_TIE = (
-    "measured: random-words 1.000 and shuffled-tree 1.000, the forest 1.000 (McNemar p 1.0) on 300 test images. "
+    "measured: random-words 0.997 and shuffled-tree 1.000, the forest 1.000 (McNemar p 1.0) on 300 test images. "
     "A world class's images differ only in nuisances, so each class is a tight cluster in the world CLIP's "
     "64-dimensional embedding, and a forest on cosines with any 30 (random-words) or 184 (shuffled-tree) text "
     "directions separates the 30 clusters as well as the true concepts do."
@@ -122,7 +122,9 @@ CONTROLS_TIE = (
 def test_the_controls_lose_to_the_forest(world: WorldRun, control: str) -> None:
     p_value = float(world.table.loc[control, "mcnemar_p_vs_forest"])
     accuracy, forest = world.accuracy(control), world.accuracy("forest")
-    assert accuracy < forest, f"{control} {accuracy:.3f} against the forest's {forest:.3f} (measured 1.000 and 1.000)"
+    assert accuracy < forest, (
+        f"{control} {accuracy:.3f} against the forest's {forest:.3f} (measured 0.997 / 1.000 and 1.000)"
+    )
     assert p_value < 0.05, f"McNemar p of {control} against the forest: {p_value:.2g} (measured 1.0 when written)"
 
 
@@ -137,7 +139,7 @@ def test_grounding_detects_the_true_concepts(world: WorldRun) -> None:
     median = float(checkable["auc"].median())
     assert bool(checkable["detected"].all()), f"not detected: {checkable[~checkable['detected']].to_dict('records')}"
     assert worst.auc >= 0.95, (
-        f"least detected true concept {worst.concept}: AUC {worst.auc:.4f} (measured crest:shape=spiky 0.9998)"
+        f"least detected true concept {worst.concept}: AUC {worst.auc:.4f} (measured wings:pattern=striped 0.978)"
     )
     assert median >= 0.99, f"median AUC of the true concepts {median:.4f} (measured 1.000 when written)"
 
@@ -156,7 +158,7 @@ def test_grounding_flags_the_concepts_a_wrong_tree_assigns_to_the_wrong_labels(w
         drop = true_auc[concept] - wrong_auc[concept]
         assert drop >= 0.30, (
             f"{concept}: AUC {true_auc[concept]:.3f} under the true tree, {wrong_auc[concept]:.3f} under the wrong "
-            "one (measured red 1.000 -> 0.377, green 1.000 -> 0.506 when written)"
+            "one (measured red 1.000 -> 0.187, green 1.000 -> 0.262 when written)"
         )
     untouched = true_auc.index.difference(sorted(moved))
     np.testing.assert_allclose(wrong_auc[untouched], true_auc[untouched], atol=1e-9)  # the rest: unchanged
@@ -195,8 +197,8 @@ def test_optimisation_with_a_world_knowing_llm_raises_held_out_accuracy(
     after = float(np.mean(scored.predicted == world.test_truth))
     before = float(np.mean(start.predicted == world.test_truth))
     assert after - before >= 0.60, (
-        f"held-out accuracy {before:.3f} -> {after:.3f} (measured 0.003 -> 0.920 when written); train accuracy "
-        f"{record.start_accuracy:.3f} -> {record.best_accuracy:.3f} (measured 0.042 -> 0.904)"
+        f"held-out accuracy {before:.3f} -> {after:.3f} (measured 0.040 -> 0.877 when written); train accuracy "
+        f"{record.start_accuracy:.3f} -> {record.best_accuracy:.3f} (measured 0.054 -> 0.817)"
     )
 
     # the loop sent its feedback: the stub changes only labels the prompt calls confused, and it did change some
@@ -204,7 +206,7 @@ def test_optimisation_with_a_world_knowing_llm_raises_held_out_accuracy(
     for feedback, changed in zip(log.feedback, log.changed, strict=True):
         assert changed <= {label for label, others in feedback.items() if others}
     first, last = confused_count(record.iterations[0].feedback), confused_count(record.iterations[-1].feedback)
-    assert last < first, f"confused labels in the feedback: {first} at first, {last} at the end (measured 29 and 5)"
+    assert last < first, f"confused labels in the feedback: {first} at first, {last} at the end (measured 28 and 5)"
     # ... and kept the improvements: the best accuracy never drops, and the set returned is made of true phrases
     best = [iteration.best_accuracy for iteration in record.iterations]
     assert best == sorted(best) and record.best_accuracy > record.start_accuracy
@@ -216,11 +218,11 @@ def test_optimisation_with_a_world_knowing_llm_raises_held_out_accuracy(
 # -- 8. WDYS fusion ------------------------------------------------------------------------------------------------
 
 WDYS_LOSES = (
-    "measured on 300 test images: image only 0.440, image + description 0.367, image + guess 0.423, all three "
-    "0.363. The world CLIP's context is 24 tokens, so every description of the 8 parts (25 tokens) is cut by the "
-    "authors' rule to 50 characters (the wing pattern, tail and legs are lost), and WDYS's class weight adds the "
-    "label-name and 'A photo of {label}' embeddings, texts the world CLIP never saw: the description alone reaches "
-    "0.133 against that weight but 0.667 against the CuPL sentences alone (the image alone: 0.920 against those)."
+    "measured on 300 test images: image only 0.263, image + description 0.223, image + guess 0.287, all three "
+    "0.290. The whole 8-part description reaches the model (25 of its 48 tokens), but WDYS's class weight, as the "
+    "authors build it, adds the label-name and 'A photo of {label}' embeddings, texts the world CLIP never saw: "
+    "the description alone reaches 0.233 against that weight but 0.867 against the CuPL sentences alone (the image "
+    "alone: 0.907 against those). On a world of invented class names the authors' weight drowns what is seen."
 )
 
 
@@ -256,8 +258,8 @@ def test_wdys_with_a_vision_llm_that_reports_the_parts_beats_image_only(world: W
     described = float(ablation.loc["image + description", "accuracy"])
     fused = float(np.mean(wdys.result.predicted == world.test_truth))
     assert described - image_only >= 0.05, (
-        f"image only {image_only:.3f}, image + description {described:.3f} (measured 0.440 and 0.367 when written)"
+        f"image only {image_only:.3f}, image + description {described:.3f} (measured 0.263 and 0.223 when written)"
     )
     assert fused - image_only >= 0.05, (
-        f"image only {image_only:.3f}, all three parts {fused:.3f} (measured 0.440 and 0.363 when written)"
+        f"image only {image_only:.3f}, all three parts {fused:.3f} (measured 0.263 and 0.290 when written)"
     )

@@ -4,6 +4,11 @@ Plain functions that return DataFrames, in the manner of ``sklearn.inspection``:
 one ``random_state``. CLIP concept scores are strongly correlated, and permuting one concept lets its correlated
 neighbours stand in for it, so single-concept permutation understates them; the roll-up therefore permutes
 *groups* (all concepts of a part, of a part's attribute, or of an attribute kind) together.
+
+On the ground-truth world (``benchmarks/faithfulness.py``, toy-world numbers) this is what is seen: single-concept
+permutation ranks the distinguishing concepts no better than chance (precision at k 0.81, chance 0.80), while
+permuting parts finds all of them (1.00) and permuting (part, attribute) slots nearly all (0.92; a slot that other
+slots make redundant scores zero, as it should for a model that does not need it). Gini ranks them well (0.96-1.00).
 """
 
 from __future__ import annotations

@@ -1,4 +1,12 @@
-"""SHAP values of the concept forest, computed apart from any plotting (as shap separates them)."""
+"""SHAP values of the concept forest, computed apart from any plotting (as shap separates them).
+
+Checked against the ground-truth world (``benchmarks/faithfulness.py``, toy-world numbers): SHAP's global, part and
+(part, attribute) rankings find the distinguishing parts (precision at k 0.94-1.00); per label and per image at
+single-concept level it falls short (0.88): a concept every label shares, whose cosine moves with the other parts,
+outranks one of the label's own values. Changing the slot SHAP ranks first lowers the prediction's probability most
+(0.61 against 0.00 for the last) but moves the label on only a third of the images, since the other parts still
+match the class: the FunnyBirds-style agreement is 0.33, short of 0.9.
+"""
 
 from __future__ import annotations
 

@@ -107,6 +107,11 @@ class SparseConceptHead(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     truncates the weights to exactly the target NEC: here the penalty is pure L1 (scikit-learn's saga), and the NEC
     is whatever the chosen C gives (at most the target when any C of the grid allows it), with no truncation.
 
+    Its weights as an explanation, checked on the ground-truth world (``benchmarks/faithfulness.py``, toy-world
+    numbers): globally they find the distinguishing concepts (precision at k 0.96), per label less so (0.71): about
+    five weights per label cannot cover a class's eight part values. Changing the slot with the largest weight x
+    score moves the prediction on 0.81 of images and the smallest keeps it on 0.97 (agreement 0.78, short of 0.9).
+
     Parameters
     ----------
     target_nec : float, default=5
