@@ -114,6 +114,19 @@ def test_few_concepts_are_shown_once_not_as_top_and_bottom_of_the_same_list() ->
     assert len(signed_concepts(many, many.abs(), top=5)) == 10
 
 
+def test_its_score_says_whether_a_raising_concept_counts_by_its_presence_or_absence() -> None:
+    from conceptforest.explain.per_label import score_contrast
+
+    data = pd.DataFrame({"a": [0.9, 0.8, 0.1, 0.2], "b": [0.1, 0.2, 0.9, 0.7]})
+    own = np.array([True, True, False, False])
+    contrast = score_contrast(data, own)
+    assert contrast is not None and contrast["a"] > 0 > contrast["b"]
+    table = signed_concepts(pd.Series({"a": 0.3, "b": 0.2}), pd.Series({"a": 0.3, "b": 0.2}), 5, contrast)
+    assert dict(zip(table["concept"], table["its_score"], strict=True)) == {"a": "higher", "b": "lower"}
+    assert score_contrast(data, np.ones(4, dtype=bool)) is None  # no other images to compare with
+    assert set(signed_concepts(pd.Series({"a": 0.3}), pd.Series({"a": 0.3}), 5)["its_score"]) == {""}
+
+
 def test_a_report_with_four_concepts_lists_each_once_per_label(tmp_path: Path) -> None:
     matrix = made_up_matrix(n=120)
     keep = [c for c in matrix.concept_ids if c.startswith("head/ears:shape")] + [matrix.concept_ids[-1]]

@@ -6,6 +6,9 @@ The concepts come from per-class SHAP values: ``mean_shap`` is the mean signed v
 images (how a concept moves the label's probability where it matters), ``mean_abs_shap`` the per-class mean |SHAP|
 on every explained image (how much the model uses it for that label; it shades the tree). A concept is listed once:
 under "raises" when its mean is positive, under "lowers" when negative, so a tree with few concepts shows each once.
+``its_score`` says whether the label's images score the concept higher or lower than the other explained images:
+a concept that raises the probability with a *lower* score counts by its absence ("not long legs"), which the sign
+alone does not tell (on the ground-truth world, about a third of the top "raises" concepts were of that kind).
 
 Everything is computed by :func:`label_blocks` before the report folder is touched; :func:`add_label_blocks` then
 draws the trees into ``label-trees/`` and adds the blocks (folded in ``<details>`` past :data:`MANY_LABELS`).
@@ -88,9 +91,13 @@ class LabelBlock:
         }
 
 
-def signed_concepts(signed: pd.Series, magnitude: pd.Series, top: int) -> pd.DataFrame:
+def signed_concepts(
+    signed: pd.Series, magnitude: pd.Series, top: int, contrast: pd.Series | None = None
+) -> pd.DataFrame:
     """The ``top`` concepts with the largest positive mean SHAP ("raises") and the ``top`` most negative ("lowers");
-    each concept at most once (zero means are left out). Columns: effect, concept, mean_shap, mean_abs_shap."""
+    each concept at most once (zero means are left out). Columns: effect, concept, its_score ("higher" or "lower":
+    the sign of ``contrast``, the label's mean score minus the others'; empty without it), mean_shap,
+    mean_abs_shap."""
     raises = signed[signed > 0].sort_values(ascending=False, kind="stable").head(top)
     lowers = signed[signed < 0].sort_values(ascending=True, kind="stable").head(top)
     rows = [("raises", raises), ("lowers", lowers)]
@@ -99,14 +106,22 @@ def signed_concepts(signed: pd.Series, magnitude: pd.Series, top: int) -> pd.Dat
             {
                 "effect": effect,
                 "concept": concept,
+                "its_score": "" if contrast is None else ("higher" if contrast[concept] > 0 else "lower"),
                 "mean_shap": float(value),
                 "mean_abs_shap": float(magnitude[concept]),
             }
             for effect, chosen in rows
             for concept, value in chosen.items()
         ],
-        columns=["effect", "concept", "mean_shap", "mean_abs_shap"],
+        columns=["effect", "concept", "its_score", "mean_shap", "mean_abs_shap"],
     )
+
+
+def score_contrast(data: pd.DataFrame, own: np.ndarray) -> pd.Series | None:
+    """Per concept, the mean score of the label's own rows minus the other rows' (None when either side is empty)."""
+    if not own.any() or own.all():
+        return None
+    return data[own].mean(axis=0) - data[~own].mean(axis=0)
 
 
 def _thumbnails(rows: pd.DataFrame, source: str | None) -> list[Thumbnail]:
@@ -153,6 +168,7 @@ def label_blocks(
         values = explanation.for_class(label)
         own = explained_truth == label
         signed = pd.Series((values[own] if own.any() else values).mean(axis=0), index=explanation.concept_ids)
+        contrast = score_contrast(explanation.data, own)
         chosen = _thumbnails(images[images["label"] == label], source)
         by_name = {relative_name(p, source): p for p in images.loc[images["label"] == label, "path"]}
         row = metrics.loc[label]
@@ -166,7 +182,7 @@ def label_blocks(
                 recall=float(row["recall"]),
                 f1=float(row["f1"]),
                 explained_images=int(own.sum()),
-                concepts=signed_concepts(signed, per_class[label], run.top_k),
+                concepts=signed_concepts(signed, per_class[label], run.top_k, contrast),
                 thumbnails=_with_images(chosen, by_name, side),
             )
         )
@@ -260,7 +276,8 @@ def add_label_blocks(
             f"label_{block.number}_concepts",
             block.concepts,
             caption=f"{block.label}: concepts that most raise (mean SHAP > 0) and most lower (< 0) its probability "
-            f"on its images; each concept listed once",
+            f"on its images; each concept listed once; its_score: whether its images score the concept higher or "
+            f"lower than the other images (raising with a lower score means: by the concept's absence)",
         )
         largest = float(per_class[block.label].abs().max()) if block.label in per_class else 0.0
         budget = _add_tree(report, block, out, budget, largest)
