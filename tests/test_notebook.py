@@ -1,4 +1,4 @@
-"""The quickstart notebook runs top to bottom (tiny backbone, made-up images)."""
+"""The quickstart notebook runs top to bottom (the toy-world CLIP on the synthetic world)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_quickstart_notebook_executes(tmp_path: Path) -> None:
         if c.cell_type == "code"
         for o in c.get("outputs", [])
     )
-    assert "random weights: True" in outputs
+    assert "TOY WORLD" in outputs and "RANDOM" not in outputs
     assert "test accuracy" in outputs
     assert (tmp_path / "quickstart-output" / "report" / "index.html").exists()
     assert not any(o.get("output_type") == "error" for c in notebook.cells for o in c.get("outputs", []))
