@@ -197,6 +197,9 @@ def test_demo_offline_end_to_end_with_predict(tmp_path: Path, vision_stub) -> No
     assert rows[0]["label"] in world_labels
     assert abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-6 and len(rows[0]["contributions"]) == 5
     assert rows[0]["random_weights"] is False and rows[0]["synthetic_world"] is True
+    plain = runner.invoke(app, ["predict", str(out / "model"), str(image)])  # 30 labels: the top 5 and a count
+    assert plain.exit_code == 0 and "25 more labels (--json lists all)" in plain.output, plain.output
+    assert "toy-world CLIP" in plain.output
     assert "empty" in rows[1]["error"]
     assert len(list((tmp_path / "why").glob("*.png"))) == 1
     rerun = runner.invoke(

@@ -19,6 +19,8 @@ from conceptforest.cli._common import (
 )
 from conceptforest.errors import BadInputError
 
+SHOWN_PROBABILITIES = 5  # labels printed per image; past that, a count
+
 
 def predict(
     model_dir: Annotated[Path, typer.Argument(metavar="MODEL", help="Model folder from 'conceptforest train'.")],
@@ -58,7 +60,10 @@ def predict(
         if as_json:
             echo(json.dumps(result.to_dict(), ensure_ascii=False))
         elif not isinstance(result, ImageSkipped):
-            probabilities = ", ".join(f"{strip_control(k)} {v:.2f}" for k, v in result.probabilities.items())
+            shown = list(result.probabilities.items())[:SHOWN_PROBABILITIES]  # highest first; --json has them all
+            probabilities = ", ".join(f"{strip_control(k)} {v:.2f}" for k, v in shown)
+            if len(result.probabilities) > len(shown):
+                probabilities += f", {len(result.probabilities) - len(shown)} more labels (--json lists all)"
             echo(f"{strip_control(result.path)}: {strip_control(result.label)}  ({probabilities})")
             for item in result.contributions:
                 echo(f"    {item.shap:+.3f}  {strip_control(item.concept)}  (score {item.score:.3f})")
