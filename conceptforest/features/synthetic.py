@@ -1,4 +1,7 @@
-"""Made-up labelled images for the offline demo and tests: coloured shapes with textures and counts."""
+"""Made-up labelled images for fast tests (with the random tiny backbone): coloured shapes with textures and counts.
+
+The offline demo uses the ground-truth world instead (:mod:`conceptforest.world`).
+"""
 
 from __future__ import annotations
 
