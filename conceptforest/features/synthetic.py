@@ -74,8 +74,8 @@ def make_shape_images(
     return root
 
 
-# Hand-written descriptors of the demo's shapes, so that the offline demo (no LLM) can show the description
-# methods too. Their provenance says they are hand-written, not an LLM's.
+# Hand-written descriptors of the shapes, so that tests with no LLM can run the description methods too. Their
+# provenance says they are hand-written, not an LLM's.
 _SHAPE_WORDS = {
     "disc": ("a round filled shape", "a smooth circular outline", "no corners"),
     "tile": ("a square shape", "four straight edges", "four right-angled corners"),
@@ -90,7 +90,7 @@ def demo_descriptor_sets() -> list[DescriptorSet]:
     from conceptforest.concepts.descriptors import DescriptorSet
     from conceptforest.concepts.provenance import Provenance
 
-    note = "hand-written for the offline demo (no LLM): the shapes' colour and geometry"
+    note = "hand-written for tests (no LLM): the shapes' colour and geometry"
     dclip: dict[str, list[str]] = {}
     cupl: dict[str, list[str]] = {}
     for label, (kind, _) in SHAPES.items():
