@@ -28,7 +28,7 @@ from conceptforest.features.backbone import Backbone, load_backbone
 from conceptforest.world import load_world, render
 from conceptforest.world.clip_quality import AttributeAccuracy, attribute_accuracy, held_out_creatures, seen_creatures
 from conceptforest.world.render import Creature
-from conceptforest.world.spec import AttributeKey, WorldSpec
+from conceptforest.world.spec import WorldSpec
 
 NOTE = (
     "TOY WORLD: zero-shot attribute recognition of a small CLIP on conceptforest's synthetic creature world; it "
@@ -56,8 +56,7 @@ def _measure(backbone: Backbone, spec: WorldSpec, seen: list[Creature], held: li
 
 
 def _chance(spec: WorldSpec, images: int) -> dict[str, Any]:
-    slots = [*spec.slots(), AttributeKey("background", "colour")]
-    return AttributeAccuracy({str(k): 1 / len(spec.values(k)) for k in slots}, images).as_dict()
+    return AttributeAccuracy({str(k): 1 / len(spec.values(k)) for k in spec.varied_slots()}, images).as_dict()
 
 
 def main() -> None:

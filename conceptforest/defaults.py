@@ -11,6 +11,7 @@ DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 TINY_RANDOM = "conceptforest-tiny-random"
 RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS: this backbone is untrained; its scores carry no meaning about images."
 WORLD_CLIP = "conceptforest-world"
+PACKAGED_BACKBONES = (TINY_RANDOM, WORLD_CLIP)  # short names whose weights come with the package, never a tag
 SYNTHETIC_WORLD_WARNING = (
     "TOY WORLD: these numbers come from a small CLIP trained on conceptforest's synthetic creature world; they show "
     "how the pipeline and its explanations behave when the model really sees, not accuracy on photos."

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conceptforest.defaults import PACKAGED_BACKBONES
 from conceptforest.errors import BadInputError
 from conceptforest.features.backbone import TINY_RANDOM, WORLD_CLIP, Backbone, checkpoint_sha256, checkpoint_weights
 from conceptforest.features.spec import LOCAL_DIR, BackboneSpec
@@ -81,7 +82,7 @@ def _resolve(
                 f"The model was trained on the model folder {str(folder)!r} ({described}), which is no longer there.",
                 hint=how,
             )
-    own_weights = name in (TINY_RANDOM, WORLD_CLIP) or name.startswith(LOCAL_DIR)
+    own_weights = name in PACKAGED_BACKBONES or name.startswith(LOCAL_DIR)
     if pretrained is None and checkpoint is None and not own_weights and recorded is not None:
         if (recorded.weights or "").startswith("sha256-"):
             return name, None, _recorded_checkpoint(recorded, backbone_id), name == recorded.model

@@ -12,10 +12,9 @@ from conceptforest.concepts.tree import ConceptTree
 from conceptforest.explain.finding import Finding, warning
 from conceptforest.explain.sections import Evaluation, Rollup
 from conceptforest.explain.shortcuts import shared_parts, shortcut_sentence
+from conceptforest.world.spec import WORLD_TREE_MARK
 
 __all__ = ["backbone_warnings", "shortcut_warnings", "toy_world_data_warnings"]
-
-WORLD_TREE_MARK = "synthetic creature world"  # in the provenance note of the world's true tree
 
 
 def backbone_warnings(run: Evaluation) -> list[Finding]:

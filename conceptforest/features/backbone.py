@@ -26,6 +26,7 @@ from conceptforest.defaults import (  # re-exported: the stage modules have alwa
 from conceptforest.defaults import (
     DEFAULT_PRETRAINED as DEFAULT_PRETRAINED,
 )
+from conceptforest.defaults import PACKAGED_BACKBONES, weights_warning
 from conceptforest.defaults import (
     PRECISIONS as PRECISIONS,
 )
@@ -38,7 +39,6 @@ from conceptforest.defaults import (
 from conceptforest.defaults import (
     WORLD_CLIP as WORLD_CLIP,
 )
-from conceptforest.defaults import weights_warning
 from conceptforest.errors import BadInputError
 from conceptforest.features.devices import MIXED_PRECISION as MIXED_PRECISION
 from conceptforest.features.devices import check_precision as check_precision
@@ -288,7 +288,7 @@ def _description(
     """What ``Backbone.description`` (and so the recorded ``BackboneSpec``) holds."""
     return {
         "model": name,
-        "pretrained": pretrained if weights.source == pretrained and name not in (TINY_RANDOM, WORLD_CLIP) else None,
+        "pretrained": pretrained if weights.source == pretrained and name not in PACKAGED_BACKBONES else None,
         "cache_dir": str(cache_dir) if cache_dir is not None else None,
         "weights": weights.tag,
         "preprocess": preprocess,
@@ -358,10 +358,9 @@ def load_backbone(
         preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
         tokenizer = open_clip.get_tokenizer(DEFAULT_MODEL)
     else:
-        weights = _weights_for(resolve_world_clip(name), pretrained, checkpoint)
-        model, preprocess, tokenizer = _create_named(
-            resolve_world_clip(name), weights, torch_device, cache_dir, image_mean, image_std
-        )
+        source = resolve_world_clip(name)
+        weights = _weights_for(source, pretrained, checkpoint)
+        model, preprocess, tokenizer = _create_named(source, weights, torch_device, cache_dir, image_mean, image_std)
     model = model.to(torch_device).eval()
     if precision == "int8":
         model = quantize_linear_int8(model)

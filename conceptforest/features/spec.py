@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from conceptforest.defaults import DEFAULT_PRETRAINED, PRECISIONS, TINY_RANDOM, WORLD_CLIP
+from conceptforest.defaults import DEFAULT_PRETRAINED, PACKAGED_BACKBONES, PRECISIONS, TINY_RANDOM, WORLD_CLIP
 from conceptforest.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -72,9 +72,7 @@ class BackboneSpec(BaseModel):
         if not isinstance(data, dict) or "pretrained" in data:
             return data
         model, weights = str(data.get("model", "")), data.get("weights")
-        named = (
-            model not in (TINY_RANDOM, WORLD_CLIP) and not model.startswith(LOCAL_DIR) and not data.get("checkpoint")
-        )
+        named = model not in PACKAGED_BACKBONES and not model.startswith(LOCAL_DIR) and not data.get("checkpoint")
         if named and isinstance(weights, str) and weights != "none" and not weights.startswith(SHA_PREFIX):
             return {**data, "pretrained": weights}
         return data
@@ -114,7 +112,7 @@ class BackboneSpec(BaseModel):
             raise BadInputError(f"Unknown runtime {runtime!r}.", hint=f"use one of {list(RUNTIMES)}.")
         if not model.strip() or model in (LOCAL_DIR, HF_HUB):
             raise BadInputError(f"{model!r} names no CLIP model.", hint="pass --clip MODEL (e.g. ViT-B-32).")
-        own_weights = model in (TINY_RANDOM, WORLD_CLIP) or model.startswith(LOCAL_DIR) or checkpoint is not None
+        own_weights = model in PACKAGED_BACKBONES or model.startswith(LOCAL_DIR) or checkpoint is not None
         return cls(
             model=model,
             pretrained=None if own_weights else pretrained,

@@ -81,8 +81,7 @@ def attribute_accuracy(
     """Zero-shot accuracy of each distinguishing slot and the background on ``creatures``."""
     embeddings = encode_images(creatures)
     per_slot: dict[str, float] = {}
-    keys = [*spec.slots(), AttributeKey("background", "colour")]
-    for key in keys:
+    for key in spec.varied_slots():
         values = spec.values(key)
         texts = encode_texts([sentence(key, value) for value in values])
         chosen = np.argmax(embeddings @ texts.T, axis=1)

@@ -14,7 +14,7 @@ clean, untied test images.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,13 +38,12 @@ from conceptforest.world.faithfulness_run import (
     Settings,
     WorldRun,
     fit_forest,
-    forest_contributions,
     group_matrix,
-    head_contributions,
+    per_image_explanations,
     write_manifest,
 )
 from conceptforest.world.render import Creature, render
-from conceptforest.world.sample import make_world_images
+from conceptforest.world.sample import WorldImage, make_world_images
 from conceptforest.world.spec import NUISANCE_PART, AttributeKey
 
 if TYPE_CHECKING:
@@ -78,7 +77,7 @@ def plan_interventions(run: WorldRun, rows: list[int], seed: int) -> Interventio
     slots = changeable_slots(run.spec)
     names = list(run.groups["slot"])
     columns = [names.index(slot_name(key)) for key in slots]
-    by_method = {m: _slot_scores(run, contributions) for m, (_, contributions) in _explanations(run).items()}
+    by_method = {m: _slot_scores(run, contributions) for m, (_, contributions) in per_image_explanations(run).items()}
     plan = InterventionPlan({}, {}, dict.fromkeys(METHODS, 0))
     for n, row in enumerate(rows):
         creature, label = run.creatures[row], str(run.y_test[row])
@@ -103,10 +102,6 @@ def plan_interventions(run: WorldRun, rows: list[int], seed: int) -> Interventio
     return plan
 
 
-def _explanations(run: WorldRun) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    return {"shap": forest_contributions(run), "sparse head": head_contributions(run)}
-
-
 def predict_creatures(run: WorldRun, plan: InterventionPlan) -> dict[str, dict[str, np.ndarray]]:
     """Draw every planned creature, score it with extract_features and predict it with the forest and the sparse
     head: method -> stem -> probabilities (in :func:`model_classes` order)."""
@@ -115,13 +110,11 @@ def predict_creatures(run: WorldRun, plan: InterventionPlan) -> dict[str, dict[s
 
     folder = run.work / "interventions"
     folder.mkdir(parents=True, exist_ok=True)
-    rows = []
+    images = []
     for stem, (creature, label) in plan.creatures.items():
-        path = folder / f"{stem}.png"
-        render(creature, IMAGE_SIDE).save(path)
-        rows.append((str(path.resolve()), label, "test"))
-    manifest = run.work / "interventions.csv"
-    pd.DataFrame(rows, columns=["path", "label", "split"]).to_csv(manifest, index=False)
+        render(creature, IMAGE_SIDE).save(folder / f"{stem}.png")
+        images.append(WorldImage(f"{stem}.png", replace(creature, label=label)))
+    manifest = write_manifest(run.work / "interventions.csv", [(folder, images, "test")])
     dataset = load_dataset(manifest, labels=run.tree.labels)
     matrix, _ = extract_features(
         dataset, run.tree, run.backbone, run.work / "intervention-run", cache_dir=run.cache_dir, progress=False

@@ -48,6 +48,7 @@ __all__ = [
     "explanation_scores",
     "fit_forest",
     "group_matrix",
+    "per_image_explanations",
     "train_world",
     "write_manifest",
 ]
@@ -193,6 +194,11 @@ def head_contributions(run: WorldRun) -> tuple[np.ndarray, np.ndarray]:
     return predicted, weights * run.head.standardize(X)
 
 
+def per_image_explanations(run: WorldRun) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per explaining method (``shap`` for the forest, ``sparse head``): test-row predictions and contributions."""
+    return {"shap": forest_contributions(run), "sparse head": head_contributions(run)}
+
+
 def forest_contributions(run: WorldRun) -> tuple[np.ndarray, np.ndarray]:
     """The forest's predicted labels on the test rows and each concept's SHAP value for that label."""
     predicted = run.model.predict(run.X_test).astype(str)
@@ -259,10 +265,7 @@ def per_image_rankings(run: WorldRun) -> dict[tuple[str, Level], RankingSummary]
     """Per test image, |contribution| to its predicted label: SHAP (forest) and weight x score (sparse head)."""
     found: dict[tuple[str, Level], RankingSummary] = {}
     ids = run.matrix.concept_ids
-    for method, (predicted, contributions) in {
-        "shap": forest_contributions(run),
-        "sparse head": head_contributions(run),
-    }.items():
+    for method, (predicted, contributions) in per_image_explanations(run).items():
         for level in LEVELS:
             groups = run.groups[level]
             grouped = np.abs(contributions @ group_matrix(ids, groups))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
-from conceptforest.world.spec import NUISANCE_PART, AttributeKey
+from conceptforest.world.spec import BACKGROUND, AttributeKey
 
 __all__ = ["REMOVABLE_PARTS", "Creature", "render"]
 
@@ -70,7 +70,7 @@ class Creature:
 
     @property
     def background(self) -> str:
-        return self.values[AttributeKey(NUISANCE_PART, "colour")]
+        return self.values[BACKGROUND]
 
 
 def _darker(colour: RGB, factor: float = 0.6) -> RGB:

@@ -17,12 +17,11 @@ import numpy as np
 
 from conceptforest.atomic import atomic_write_text
 from conceptforest.world.render import Creature, render
-from conceptforest.world.spec import NUISANCE_PART, AttributeKey, WorldSpec
+from conceptforest.world.spec import BACKGROUND, NUISANCE_PART, AttributeKey, WorldSpec
 
 __all__ = ["GROUND_TRUTH_FILE", "WorldImage", "creature_for", "make_world_images", "random_creature", "read_truth"]
 
 GROUND_TRUTH_FILE = "ground_truth.jsonl"
-BACKGROUND = AttributeKey(NUISANCE_PART, "colour")
 
 
 @dataclass(frozen=True)
@@ -51,23 +50,30 @@ def _constant_values(spec: WorldSpec) -> dict[AttributeKey, str]:
     return {AttributeKey(p.name, a): v[0] for p in spec.constant_parts for a, v in p.attributes.items()}
 
 
-def creature_for(spec: WorldSpec, label: str, rng: np.random.Generator, *, background: str | None = None) -> Creature:
-    """A creature of class ``label`` with random nuisances (a random background unless one is given)."""
-    world_class = spec.world_class(label)
-    values = {key: world_class.value(key) for key in spec.slots()}
+def _completed(
+    spec: WorldSpec,
+    values: dict[AttributeKey, str],
+    rng: np.random.Generator,
+    label: str | None,
+    background: str | None = None,
+) -> Creature:
+    """The part values completed with the constant parts, a background (random unless given) and nuisances."""
     values.update(_constant_values(spec))
     backgrounds = spec.nuisances[NUISANCE_PART]
     values[BACKGROUND] = background or backgrounds[int(rng.integers(len(backgrounds)))]
     return _with_nuisances(values, rng, label)
 
 
+def creature_for(spec: WorldSpec, label: str, rng: np.random.Generator, *, background: str | None = None) -> Creature:
+    """A creature of class ``label`` with random nuisances (a random background unless one is given)."""
+    world_class = spec.world_class(label)
+    return _completed(spec, {key: world_class.value(key) for key in spec.slots()}, rng, label, background)
+
+
 def random_creature(spec: WorldSpec, rng: np.random.Generator) -> Creature:
     """A creature with every slot drawn uniformly (no class), as the world CLIP is trained on."""
     values = {key: spec.values(key)[int(rng.integers(len(spec.values(key))))] for key in spec.slots()}
-    values.update(_constant_values(spec))
-    backgrounds = spec.nuisances[NUISANCE_PART]
-    values[BACKGROUND] = backgrounds[int(rng.integers(len(backgrounds)))]
-    return _with_nuisances(values, rng, None)
+    return _completed(spec, values, rng, None)
 
 
 def _truth_line(image: WorldImage) -> str:

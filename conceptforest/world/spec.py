@@ -22,12 +22,20 @@ from conceptforest.text import strip_control
 if TYPE_CHECKING:
     from conceptforest.concepts.tree import ConceptTree
 
-__all__ = ["NUISANCE_PART", "AttributeKey", "WorldClass", "WorldPart", "WorldSpec", "load_world"]
+__all__ = [
+    "BACKGROUND",
+    "NUISANCE_PART",
+    "WORLD_TREE_MARK",
+    "AttributeKey",
+    "WorldClass",
+    "WorldPart",
+    "WorldSpec",
+    "load_world",
+]
 
 NUISANCE_PART = "background"
-WORLD_NOTE = (
-    "the true concept tree of conceptforest's synthetic creature world (a toy world drawn with PIL, not photos)"
-)
+WORLD_TREE_MARK = "conceptforest's synthetic creature world"  # the report's toy-world warning looks for it
+WORLD_NOTE = f"the true concept tree of {WORLD_TREE_MARK} (a toy world drawn with PIL, not photos)"
 
 
 @dataclass(frozen=True, order=True)
@@ -44,6 +52,9 @@ class AttributeKey:
     def parse(cls, text: str) -> AttributeKey:
         part, _, attribute = text.partition("/")
         return cls(part, attribute)
+
+
+BACKGROUND = AttributeKey(NUISANCE_PART, "colour")
 
 
 class WorldPart(BaseModel):
@@ -110,10 +121,14 @@ class WorldSpec(BaseModel):
         """The distinguishing (part, attribute) slots, in specification order."""
         return [AttributeKey(part.name, attribute) for part in self.parts for attribute in part.attributes]
 
+    def varied_slots(self) -> list[AttributeKey]:
+        """The slots whose value differs between creatures: the distinguishing ones and the background."""
+        return [*self.slots(), BACKGROUND]
+
     def all_slots(self) -> list[AttributeKey]:
         """Distinguishing, constant and nuisance slots (the nuisance as ``background/colour``)."""
         constant = [AttributeKey(p.name, a) for p in self.constant_parts for a in p.attributes]
-        return [*self.slots(), *constant, AttributeKey(NUISANCE_PART, "colour")]
+        return [*self.slots(), *constant, BACKGROUND]
 
     def values(self, key: AttributeKey) -> list[str]:
         """The values a slot can take."""
@@ -143,11 +158,13 @@ class WorldSpec(BaseModel):
 
     def distinguishing_concepts(self) -> set[str]:
         """Concept ids (``part:attribute=value``) of values that some classes have and others lack."""
+        from conceptforest.concepts.tree import concept_id
+
         found: set[str] = set()
         for key in self.slots():
             used = {c.value(key) for c in self.classes}
             if len(used) > 1:
-                found.update(f"{key.part}:{key.attribute}={value}" for value in used)
+                found.update(concept_id(key.part, key.attribute, value) for value in used)
         return found
 
     def true_tree(self) -> ConceptTree:

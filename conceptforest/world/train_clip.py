@@ -36,7 +36,7 @@ from conceptforest.atomic import atomic_write_text
 from conceptforest.world.captions import caption
 from conceptforest.world.clip_quality import attribute_accuracy, held_out_creatures, seen_creatures
 from conceptforest.world.render import Creature, render
-from conceptforest.world.spec import NUISANCE_PART, AttributeKey, WorldSpec, load_world
+from conceptforest.world.spec import AttributeKey, WorldSpec, load_world
 
 __all__ = ["MODEL_CONFIG", "TrainSettings", "main", "train_world_clip"]
 
@@ -76,15 +76,11 @@ class Pool:
     images: torch.Tensor
     creatures: list[Creature]
     changed: list[AttributeKey]  # the slot each twin changes
-    codes: np.ndarray  # (2n, slots): each creature's value index in every slot of _slots(spec)
-
-
-def _slots(spec: WorldSpec) -> list[AttributeKey]:
-    return [*spec.slots(), AttributeKey(NUISANCE_PART, "colour")]
+    codes: np.ndarray  # (2n, slots): each creature's value index in every slot of spec.varied_slots()
 
 
 def _twin(spec: WorldSpec, creature: Creature, rng: np.random.Generator) -> tuple[Creature, AttributeKey]:
-    slots = _slots(spec)
+    slots = spec.varied_slots()
     while True:
         key = slots[int(rng.integers(len(slots)))]
         others = [v for v in spec.values(key) if v != creature.values[key]]
@@ -114,7 +110,7 @@ def build_pool(spec: WorldSpec, settings: TrainSettings, *, progress: bool = Tru
     chunks = []
     for start in tqdm(range(0, len(creatures), 1000), desc="render", disable=not progress, unit="k images"):
         chunks.append(_to_tensor(creatures[start : start + 1000], settings.render_size, size))
-    slots = _slots(spec)
+    slots = spec.varied_slots()
     codes = np.array([[spec.values(k).index(c.values[k]) for k in slots] for c in creatures], dtype=np.int8)
     return Pool(torch.cat(chunks), creatures, changed, codes)
 
@@ -137,12 +133,12 @@ def _batch(
     for pair in pairs:
         keys = [pool.changed[int(pair)]]
         if rng.random() < settings.second_slot_rate:
-            slots = [k for k in _slots(spec) if k != keys[0]]
+            slots = [k for k in spec.varied_slots() if k != keys[0]]
             keys.append(slots[int(rng.integers(len(slots)))])
         slot_sets.append(keys)
     slot_sets = slot_sets + slot_sets  # the twin's caption names the same slots, with its own values
     captions = [caption(c, keys, rng) for c, keys in zip(creatures, slot_sets, strict=True)]
-    slots = _slots(spec)
+    slots = spec.varied_slots()
     codes = pool.codes[rows]
     truth = np.ones((len(rows), len(rows)), dtype=bool)
     for i, keys in enumerate(slot_sets):
@@ -173,14 +169,19 @@ def create_model(seed: int) -> Any:
     import open_clip
 
     torch.manual_seed(seed)
-    config = {k: v for k, v in MODEL_CONFIG.items() if k != "quick_gelu"}
-    return open_clip.CLIP(**config, quick_gelu=MODEL_CONFIG["quick_gelu"])
+    return open_clip.CLIP(**MODEL_CONFIG)
+
+
+def create_tokenizer() -> Any:
+    """open_clip's CLIP tokenizer at the world CLIP's context length (what a local-dir: load gives)."""
+    import open_clip
+
+    return open_clip.get_tokenizer("ViT-B-32", context_length=MODEL_CONFIG["text_cfg"]["context_length"])
 
 
 def _encoders(model: Any, settings: TrainSettings) -> tuple[Any, Any]:
-    import open_clip
 
-    tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=MODEL_CONFIG["text_cfg"]["context_length"])
+    tokenizer = create_tokenizer()
     size = MODEL_CONFIG["vision_cfg"]["image_size"]
 
     @torch.inference_mode()
@@ -215,9 +216,8 @@ def evaluate(model: Any, spec: WorldSpec, settings: TrainSettings) -> dict[str, 
 
 
 def _train_steps(model: Any, spec: WorldSpec, pool: Pool, settings: TrainSettings, progress: bool) -> list[float]:
-    import open_clip
 
-    tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=MODEL_CONFIG["text_cfg"]["context_length"])
+    tokenizer = create_tokenizer()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "embedding" in n]
     optimizer = torch.optim.AdamW(
