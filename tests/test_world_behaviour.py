@@ -32,7 +32,7 @@ from conceptforest.llm.vision import OpenAIVisionLLM
 from conceptforest.models.methods.base import MethodResult, run_methods
 from conceptforest.models.methods.table import mcnemar_exact
 from conceptforest.models.methods.wdys import WdysRun, image_paths, run_wdys
-from conceptforest.world.descriptors import poor_descriptor_set
+from conceptforest.world.descriptors import class_phrases, poor_descriptor_set
 from conceptforest.world.spec import AttributeKey
 from tests.llm_stub import StubServer
 from tests.world_helpers import (
@@ -41,7 +41,6 @@ from tests.world_helpers import (
     build_world_run,
     start_world_vision,
     swapped_tree,
-    true_phrases,
     world_mutation,
 )
 
@@ -211,7 +210,7 @@ def test_optimisation_with_a_world_knowing_llm_raises_held_out_accuracy(
     best = [iteration.best_accuracy for iteration in record.iterations]
     assert best == sorted(best) and record.best_accuracy > record.start_accuracy
     for label, descriptors in optimised.descriptors.items():
-        true = set(true_phrases(world.spec, label))
+        true = set(class_phrases(world.spec, label))
         assert set(descriptors) <= true or descriptors == list(poor.descriptors[label]), (label, descriptors)
 
 

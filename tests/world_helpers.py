@@ -35,7 +35,7 @@ from conceptforest.models.methods.table import comparison_table
 from conceptforest.models.methods.wdys import DESCRIBE_PROMPT
 from conceptforest.models.train import train_model
 from conceptforest.world import WorldSpec, load_world, make_world_images, read_truth
-from conceptforest.world.descriptors import part_phrase, true_descriptor_sets
+from conceptforest.world.descriptors import class_phrases, part_phrase, true_descriptor_sets
 from conceptforest.world.spec import AttributeKey
 from tests.llm_stub import JSONHandler, LoopbackServer, asked_labels, first_user, serve_on_loopback
 
@@ -219,12 +219,6 @@ def start_world_vision(
 # -- an LLM that knows the world and reads the optimiser's feedback ---------------------------------------------------
 
 
-def true_phrases(spec: WorldSpec, label: str) -> list[str]:
-    """The world's noun phrases that are true of ``label``, in specification order."""
-    world_class = spec.world_class(label)
-    return [part_phrase(key.part, world_class.value(key)) for key in spec.slots()]
-
-
 def prompt_section(prompt: str, start: str, end: str) -> str:
     return prompt.split(start, 1)[1].split(end, 1)[0].strip("\n")
 
@@ -263,7 +257,7 @@ def world_mutation(spec: WorldSpec, log: WorldLLMLog) -> Callable[[dict[str, Any
     true of it that tell it from the labels it is confused with (vague or untrue descriptors are dropped); a
     label the feedback calls not confused keeps its descriptors. Odd sampling seeds add only the first such
     phrase (a more timid candidate), so the candidates differ."""
-    vocabulary = {phrase for label in spec.labels for phrase in true_phrases(spec, label)}
+    vocabulary = {phrase for label in spec.labels for phrase in class_phrases(spec, label)}
 
     def answer(body: dict[str, Any]) -> dict[str, Any]:
         prompt = first_user(body)
@@ -276,8 +270,8 @@ def world_mutation(spec: WorldSpec, log: WorldLLMLog) -> Callable[[dict[str, Any
             others = feedback.get(label, [])
             kept = list(current[label])
             if others:
-                own = true_phrases(spec, label)
-                telling = [p for p in own if any(p not in true_phrases(spec, o) for o in others if o in spec.labels)]
+                own = class_phrases(spec, label)
+                telling = [p for p in own if any(p not in class_phrases(spec, o) for o in others if o in spec.labels)]
                 new = [p for p in telling if p not in kept][: 1 if timid else None]
                 kept = [d for d in kept if d in vocabulary and d in own] + new
                 if not kept:

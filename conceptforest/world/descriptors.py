@@ -15,7 +15,14 @@ from conceptforest.world.spec import WorldSpec
 if TYPE_CHECKING:
     from conceptforest.concepts.descriptors import DescriptorSet
 
-__all__ = ["POOR_DESCRIPTORS", "part_phrase", "poor_descriptor_set", "true_descriptor_sets", "world_vocabulary"]
+__all__ = [
+    "POOR_DESCRIPTORS",
+    "class_phrases",
+    "part_phrase",
+    "poor_descriptor_set",
+    "true_descriptor_sets",
+    "world_vocabulary",
+]
 
 TRUE_NOTE = "written from the world specification (no LLM): each class's true part values"
 POOR_NOTE = "deliberately poor starting descriptors for the world (the same vague phrases for every class)"
@@ -37,6 +44,12 @@ def world_vocabulary(spec: WorldSpec) -> list[str]:
     return [part_phrase(key.part, value) for key in spec.slots() for value in spec.values(key)]
 
 
+def class_phrases(spec: WorldSpec, label: str) -> list[str]:
+    """The noun phrases of a class's true distinguishing values, in specification order (its DCLIP descriptors)."""
+    world_class = spec.world_class(label)
+    return [part_phrase(key.part, world_class.value(key)) for key in spec.slots()]
+
+
 def true_descriptor_sets(spec: WorldSpec) -> list[DescriptorSet]:
     """A DCLIP-style and a CuPL-style set with each class's true distinguishing values."""
     from conceptforest.concepts.descriptors import DescriptorSet
@@ -45,8 +58,7 @@ def true_descriptor_sets(spec: WorldSpec) -> list[DescriptorSet]:
     dclip: dict[str, list[str]] = {}
     cupl: dict[str, list[str]] = {}
     for world_class in spec.classes:
-        phrases = [part_phrase(key.part, world_class.value(key)) for key in spec.slots()]
-        dclip[world_class.name] = phrases
+        dclip[world_class.name] = class_phrases(spec, world_class.name)
         cupl[world_class.name] = [
             f"The {world_class.name} has {_article(key.part)}{world_class.value(key)} {key.part}."
             for key in spec.slots()
