@@ -16,6 +16,7 @@ from conceptforest.concepts.descriptors import DescriptorSet
 from conceptforest.concepts.tree import ConceptTree
 from conceptforest.errors import BadInputError
 from conceptforest.explain import sections
+from conceptforest.explain.copies import add_data_quality, find_copies
 from conceptforest.explain.findings import add_findings, compute_findings
 from conceptforest.explain.misclassified import add_misclassified
 from conceptforest.explain.optimization_section import add_optimization
@@ -164,7 +165,7 @@ def explain_model(
     sections.add_trees(report, tree, out, permutation)
     add_label_blocks(report, blocks, per_class, tree, out)
     sections.add_skipped(report, skipped)
-    sections.add_data_quality(report, matrix.frame)
+    add_data_quality(report, find_copies(matrix.frame, split))
     report.add_json("permutation_importance", permutation.head(50))
     report.save(out)
     return report

@@ -28,10 +28,11 @@ from conceptforest.concepts.tree import ConceptTree
 from conceptforest.concepts.tree_checks import check_concepts, check_tree, names
 from conceptforest.explain.caveats import backbone_warnings, shortcut_warnings, toy_world_data_warnings
 from conceptforest.explain.confusion import confused_pairs
+from conceptforest.explain.copies import copy_warnings, find_copies
 from conceptforest.explain.finding import Finding, Value, warning
 from conceptforest.explain.grounding import DETECTED_AUC
 from conceptforest.explain.report import Report, section_anchor
-from conceptforest.explain.sections import Evaluation, Rollup, duplicate_files
+from conceptforest.explain.sections import Evaluation, Rollup
 
 __all__ = ["Finding", "MethodRow", "add_findings", "comparison_findings", "compute_findings", "verdict"]
 
@@ -290,7 +291,7 @@ def grounding_warnings(run: Evaluation) -> list[Finding]:
 
 
 def data_warnings(run: Evaluation, skipped: pd.DataFrame | None) -> list[Finding]:
-    """Random backbone weights, labels with few images, skipped files, byte-identical files under other labels."""
+    """Random backbone weights, labels with few images, skipped files, copies of one image (``copies.py``)."""
     found = []
     matrix = run.matrix
     found.extend(backbone_warnings(run))
@@ -317,17 +318,7 @@ def data_warnings(run: Evaluation, skipped: pd.DataFrame | None) -> list[Finding
         found.append(
             warning(f"{len(skipped)} file(s) were skipped during feature extraction ({why}).", "Skipped files")
         )
-    duplicates = duplicate_files(matrix.frame)
-    if not duplicates.empty:
-        found.append(
-            warning(
-                f"{len(duplicates)} files are byte-identical copies filed under different labels "
-                f"({duplicates['sha256'].nunique()} distinct images; labels "
-                f"{names(sorted(duplicates['label'].unique()), 5)}).",
-                "Data quality",
-                files=len(duplicates),
-            )
-        )
+    found.extend(copy_warnings(find_copies(matrix.frame, run.split)))
     return found
 
 

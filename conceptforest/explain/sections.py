@@ -1,5 +1,6 @@
-"""The report's sections after the summary: importance, roll-up, confusion, per label, SHAP examples, trees,
-skipped files and data quality. Each ``add_*`` function computes one section and adds it to a :class:`Report`.
+"""The report's sections after the summary: importance, roll-up, confusion, per label, SHAP examples, trees and
+skipped files (data quality is ``copies.py``). Each ``add_*`` function computes one section and adds it to a
+:class:`Report`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ GRAPHVIZ_MISSING = (
     "(`apt-get install graphviz`, `brew install graphviz` or `conda install graphviz`) to draw the trees, then run "
     "explain again; the .dot files are in trees/ beside this report ({count} files; any Graphviz viewer opens them)."
 )
-SHA256_PREFIX = 12
 
 
 @dataclass
@@ -303,37 +303,3 @@ def add_skipped(report: Report, skipped: pd.DataFrame | None) -> None:
         )
     else:
         report.add_text("Skipped files", "No file was skipped.", note=True)
-
-
-def duplicate_files(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows whose bytes (``sha256``) also appear under another label: ``path``, ``label``, ``split``, ``sha256``
-    (its first 12 hex digits), grouped by content. Byte-identical files under one label are not listed."""
-    columns = ["path", "label", "split", "sha256"]
-    if not {"path", "label", "sha256"} <= set(frame.columns):
-        return pd.DataFrame(columns=columns)
-    ids = frame.reindex(columns=columns).astype(str)
-    crossing = ids[ids.groupby("sha256")["label"].transform("nunique") > 1]
-    table = crossing.sort_values(["sha256", "label", "path"], kind="stable").reset_index(drop=True)
-    table["sha256"] = table["sha256"].str[:SHA256_PREFIX]
-    return table
-
-
-def add_data_quality(report: Report, frame: pd.DataFrame) -> None:
-    """Byte-identical files filed under different labels (nothing is added when there are none)."""
-    duplicates = duplicate_files(frame)
-    if duplicates.empty:
-        return
-    contents = duplicates["sha256"].nunique()
-    report.add_text(
-        "Data quality",
-        f"{len(duplicates)} files are byte-identical copies filed under different labels ({contents} distinct "
-        "images). One image cannot show two labels: check these files, keep each under its right label, and mind "
-        "that a copy in the training split and another in the test split flatters the accuracy.",
-    )
-    report.add_table(
-        "Data quality",
-        "duplicate_files",
-        duplicates,
-        caption="Byte-identical files under different labels (sha256 prefix = same content)",
-        max_rows=100,
-    )

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import stat
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
 
 from conceptforest.concepts.tree import ConceptTree
 from conceptforest.errors import BadInputError
+from conceptforest.features.copies import content_groups
 from conceptforest.features.images import IMAGE_EXTENSIONS, SkippedImage
 
 SPLITS = ("train", "val", "test")
@@ -83,10 +86,23 @@ def _not_an_image_name(path: Path) -> str:
     return f"not an image file name ({kind}); image files end in {', '.join(sorted(IMAGE_EXTENSIONS))}"
 
 
+def _check_inside(folder: Path, root: Path) -> None:
+    """Refuse a label folder that leads out of the data folder (a link to ``/`` would walk the whole disk)."""
+    target, top = folder.resolve(), root.resolve()
+    if top not in target.parents:  # the root itself or anywhere outside it
+        raise BadInputError(
+            f"The label folder {str(folder)!r} leads to {str(target)!r}, which is not inside the data folder "
+            f"{str(root)!r}; conceptforest does not walk folders outside the data it is given.",
+            hint="link or copy the image files themselves into the label folder, or list the images in a CSV "
+            "manifest (columns path,label).",
+        )
+
+
 def _image_folder(root: Path) -> tuple[list[Row], list[SkippedImage]]:
     rows: list[Row] = []
     skipped: list[SkippedImage] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        _check_inside(folder, root)
         for path in sorted(folder.rglob("*")):
             if path.is_dir() or any(part.startswith(".") for part in path.relative_to(folder).parts):
                 continue  # sub-folders are walked; hidden files (.DS_Store) are not the user's data
@@ -129,6 +145,10 @@ def _manifest(path: Path) -> tuple[list[Row], list[SkippedImage]]:
                 f"Manifest {str(path)!r} row {i} has split {split!r}.",
                 hint=f"use one of {list(SPLITS)} or leave the split column out.",
             )
+        if "\x00" in image_path:
+            shown = image_path.replace("\x00", "\\x00")
+            skipped.append(SkippedImage(shown, f"manifest row {i}: the path holds a NUL byte, which no file name can"))
+            continue
         resolved = Path(image_path) if Path(image_path).is_absolute() else path.parent / image_path
         problem = file_problem(resolved)  # a FIFO or a device would hang the read: refuse it from its mode
         if problem is None:
@@ -139,28 +159,48 @@ def _manifest(path: Path) -> tuple[list[Row], list[SkippedImage]]:
 
 
 def _assign_splits(
-    labels_of: list[str], val_fraction: float, test_fraction: float, seed: int, label_order: list[str]
+    labels_of: list[str],
+    groups: list[int],
+    fractions: tuple[float, float],
+    seed: int,
+    label_order: list[str],
 ) -> list[str]:
-    """Seeded, stratified train/val/test assignment; every split that has a fraction gets ≥1 image per label."""
+    """Seeded, stratified train/val/test assignment of whole content groups (every copy of an image in one split).
+
+    A group counts for the label of its first row; every split that has a fraction gets ≥1 group per label. With
+    no copies each group is one row, and the draw is the same as splitting rows.
+    """
+    val_fraction, test_fraction = fractions
     rng = np.random.default_rng(seed)
-    splits = ["train"] * len(labels_of)
+    units_of: dict[str, list[int]] = defaultdict(list)
+    seen: set[int] = set()
+    for group, label in zip(groups, labels_of, strict=True):
+        if group not in seen:
+            seen.add(group)
+            units_of[label].append(group)
+    group_split: dict[int, str] = {}
     needed = 1 + (val_fraction > 0) + (test_fraction > 0)
     for label in label_order:
-        indices = [i for i, lab in enumerate(labels_of) if lab == label]
-        if len(indices) < needed:
-            raise BadInputError(
-                f"Label {label!r} has {len(indices)} image(s); a train/val/test split with fractions "
-                f"{val_fraction:g}/{test_fraction:g} needs at least {needed}.",
-                hint="add images of that label, drop it, or set --val-fraction/--test-fraction to 0.",
-            )
-        order = rng.permutation(indices)
+        units = units_of[label]
+        if len(units) < needed:
+            _too_few_distinct(label, labels_of.count(label), len(units), needed, fractions)
+        order = rng.permutation(units)
         n_test = max(1, round(len(order) * test_fraction)) if test_fraction > 0 else 0
         n_val = max(1, round(len(order) * val_fraction)) if val_fraction > 0 else 0
         n_test = min(n_test, len(order) - 1 - (n_val > 0))
         n_val = min(n_val, len(order) - 1 - n_test)
-        for position, index in enumerate(order):
-            splits[index] = "test" if position < n_test else "val" if position < n_test + n_val else "train"
-    return splits
+        for position, group in enumerate(order):
+            group_split[int(group)] = "test" if position < n_test else "val" if position < n_test + n_val else "train"
+    return [group_split[group] for group in groups]
+
+
+def _too_few_distinct(label: str, images: int, distinct: int, needed: int, fractions: tuple[float, float]) -> NoReturn:
+    copies = "" if images == distinct else f" ({distinct} distinct: copies of one image stay in one split)"
+    raise BadInputError(
+        f"Label {label!r} has {images} image(s){copies}; a train/val/test split with fractions "
+        f"{fractions[0]:g}/{fractions[1]:g} needs at least {needed} distinct images.",
+        hint="add images of that label, drop it, or set --val-fraction/--test-fraction to 0.",
+    )
 
 
 def load_dataset(
@@ -219,7 +259,9 @@ def load_dataset(
         splits = [str(s) for s in given]
         seed_used: int | None = None
     else:
-        splits = _assign_splits([label for _, label, _ in rows], val_fraction, test_fraction, seed, present)
+        groups = content_groups([path for path, _, _ in rows])
+        labels_of = [label for _, label, _ in rows]
+        splits = _assign_splits(labels_of, groups, (val_fraction, test_fraction), seed, present)
         seed_used = seed
     records = [ImageRecord(path, label, split) for (path, label, _), split in zip(rows, splits, strict=True)]
     return ImageDataset(
