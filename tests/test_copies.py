@@ -103,7 +103,7 @@ def test_the_report_names_copies_across_the_split_and_repeats(tmp_path: Path) ->
         "3 image(s) of the 'test' split have a byte-identical copy in the training split" in s for s in sentences
     )
     assert any(
-        "8 rows repeat an image under its own label (2 by listing a path again, 6 as byte-identical" in s
+        "2 rows list 1 path(s) more than once and 6 files are byte-identical copies of 3 image(s) under one" in s
         for s in sentences
     )
 

@@ -24,7 +24,7 @@ _COLUMNS = ["path", "label", "split", "sha256"]
 
 @dataclass(frozen=True)
 class Copies:
-    """The rows of a feature matrix that repeat an image; each table has ``path, label, split, sha256`` (prefix)."""
+    """The rows of a feature matrix that repeat an image; each table has ``path, label, split, sha256``."""
 
     split: str  # the evaluated split
     repeated_paths: pd.DataFrame  # rows whose path is listed more than once
@@ -38,9 +38,7 @@ class Copies:
 
 
 def _shown(rows: pd.DataFrame) -> pd.DataFrame:
-    table = rows.sort_values(["sha256", "label", "path"], kind="stable").reset_index(drop=True)
-    table["sha256"] = table["sha256"].str[:SHA256_PREFIX]
-    return table
+    return rows.sort_values(["sha256", "label", "path"], kind="stable").reset_index(drop=True)
 
 
 def _ids(frame: pd.DataFrame) -> pd.DataFrame | None:
@@ -94,15 +92,22 @@ def copy_warnings(copies: Copies) -> list[Finding]:
                 files=len(copies.across_labels),
             )
         )
-    repeats = len(copies.repeated_paths) + len(copies.within_label)
-    if repeats:
+    parts = []
+    if not copies.repeated_paths.empty:
+        paths = copies.repeated_paths["path"].nunique()
+        parts.append(f"{len(copies.repeated_paths)} rows list {paths} path(s) more than once")
+    if not copies.within_label.empty:
+        contents = copies.within_label["sha256"].nunique()
+        parts.append(
+            f"{len(copies.within_label)} files are byte-identical copies of {contents} image(s) under one label"
+        )
+    if parts:
         found.append(
             warning(
-                f"{repeats} rows repeat an image under its own label ({len(copies.repeated_paths)} by listing a path "
-                f"again, {len(copies.within_label)} as byte-identical files): each copy counts again in training "
-                "and in the metrics.",
+                f"{' and '.join(parts)}: each copy counts again in training and in the metrics (and narrows their "
+                "intervals).",
                 SECTION,
-                rows=repeats,
+                rows=len(copies.repeated_paths) + len(copies.within_label),
             )
         )
     return found
@@ -145,5 +150,6 @@ def add_data_quality(report: Report, copies: Copies) -> None:
     """One table per kind of copy found (nothing is added when there are none)."""
     for table, name, text, caption in _tables(copies):
         if not table.empty:
+            shown = table.assign(sha256=table["sha256"].str[:SHA256_PREFIX])
             report.add_text(SECTION, text.format(n=len(table)))
-            report.add_table(SECTION, name, table, caption=caption, max_rows=100)
+            report.add_table(SECTION, name, shown, caption=caption, max_rows=100)
