@@ -256,12 +256,13 @@ class _TrainMoments:
 def concept_scores(vectors: np.ndarray, concept_matrix: np.ndarray) -> np.ndarray:
     """Cosine scores laid out by concept: ``(concepts, rows)`` float32, each concept's column contiguous.
 
-    The same values as ``(vectors @ concept_matrix.T).astype(np.float32)``, made by one float32 product into a
-    preallocated array whose rows Arrow takes as columns without a copy.
+    The values of ``(vectors @ concept_matrix.T).astype(np.float32)`` to float32 rounding (the BLAS kernel, chosen
+    by CPU, fixes the summation order), made by one float32 product into a preallocated array whose rows Arrow
+    takes as columns without a copy. The same inputs give the same bits on one machine.
     """
     out = np.empty((len(concept_matrix), len(vectors)), dtype=np.float32)
     if vectors.dtype == np.float32 and concept_matrix.dtype == np.float32:
-        # an F-ordered (rows, concepts) target: numpy's product writes scores.T in place, bit for bit the same
+        # an F-ordered (rows, concepts) target: numpy's product writes scores.T in place
         np.matmul(vectors, concept_matrix.T, out=out.T)
     else:  # another precision: computed in it, then rounded, as before
         out[...] = (vectors @ concept_matrix.T).T
