@@ -144,6 +144,23 @@ def _run_args(images: Path, out: Path, tiny: Path, *extra: str) -> list[str]:
     ]
 
 
+def test_run_says_in_the_terminal_when_the_tree_cannot_tell_labels_apart(tmp_path: Path) -> None:
+    from conceptforest.concepts.template import template_tree
+    from conceptforest.features import save_tiny_backbone
+    from conceptforest.features.synthetic import make_shape_images
+
+    labels = ["red disc", "blue tile"]
+    images = make_shape_images(tmp_path / "images", per_label=8, labels=labels)
+    degenerate = tmp_path / "same-values.json"
+    template_tree("toy shape", labels).save(degenerate)  # every label has the same values
+    result = runner.invoke(
+        app, _run_args(images, tmp_path / "run", save_tiny_backbone(tmp_path / "tiny"), "--tree", str(degenerate))
+    )
+    assert result.exit_code == 0, result.output
+    assert "Warning: All 2 labels have the same" in result.output
+    assert "so the tree cannot tell them apart" in result.output
+
+
 def test_run_never_overwrites_a_users_tree(tmp_path: Path) -> None:
     from conceptforest.concepts.template import template_tree
     from conceptforest.features import save_tiny_backbone

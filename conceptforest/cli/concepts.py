@@ -54,8 +54,6 @@ _CSV_GUARD = "'"
 def summarize(tree: ConceptTree, path: Path) -> None:
     """Print what a generated tree holds, its leakage warnings and its input warnings (labels it cannot tell
     apart, values copied from the prompt's example, labels with few concepts)."""
-    from conceptforest.concepts.tree_checks import check_tree
-
     usage = tree.provenance.usage
     echo(
         f"Wrote {path}: {len(tree.labels)} labels, {len(tree.concepts())} distinct concepts "
@@ -67,13 +65,25 @@ def summarize(tree: ConceptTree, path: Path) -> None:
             f"LLM calls: {usage.calls} ({usage.cached_calls} from cache); tokens: {usage.prompt_tokens} prompt + "
             f"{usage.completion_tokens} completion{cost}."
         )
+    warn_tree_problems(tree)
+
+
+def warn_tree_problems(tree: ConceptTree, *, shown: int | None = None, rest: str = "") -> None:
+    """Print the tree's class-name leakage and its checks (labels it cannot tell apart, values copied from the
+    prompt's example, labels with few concepts): ``concepts generate`` and ``run`` both say them. Past ``shown``
+    checks, one line counts the others and says where they are (``rest``)."""
+    from conceptforest.concepts.tree_checks import check_tree
+
     for leak in tree.leakage():
         warn(
             f"class-name leakage: {leak.label}: {leak.part_path} {leak.attribute} = {leak.value!r} "
             f"names {leak.leaked_label!r}; edit the tree file to remove it."
         )
-    for problem in check_tree(tree):
+    problems = check_tree(tree)
+    for problem in problems[:shown]:
         warn(problem.message)
+    if shown is not None and len(problems) > shown:
+        warn(f"{len(problems) - shown} more tree check(s){rest}.")
 
 
 def read_label_file(labels: Path | None, fallback: list[str] | None) -> list[str] | None:
