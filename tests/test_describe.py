@@ -13,7 +13,13 @@ from typer.testing import CliRunner
 
 from conceptforest.cli._common import PlainHelpCommand, new_app
 from conceptforest.cli.describe import SHORT_HELP, describe
-from conceptforest.concepts.describe import CUPL_QUESTIONS, cupl_questions, describe_labels, describe_prompt
+from conceptforest.concepts.describe import (
+    CUPL_QUESTIONS,
+    cupl_questions,
+    describe_labels,
+    describe_prompt,
+    plan_description,
+)
 from conceptforest.concepts.descriptors import DescriptorSet
 from conceptforest.concepts.template import template_tree
 from conceptforest.errors import BadInputError, LLMError
@@ -195,6 +201,22 @@ def test_cli_writes_a_dclip_set_and_a_rerun_is_cached(stub: StubServer, tmp_path
     again = run_cli(*args, *llm)
     assert again.exit_code == 0 and "LLM calls: 3 (3 from cache)" in again.output
     assert len(stub.state.requests) == 3
+
+
+def test_cli_cupl_prints_its_plan_and_asks_for_yes_past_the_limit(stub: StubServer, tmp_path: Path) -> None:
+    (tmp_path / "few.txt").write_text("husky\npug\n")
+    llm = ["--style", "cupl", "--llm", "stub-model", "--llm-base-url", stub.base_url, "--no-progress"]
+    small = run_cli(*llm, "--labels", str(tmp_path / "few.txt"), "-o", str(tmp_path / "few.json"))
+    assert small.exit_code == 0, small.output
+    assert "Plan: up to 10 LLM requests" in small.output and len(stub.state.requests) == 10
+    plan = plan_description(["husky", "pug"], None, style="cupl", count=10)
+    assert plan.requests == 10 and plan.estimated_prompt_tokens > 10 * 50 and plan.estimated_cost_usd is None
+    (tmp_path / "many.txt").write_text("\n".join(f"breed {i}" for i in range(41)) + "\n")
+    many = run_cli(*llm, "--labels", str(tmp_path / "many.txt"), "-o", str(tmp_path / "many.json"))
+    assert many.exit_code == 2, many.output
+    assert "Plan: up to 205 LLM requests" in many.output
+    assert "needs up to 205 LLM requests (more than 200)" in many.output and "--yes" in many.output
+    assert len(stub.state.requests) == 10 and not (tmp_path / "many.json").exists()
 
 
 def test_cli_refuses_clearly(stub: StubServer, tmp_path: Path) -> None:

@@ -114,13 +114,20 @@ def confirm_plan(
         tree=base,
     )
     echo(f"Plan: {plan.summary()}; cached answers are not requested again.")
-    if plan.requests <= CONFIRM_REQUESTS or yes:
+    confirm_requests(
+        plan.requests,
+        yes=yes,
+        what="This generation",
+        hint="pass --yes to go ahead, or use fewer labels or smaller limits (--max-parts, --max-attributes).",
+    )
+
+
+def confirm_requests(requests: int, *, yes: bool, what: str, hint: str) -> None:
+    """Past CONFIRM_REQUESTS requests, go on only with --yes or a yes typed on a terminal; else BadInputError."""
+    if requests <= CONFIRM_REQUESTS or yes:
         return
     if not typer.get_text_stream("stdin").isatty() or not typer.confirm("Go ahead?", default=False):
-        raise BadInputError(
-            f"This generation needs up to {plan.requests:,} LLM requests (more than {CONFIRM_REQUESTS}).",
-            hint="pass --yes to go ahead, or use fewer labels or smaller limits (--max-parts, --max-attributes).",
-        )
+        raise BadInputError(f"{what} needs up to {requests:,} LLM requests (more than {CONFIRM_REQUESTS}).", hint=hint)
 
 
 @app.command(cls=PlainHelpCommand, short_help="Build a concept tree with an LLM (or the template tree).")

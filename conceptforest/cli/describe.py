@@ -22,6 +22,7 @@ from conceptforest.cli._common import (
     MaxTokensOption,
     ProgressOption,
     TimeoutOption,
+    YesOption,
     echo,
     overrides,
     read_text_file,
@@ -31,6 +32,7 @@ from conceptforest.defaults import LABELS_HINT
 from conceptforest.errors import BadInputError
 
 if TYPE_CHECKING:
+    from conceptforest.concepts.describe import LLMStyle
     from conceptforest.concepts.descriptors import DescriptorSet
     from conceptforest.config import RunConfig
 
@@ -40,6 +42,8 @@ SHORT_HELP = "Describe labels as flat descriptors (DCLIP, CuPL, WaffleCLIP)."
 STYLES = ("dclip", "cupl", "waffle")
 WAFFLE_WORDS = 15
 WAFFLE_CHARS = 15
+DCLIP_COUNT = 12  # describe_labels' defaults, also shown in --count's help
+CUPL_COUNT = 10
 
 
 def summarize_descriptors(descriptors: DescriptorSet, path: Path) -> None:
@@ -97,21 +101,28 @@ def _from_tree(tree: Path, style: str | None, labels: Path | None) -> Descriptor
     return DescriptorSet.from_tree(ConceptTree.load(tree))
 
 
-def _with_llm(cfg: RunConfig, style: str, labels: list[str], count: int | None, progress: bool) -> DescriptorSet:
-    from conceptforest.concepts.describe import describe_labels
+def _with_llm(
+    cfg: RunConfig, style: str, labels: list[str], count: int | None, *, progress: bool, yes: bool
+) -> DescriptorSet:
+    from conceptforest.cli.concepts import confirm_requests
+    from conceptforest.concepts.describe import describe_labels, plan_description
 
     client = required_llm(
         cfg, f"--style {style} asks an LLM for the descriptors", alternative="--style waffle needs no LLM"
     )
-    sizes = {"max_descriptors": count} if style == "dclip" else {"sentences_per_question": count}
-    return describe_labels(
-        labels,
-        client,
-        style="dclip" if style == "dclip" else "cupl",
-        domain=cfg.concepts.domain,
-        progress=progress,
-        **{name: value for name, value in sizes.items() if value is not None},
+    llm_style: LLMStyle = "dclip" if style == "dclip" else "cupl"
+    asked = count if count is not None else (DCLIP_COUNT if style == "dclip" else CUPL_COUNT)
+    plan = plan_description(labels, client, style=llm_style, domain=cfg.concepts.domain, count=asked)
+    echo(f"Plan: {plan.summary()}; cached answers are not requested again.")
+    confirm_requests(
+        plan.requests,
+        yes=yes,
+        what=f"Describing {len(labels):,} labels (--style {style})",
+        hint="pass --yes to go ahead, or describe fewer labels"
+        + (" (CuPL asks five questions per label; --style dclip asks one)." if style == "cupl" else "."),
     )
+    sizes = {"max_descriptors": asked} if style == "dclip" else {"sentences_per_question": asked}
+    return describe_labels(labels, client, style=llm_style, domain=cfg.concepts.domain, progress=progress, **sizes)
 
 
 def describe(
@@ -155,6 +166,7 @@ def describe(
     max_tokens: MaxTokensOption = None,
     config: ConfigOption = None,
     cache_dir: CacheDirOption = None,
+    yes: YesOption = False,
     progress: ProgressOption = True,
 ) -> None:
     """Write a descriptor set: each label's descriptors, the input of the description methods (DCLIP, CuPL,
@@ -178,5 +190,5 @@ def describe(
         if style == "waffle":
             result = waffle_set(label_list, seed)
         else:
-            result = _with_llm(cfg, style, label_list, count, progress)
+            result = _with_llm(cfg, style, label_list, count, progress=progress, yes=yes)
     summarize_descriptors(result, result.save(out))

@@ -16,7 +16,10 @@ refs, the parameters, every call and the tokens used.
 from __future__ import annotations
 
 import copy
+import json
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
@@ -29,11 +32,20 @@ from conceptforest.concepts.descriptors import DescriptorSet, wordify
 from conceptforest.concepts.generate import usage_totals
 from conceptforest.concepts.labels import check_labels
 from conceptforest.concepts.llm import LLMClient
+from conceptforest.concepts.plan import CHARS_PER_TOKEN
 from conceptforest.concepts.prompts import TEMPLATE_VERSION, PromptTemplate
 from conceptforest.concepts.provenance import CallRecord, Provenance
 from conceptforest.errors import BadInputError
 
-__all__ = ["CUPL_QUESTIONS", "DESCRIBE_STYLES", "cupl_questions", "describe_labels", "describe_prompt"]
+__all__ = [
+    "CUPL_QUESTIONS",
+    "DESCRIBE_STYLES",
+    "DescriptionPlan",
+    "cupl_questions",
+    "describe_labels",
+    "describe_prompt",
+    "plan_description",
+]
 
 LLMStyle = Literal["dclip", "cupl"]
 DESCRIBE_STYLES: tuple[str, ...] = ("dclip", "cupl")
@@ -105,10 +117,9 @@ class _Asker:
 
 def _dclip(asker: _Asker, label: str, domain: str | None, count: int) -> list[str]:
     """DCLIP's descriptors of one label; DCLIP writes underscores in class names as spaces."""
-    name = label.replace("_", " ")
-    context = f"\nThe {name} is a kind of {domain}.\n" if domain else ""
+    (variables,) = _prompt_variables("dclip", label, domain, count)
     answer: DclipAnswer = asker.ask(
-        {"label": name, "context": context, "max_descriptors": count},
+        variables,
         DclipAnswer,
         f"label {label!r}",
         count,
@@ -119,11 +130,10 @@ def _dclip(asker: _Asker, label: str, domain: str | None, count: int) -> list[st
 
 def _cupl(asker: _Asker, label: str, domain: str | None, count: int) -> list[str]:
     """CuPL's sentences for one label: the answers to its five questions, in question order."""
-    context = f"(The {label} is a kind of {domain}.)\n" if domain else ""
     sentences: list[str] = []
-    for number, question in enumerate(cupl_questions(label), 1):
+    for number, variables in enumerate(_prompt_variables("cupl", label, domain, count), 1):
         answer: CuplAnswer = asker.ask(
-            {"question": question, "context": context, "count": count},
+            variables,
             CuplAnswer,
             f"label {label!r}, question {number}/{len(CUPL_QUESTIONS)}",
             count,
@@ -226,6 +236,61 @@ def describe_labels(
         asker.close()
     provenance = _provenance(client, style, domain, count, asker.records)
     return DescriptorSet(style=style, labels=checked, descriptors=found, provenance=provenance)
+
+
+# typical answer items, for the size of the answers a plan expects
+_TYPICAL_ITEM = {"dclip": "long, curved and pointed ears", "cupl": "A " + "typical descriptive sentence " * 3 + "."}
+
+
+@dataclass(frozen=True)
+class DescriptionPlan:
+    """What a description run asks at most: every label uncached, every answer as long as asked."""
+
+    requests: int
+    estimated_prompt_tokens: int
+    estimated_completion_tokens: int
+    estimated_cost_usd: float | None
+
+    def summary(self) -> str:
+        """One line for a terminal: requests, tokens and cost."""
+        cost = f", about ${self.estimated_cost_usd:,.2f}" if self.estimated_cost_usd is not None else ""
+        return (
+            f"up to {self.requests:,} LLM requests, about {self.estimated_prompt_tokens:,} prompt tokens and "
+            f"{self.estimated_completion_tokens:,} completion tokens{cost}"
+        )
+
+
+def plan_description(
+    labels: Sequence[str], llm: LLMClient | None, *, style: LLMStyle, domain: str | None = None, count: int = 12
+) -> DescriptionPlan:
+    """Count the requests, tokens and cost of ``describe_labels`` with these settings, making no request.
+
+    The prompts are the real ones (one per label for DCLIP, one per question and label for CuPL); the answers
+    are taken as ``count`` typical items each.
+    """
+    checked = _check(labels, style, count, domain)
+    template = describe_prompt(style)
+    schema = json.dumps(dclip_schema(count) if style == "dclip" else cupl_schema(count))
+    prompt_chars = requests = 0
+    for label in checked:
+        for variables in _prompt_variables(style, label, domain, count):
+            prompt_chars += sum(len(m["content"]) for m in template.messages(**variables, schema=schema))
+            requests += 1
+    answer_chars = requests * count * (len(_TYPICAL_ITEM[style]) + 4)
+    prompt_tokens = math.ceil(prompt_chars / CHARS_PER_TOKEN)
+    completion_tokens = math.ceil(answer_chars / CHARS_PER_TOKEN)
+    cost = llm.cost(prompt_tokens, completion_tokens) if llm is not None else None
+    return DescriptionPlan(requests, prompt_tokens, completion_tokens, cost)
+
+
+def _prompt_variables(style: LLMStyle, label: str, domain: str | None, count: int) -> list[dict[str, Any]]:
+    """The prompt variables of each request about ``label`` (the ones ``_dclip`` and ``_cupl`` send)."""
+    if style == "dclip":
+        name = label.replace("_", " ")
+        context = f"\nThe {name} is a kind of {domain}.\n" if domain else ""
+        return [{"label": name, "context": context, "max_descriptors": count}]
+    context = f"(The {label} is a kind of {domain}.)\n" if domain else ""
+    return [{"question": q, "context": context, "count": count} for q in cupl_questions(label)]
 
 
 def _provenance(
