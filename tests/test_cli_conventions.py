@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -159,6 +160,28 @@ def test_run_says_in_the_terminal_when_the_tree_cannot_tell_labels_apart(tmp_pat
     assert result.exit_code == 0, result.output
     assert "Warning: All 2 labels have the same" in result.output
     assert "so the tree cannot tell them apart" in result.output
+
+
+def test_explain_and_compare_refuse_a_tree_edited_after_extraction(tmp_path: Path) -> None:
+    from conceptforest.features import save_tiny_backbone
+    from conceptforest.features.synthetic import make_shape_images
+
+    images = make_shape_images(tmp_path / "images", per_label=8, labels=["red disc", "blue tile"])
+    tiny, out = save_tiny_backbone(tmp_path / "tiny"), tmp_path / "run"
+    made = runner.invoke(app, _run_args(images, out, tiny, "--domain", "toy shape", "--llm", "none"))
+    assert made.exit_code == 0, made.output
+    shutil.copyfile(out / "tree.json", tmp_path / "original.json")
+    edited = ConceptTree.load(out / "tree.json").model_copy(update={"sentence_template": "it shows {value}"})
+    edited.save(out / "tree.json")
+    model = [str(out / "model"), str(out)]
+    for verb in (["explain", *model, "-o", str(tmp_path / "report")], ["compare", *model]):
+        refused = runner.invoke(app, verb)
+        assert refused.exit_code == 2, refused.output
+        assert f"The concept tree '{out / 'tree.json'}'" in refused.output
+        assert "is not the tree the features" in refused.output and "Fix: give the tree" in refused.output
+    assert not (tmp_path / "report").exists()
+    kept = runner.invoke(app, ["compare", *model, "--tree", str(tmp_path / "original.json"), "--methods", "forest"])
+    assert kept.exit_code == 0, kept.output
 
 
 def test_run_never_overwrites_a_users_tree(tmp_path: Path) -> None:

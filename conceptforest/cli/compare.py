@@ -63,9 +63,9 @@ def compare(
     the controls and chance. Methods that cannot run are listed with what they need."""
     from conceptforest.atomic import atomic_write_text
     from conceptforest.concepts.descriptors import DescriptorSet
-    from conceptforest.concepts.tree import ConceptTree
     from conceptforest.explain.backbone_check import backbone_for
     from conceptforest.features.matrix import FeatureMatrix
+    from conceptforest.features.tree_binding import load_tree_of_features
     from conceptforest.models.bundle import load_bundle
     from conceptforest.models.methods import run_methods
     from conceptforest.models.methods.context import method_inputs
@@ -83,7 +83,7 @@ def compare(
         split=split,
         seed=seed,
         bundle=bundle,
-        tree=ConceptTree.load(tree_path) if tree_path else None,
+        tree=load_tree_of_features(tree_path, matrix, run_dir),
         descriptors=[DescriptorSet.load(path) for path in default_descriptors(descriptors, run_dir)],
         backbone=backbone,
         cache_dir=cache_dir,

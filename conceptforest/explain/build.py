@@ -26,6 +26,7 @@ from conceptforest.explain.sections import Evaluation
 from conceptforest.explain.shap_values import REPORT_SHAP_ROWS, explain_report_shap
 from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING, Backbone
 from conceptforest.features.matrix import FeatureMatrix
+from conceptforest.features.tree_binding import load_tree_of_features
 from conceptforest.llm.vision_types import VisionLLM
 from conceptforest.models.bundle import ModelBundle
 from conceptforest.models.methods import MethodInputs, MethodOutcome, run_methods
@@ -219,7 +220,7 @@ def explain_run(
     bundle = bundle or load_bundle(model_dir)
     matrix = FeatureMatrix.load(run_dir)
     bundle.check_matrix(matrix)
-    tree = ConceptTree.load(tree_path) if tree_path else None
+    tree = load_tree_of_features(tree_path, matrix, run_dir)
     inputs = method_inputs(
         matrix,
         split=split,
