@@ -51,6 +51,7 @@ FAULTS = (
     "echo500",
     "echo401_late",
     "bad_items",
+    "deep",
 )
 
 
@@ -79,18 +80,16 @@ def first_user(body: dict[str, Any]) -> str:
 def asked_labels(body: dict[str, Any]) -> list[str]:
     """The labels an optimisation prompt asks about: the enum of the schema printed at the end of the prompt."""
     schema = json.loads(first_user(body).split("The JSON schema of the answer:", 1)[1])
-    return list(schema["properties"]["labels"]["items"]["properties"]["label"]["enum"])
+    return list(schema["properties"]["labels"]["required"])
 
 
 def optimize_answer(body: dict[str, Any]) -> dict[str, Any]:
     """Every asked label with descriptors built from plain words, different per sampling seed."""
     seed = int(body.get("seed") or 0)
-    entries = []
+    entries = {}
     for label in asked_labels(body):
         start = int(hashlib.sha256(label.encode()).hexdigest(), 16) + seed
-        entries.append(
-            {"label": label, "descriptors": [f"{WORDS[(start + i) % len(WORDS)]} edge {i}" for i in range(4)]}
-        )
+        entries[label] = [f"{WORDS[(start + i) % len(WORDS)]} edge {i}" for i in range(4)]
     return {"labels": entries}
 
 
@@ -104,7 +103,7 @@ def best_version(body: dict[str, Any]) -> dict[str, Any]:
     """A crossover that keeps the version with the highest overall accuracy (the first of equals)."""
     versions = crossover_versions(body)
     chosen = max(versions, key=lambda v: float(v["overall_accuracy"].rstrip("%")))
-    return {"labels": [{"label": e["label"], "descriptors": e["descriptors"]} for e in chosen["labels"]]}
+    return {"labels": {e["label"]: e["descriptors"] for e in chosen["labels"]}}
 
 
 def canned_answer(step: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -177,6 +176,8 @@ def faulty_answer(fault: str, step: str, body: dict[str, Any]) -> tuple[str, str
         return json.dumps({"parts": parts}), "stop"
     if fault == "hostile_names":
         return json.dumps({"attributes": ["size/shape", "colour:hue", "tone=dark", "\x1b[2Jgloss"]}), "stop"
+    if fault == "deep":  # JSON nested far deeper than any parser's recursion limit
+        return '{"' + next(iter(good)) + '": ' + "[" * 100_000 + "]" * 100_000 + "}", "stop"
     if fault == "bad_items":
         key = next(iter(good))
         items = [item for item in good[key] if isinstance(item, str)]

@@ -195,7 +195,7 @@ def test_harmful_rewrites_are_never_returned(stub: StubServer, tmp_path: Path) -
 
 
 def test_a_rerun_makes_no_request_and_a_run_killed_mid_iteration_resumes_to_the_same_result(
-    stub: StubServer, tmp_path: Path
+    stub: StubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     labels = [f"kind {i}" for i in range(4)]  # two groups of labels: the kill falls between them
     stub.state.answers["optimize_initial"] = neutral
@@ -209,16 +209,18 @@ def test_a_rerun_makes_no_request_and_a_run_killed_mid_iteration_resumes_to_the_
     assert len(stub.state.requests) == total and again.descriptors == clean.descriptors
 
     calls = {"n": 0}
+    ask = LLMClient.ask
 
-    def dies_after_two(body: dict[str, Any]) -> dict[str, Any]:
+    def killed_after_nine(self: LLMClient, *args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
-        return healthy(body) if calls["n"] <= 2 else {"labels": []}  # dies after the first group of iteration 2
+        if calls["n"] > 9:  # after iteration 1 and the first group of iteration 2
+            raise KeyboardInterrupt
+        return ask(self, *args, **kwargs)
 
-    stub.state.answers["optimize_mutation"] = dies_after_two
-    killed = client(stub, tmp_path / "b", max_repairs=0, max_attempts=1)
-    with pytest.raises(LLMError):
-        optimize_descriptors(few_shot(labels), killed, settings=settings, progress=False)
-    stub.state.answers["optimize_mutation"] = healthy
+    monkeypatch.setattr(LLMClient, "ask", killed_after_nine)
+    with pytest.raises(KeyboardInterrupt):
+        optimize_descriptors(few_shot(labels), client(stub, tmp_path / "b"), settings=settings, progress=False)
+    monkeypatch.setattr(LLMClient, "ask", ask)
     before = len(stub.state.requests)
     resumed = optimize_descriptors(few_shot(labels), client(stub, tmp_path / "b"), settings=settings, progress=False)
     assert resumed.descriptors == clean.descriptors
@@ -339,3 +341,76 @@ def test_the_crossover_recombines_the_samples_and_is_kept_when_better(stub: Stub
     assert all(result.descriptors[label][0] == f"good{k} look" for k, label in enumerate(LABELS))
     prompt = next(r for r in stub.state.requests if r["step"] == "optimize_crossover")["body"]
     assert len(crossover_versions(prompt)) == 2  # both valid samples, with their accuracies, were shown
+
+
+# -- an LLM that leaves labels out or fails for a while (issue: the run must go on) ------------------------------
+
+
+def test_the_schema_asks_for_every_label_by_name(stub: StubServer, tmp_path: Path) -> None:
+    settings = OptimizeSettings(iterations=1, candidates=1)
+    optimize_descriptors(few_shot(), client(stub, tmp_path), settings=settings, progress=False)
+    body = stub.state.requests[0]["body"]
+    schema = body["response_format"]["json_schema"]["schema"]["properties"]["labels"]
+    assert schema["required"] == LABELS and set(schema["properties"]) == set(LABELS)
+
+
+def test_labels_an_answer_leaves_out_keep_their_descriptors(stub: StubServer, tmp_path: Path) -> None:
+    def leaves_out_the_last(body: dict[str, Any]) -> dict[str, Any]:  # keyed form, one label missing
+        return {
+            "labels": {
+                label: scripted(good={0, 1})(body)["labels"][k]["descriptors"]
+                for k, label in enumerate(asked_labels(body)[:-1])
+            }
+        }
+
+    start = DescriptorSet(style="dclip", labels=LABELS, descriptors={k: [f"start {k}"] for k in LABELS})
+    stub.state.answers["optimize_mutation"] = leaves_out_the_last
+    for fault in ("429", "fenced"):
+        stub.state.add_fault(fault, "optimize_mutation")
+    settings = OptimizeSettings(iterations=2, candidates=2)
+    result = optimize_descriptors(few_shot(), client(stub, tmp_path), start=start, settings=settings, progress=False)
+    assert result.optimization is not None
+    samples = [c for it in result.optimization.iterations for c in it.candidates if c.kind == "sample"]
+    assert all(c.accuracy is not None for c in samples)  # the fenced answer is the stub's own, with every label
+    assert [c.omitted for c in samples] == [[]] + [[LABELS[-1]]] * (len(samples) - 1) and len(samples) == 4
+    assert result.descriptors[LABELS[-1]] == [f"start {LABELS[-1]}"]
+    assert result.descriptors[LABELS[0]][0] == "good0 look"
+    assert not result.optimization.stopped
+
+
+def test_a_group_whose_every_candidate_fails_keeps_its_set_and_the_run_goes_on(
+    stub: StubServer, tmp_path: Path
+) -> None:
+    labels = [f"kind {i}" for i in range(4)]
+    healthy = scripted(good={0}, candidates=2)
+    stub.state.answers["optimize_initial"] = neutral
+    calls = {"n": 0}
+
+    def second_iteration_first_group_fails(body: dict[str, Any]) -> dict[str, Any]:
+        calls["n"] += 1
+        return {"labels": []} if calls["n"] <= 2 else healthy(body)  # both samples of group 1, iteration 2
+
+    stub.state.answers["optimize_mutation"] = second_iteration_first_group_fails
+    settings = OptimizeSettings(iterations=3, candidates=2, group_size=2)
+    result = optimize_descriptors(
+        few_shot(labels), client(stub, tmp_path, max_repairs=0, max_attempts=1), settings=settings, progress=False
+    )
+    record = result.optimization
+    assert record is not None and len(record.iterations) == 3 and not record.stopped
+    (failure,) = record.iterations[1].failed_groups
+    assert failure.startswith("group 1 (") and "all 2 request(s) failed" in failure
+    assert "no usable descriptors" in failure
+    assert all(it.failed_groups == [] for it in (record.iterations[0], record.iterations[2]))
+
+
+def test_an_llm_failing_throughout_stops_the_run_with_the_best_set_kept(stub: StubServer, tmp_path: Path) -> None:
+    stub.state.answers["optimize_initial"] = neutral
+    stub.state.answers["optimize_mutation"] = lambda body: {"labels": []}
+    settings = OptimizeSettings(iterations=5, candidates=2)
+    result = optimize_descriptors(
+        few_shot(), client(stub, tmp_path, max_repairs=0, max_attempts=1), settings=settings, progress=False
+    )
+    record = result.optimization
+    assert record is not None and len(record.iterations) == 3
+    assert record.stopped == "the LLM failed every request of iterations 2 and 3"
+    assert record.best_iteration == 1 and result.descriptors[LABELS[0]] == [f"plain{i} shape" for i in range(4)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -164,6 +165,8 @@ def test_user_errors_exit_2_before_any_request(stub: StubServer, shapes: Path, t
     clashing = tmp_path / "clash"
     shutil.copytree(shapes, clashing)
     shutil.copytree(clashing / LABELS[0], clashing / LABELS[0].replace(" ", "_"))
+    for image in (clashing / LABELS[0].replace(" ", "_")).iterdir():  # other bytes: not copies of the first
+        image.write_bytes(image.read_bytes() + b"\0")
     clash = runner.invoke(app, optimize_args(stub, clashing, "-o", str(tmp_path / "x.json")))
     assert clash.exit_code == 2 and "differ only in case" in clash.output, clash.output
     folder = runner.invoke(app, optimize_args(stub, shapes, "-o", str(tmp_path)))
@@ -219,3 +222,28 @@ def test_a_set_tuned_on_validation_images_is_refused(shapes: Path, tmp_path: Pat
     inputs.descriptors["optimized"] = optimized_set([str(frame["sha256"].iloc[0])])
     (outcome,) = run_methods(inputs, ["optimized"])
     assert isinstance(outcome, NotComputed) and "val/test images" in outcome.reason
+
+
+def test_the_terminal_says_what_the_llm_left_out_and_what_failed(
+    stub: StubServer, shapes: Path, tmp_path: Path
+) -> None:
+    from tests.llm_stub import asked_labels, optimize_answer
+
+    calls = {"n": 0}
+
+    def patchy(body: dict[str, Any]) -> dict[str, Any]:  # request 1 fails, request 2 leaves the last label out
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return {"labels": {}}
+        answer = optimize_answer(body)["labels"]
+        kept = asked_labels(body)[:-1] if calls["n"] == 2 else asked_labels(body)
+        return {"labels": {label: answer[label] for label in kept}}
+
+    stub.state.answers["optimize_initial"] = patchy
+    stub.state.answers["optimize_mutation"] = patchy
+    args = optimize_args(stub, shapes, "-o", str(tmp_path / "o.json"), "--max-repairs", "0", "--no-progress")
+    result = runner.invoke(app, [*args, "--iterations", "3"])
+    assert result.exit_code == 0, result.output
+    assert "1 of 3 LLM requests failed; each cost only itself" in result.output
+    assert "iteration 1: group 1 (" in result.output and "that group kept its descriptors" in result.output
+    assert "answers left out 1 label(s)" in result.output

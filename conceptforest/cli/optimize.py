@@ -35,6 +35,7 @@ from conceptforest.errors import BadInputError
 
 if TYPE_CHECKING:
     from conceptforest.concepts.descriptors import DescriptorSet
+    from conceptforest.concepts.optimize_record import OptimizationRecord
     from conceptforest.config import RunConfig
     from conceptforest.features.backbone import Backbone
     from conceptforest.features.dataset import ImageDataset
@@ -226,5 +227,23 @@ def _summarize(result: DescriptorSet, path: Path) -> None:
         f"LLM calls: {usage.calls} ({usage.cached_calls} from cache); tokens: {usage.prompt_tokens} prompt + "
         f"{usage.completion_tokens} completion."
     )
+    _warn_failures(record)
     if record.stopped:
         warn(f"stopped early: {record.stopped}; the best set so far was written.")
+
+
+def _warn_failures(record: OptimizationRecord) -> None:
+    """Say what the LLM did not give: failed requests, groups that kept their set, labels left out of answers."""
+    candidates = [c for iteration in record.iterations for c in iteration.candidates]
+    failed = sum(1 for c in candidates if c.error)
+    if failed:
+        warn(f"{failed} of {len(candidates)} LLM requests failed; each cost only itself (see the record).")
+    kept = [f"iteration {it.iteration}: {why}" for it in record.iterations for why in it.failed_groups]
+    for line in kept[:3]:
+        warn(f"{line}; that group kept its descriptors.")
+    if len(kept) > 3:
+        warn(f"{len(kept) - 3} more group(s) kept their descriptors after every request failed (see the record).")
+    omitted = sorted({label for c in candidates for label in c.omitted})
+    if omitted:
+        shown = ", ".join(repr(label) for label in omitted[:8]) + (" ..." if len(omitted) > 8 else "")
+        warn(f"answers left out {len(omitted)} label(s) ({shown}); each kept its descriptors in those answers.")

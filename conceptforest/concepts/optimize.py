@@ -43,6 +43,8 @@ from conceptforest.errors import BadInputError, LLMError
 
 __all__ = ["DEPARTURES", "FewShotImages", "OptimizeSettings", "optimize_descriptors"]
 
+FAILED_ITERATIONS_TO_STOP = 2  # iterations in a row whose every request failed: the LLM fails throughout
+
 DEPARTURES = (
     "Search scores '{label}, {descriptor}' as the authors' search does; the method row scores the result with "
     "DCLIP's 'which is/has' sentences, as the authors' final test does. Departures: JSON answers through a schema "
@@ -50,8 +52,10 @@ DEPARTURES = (
     "past twice the asked length dropped; candidates (and the crossover) are separate requests with their own "
     "seeds (the authors: one request with n samples); groups by k-means centres with a greedy size cap (the "
     "authors: k_means_constrained); word banks judge removals as the authors' code intends (their loop "
-    "overwrites the removal logits, so for all but the first class removals are never judged); a group whose "
-    "every candidate fails stops the run, answers kept in the cache (the authors retry, then skip the group); a "
+    "overwrites the removal logits, so for all but the first class removals are never judged); a label an answer "
+    "leaves out keeps its descriptors, a group whose every candidate fails keeps its set for that iteration (the "
+    "authors retry, then skip the group), and only two iterations in a row in which every request fails stop the "
+    "run, with the best set so far; a "
     "start set's accuracy is the first best; at most --shots images per label, drawn with a seed (the authors "
     "use every training image)."
 )
@@ -112,13 +116,16 @@ def optimize_descriptors(
     BadInputError
         For unusable images or settings, before any request.
     LLMError
-        When every candidate of a group failed (answers so far stay cached), or when no complete set was produced.
+        When no complete set was produced (answers so far stay cached). A label an answer leaves out keeps its
+        descriptors, a group whose every candidate fails keeps its set (``IterationRecord.failed_groups`` says
+        why), and two iterations in a row whose every request fails stop the loop (``stopped``) with the best set
+        so far.
     """
     settings = settings or OptimizeSettings()
     settings.check()
     _check_images(images)
     state = OptimizationState(current=_start_descriptors(images, start))
-    optimizer = Optimizer(images, llm, settings, started=start is not None)
+    optimizer = Optimizer(images, llm, settings)
     start_accuracy = optimizer.full_accuracy(state.current) if start is not None else None
     if start is not None:
         state.best, state.best_accuracy = copy.deepcopy(state.current), float(start_accuracy or 0.0)
@@ -131,16 +138,28 @@ def optimize_descriptors(
             bar.set_postfix_str(
                 f"acc {iterations[-1].train_accuracy:.3f}, best {state.best_accuracy:.3f}, tokens {state.tokens:,}"
             )
+            recent = iterations[-FAILED_ITERATIONS_TO_STOP:]
+            if not state.stopped and len(recent) == FAILED_ITERATIONS_TO_STOP and all(map(_all_failed, recent)):
+                state.stopped = f"the LLM failed every request of iterations {number - 1} and {number}"
             if state.stopped:
                 break
     finally:
         bar.close()
     if state.best is None:
+        failures = [why for record in iterations for why in record.failed_groups]
         raise LLMError(
-            f"The optimisation produced no complete descriptor set ({state.stopped or 'no usable answer'}).",
-            hint="raise --budget-tokens, or check the LLM's answers; answers so far are cached.",
+            f"The optimisation produced no complete descriptor set ({state.stopped or 'no usable answer'})"
+            + (f"; {failures[-1]}" if failures else "")
+            + ".",
+            hint=(state.failure_hint if failures else "")
+            or "raise --budget-tokens, or check the LLM's answers; answers so far are cached.",
         )
     return _result(images, optimizer, settings, state, iterations, start, start_accuracy)
+
+
+def _all_failed(record: IterationRecord) -> bool:
+    """Whether an iteration asked and every request failed (a budget stop asks nothing: that is not a failure)."""
+    return bool(record.candidates) and all(candidate.accuracy is None for candidate in record.candidates)
 
 
 def _result(

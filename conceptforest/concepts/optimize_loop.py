@@ -82,14 +82,14 @@ class OptimizationState:
     records: list[CallRecord] = field(default_factory=list)
     tokens: int = 0
     stopped: str = ""
+    failure_hint: str = ""  # the hint of the last failed request (what the user can change)
 
 
 class Optimizer:
-    def __init__(self, images: FewShotImages, llm: LLMClient, settings: OptimizeSettings, started: bool) -> None:
+    def __init__(self, images: FewShotImages, llm: LLMClient, settings: OptimizeSettings) -> None:
         self.images = images
         self.llm = llm
         self.settings = settings
-        self.started = started
         self.labels = images.labels
         self.scorer = LabelScorer(images.embeddings, images.encode, images.logit_scale)
         self.templates = {kind: load_prompt(f"optimize_{kind}") for kind in ("initial", "mutation", "crossover")}
@@ -158,17 +158,17 @@ class Optimizer:
             )
         except LLMError as exc:
             state.tokens += exc.tokens
+            state.failure_hint = exc.hint or state.failure_hint
             return record.model_copy(update={"error": str(exc)[:300], "tokens": exc.tokens}), None, exc
         finally:
             self.llm._mode = client._mode  # a server that refused json_schema is not asked with it again
         tokens = answer.record.prompt_tokens + answer.record.completion_tokens
         state.records.append(answer.record)
         state.tokens += tokens
-        return (
-            record.model_copy(update={"cached": answer.record.cached, "tokens": tokens}),
-            answer.value.descriptors,
-            None,
-        )
+        omitted = answer.value.omitted
+        update = {"cached": answer.record.cached, "tokens": tokens, "omitted": omitted}
+        kept = {name: list(state.current[name]) for name in omitted}  # a label left out keeps its descriptors
+        return record.model_copy(update=update), {**answer.value.descriptors, **kept}, None
 
     def ask(
         self,
@@ -178,17 +178,13 @@ class Optimizer:
         where: tuple[int, int],
         state: OptimizationState,
     ) -> list[tuple[CandidateRecord, dict[str, list[str]] | None]]:
-        """Every candidate of one group; a group whose every request fails raises the last error."""
+        """Every candidate of one group; a failed one costs only itself (its record keeps the error)."""
         found: list[tuple[CandidateRecord, dict[str, list[str]] | None]] = []
-        last: LLMError | None = None
         for candidate in range(self.settings.candidates):
             if self.over_budget(state):
                 break
-            record, value, error = self.ask_one(template, variables, names, (*where, candidate), state)
-            last = error or last
+            record, value, _ = self.ask_one(template, variables, names, (*where, candidate), state)
             found.append((record, value))
-        if last is not None and all(value is None for _, value in found):
-            raise last
         return found
 
     def crossover(
@@ -224,9 +220,12 @@ class Optimizer:
         return record, value
 
     def optimise_group(
-        self, kind: str, members: list[int], where: tuple[int, int], state: OptimizationState
+        self, members: list[int], where: tuple[int, int], state: OptimizationState
     ) -> tuple[str, list[CandidateRecord]]:
+        """Sample, score and keep the best rewrite of one group; a group whose every request fails keeps its set.
+        A group with a label that has no descriptors yet gets the initial prompt, every other the mutation one."""
         names = [self.labels[i] for i in members]
+        kind = "initial" if any(not state.current[name] for name in names) else "mutation"
         rows = np.flatnonzero(np.isin(self.images.truth, members))
         position = {label: index for index, label in enumerate(members)}
         local = np.asarray([position[int(t)] for t in self.images.truth[rows]], dtype=np.int64)
@@ -256,18 +255,21 @@ class Optimizer:
 
     def iteration(self, number: int, state: OptimizationState) -> IterationRecord:
         before = {label: list(items) for label, items in state.current.items()}
-        kind = "initial" if number == 1 and not self.started else "mutation"
+        kind = "initial" if any(not items for items in before.values()) else "mutation"
         vectors = self.scorer.label_vectors(state.current, self.labels)
         groups = group_labels(vectors, self.settings.group_size, self.settings.seed)
         feedback: list[str] = []
         candidates: list[CandidateRecord] = []
+        failed: list[str] = []
         spent = state.tokens
         for index, members in enumerate(groups):
             if self.over_budget(state):
                 break
-            text, records = self.optimise_group(kind, members, (number, index), state)
+            text, records = self.optimise_group(members, (number, index), state)
             feedback.append(text)
             candidates.extend(records)
+            if records and all(record.accuracy is None for record in records):
+                failed.append(_failure(index, [self.labels[i] for i in members], records))
         complete = all(state.current[label] for label in self.labels)
         score = self.full_accuracy(state.current) if complete else 0.0
         if complete and all(before[label] for label in self.labels):
@@ -296,4 +298,11 @@ class Optimizer:
             helpful={label: list(items) for label, items in state.helpful.items()},
             harmful={label: list(items) for label, items in state.harmful.items()},
             tokens=state.tokens - spent,
+            failed_groups=failed,
         )
+
+
+def _failure(index: int, names: list[str], records: list[CandidateRecord]) -> str:
+    """Why one group kept its set: every request failed (the last error, cut short)."""
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return f"group {index + 1} ({shown}): all {len(records)} request(s) failed; last: {records[-1].error[:300]}"

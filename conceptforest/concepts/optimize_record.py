@@ -30,6 +30,7 @@ class CandidateRecord(BaseModel):
     error: str = ""
     cached: bool = False
     tokens: int = 0
+    omitted: list[str] = Field(default_factory=list)  # labels the answer left out: they kept their descriptors
 
 
 class LabelChange(BaseModel):
@@ -54,6 +55,7 @@ class IterationRecord(BaseModel):
     helpful: dict[str, list[str]] = Field(default_factory=dict)  # the word banks after this iteration
     harmful: dict[str, list[str]] = Field(default_factory=dict)
     tokens: int = 0
+    failed_groups: list[str] = Field(default_factory=list)  # groups whose every request failed: they kept their set
 
 
 class DescriptorContribution(BaseModel):

@@ -196,6 +196,8 @@ def _assign_splits(
 
 def _too_few_distinct(label: str, images: int, distinct: int, needed: int, fractions: tuple[float, float]) -> NoReturn:
     copies = "" if images == distinct else f" ({distinct} distinct: copies of one image stay in one split)"
+    if distinct == 0:
+        copies = " (every one a byte-identical copy of an image filed under another label)"
     raise BadInputError(
         f"Label {label!r} has {images} image(s){copies}; a train/val/test split with fractions "
         f"{fractions[0]:g}/{fractions[1]:g} needs at least {needed} distinct images.",
