@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, TypeGuard
 
 from conceptforest.atomic import atomic_write_json
 from conceptforest.errors import BadInputError
+from conceptforest.redact import redact_uri_text
 
 HOME_ENV = "CONCEPTFOREST_HOME"
 URI_HINT = (
@@ -26,7 +26,6 @@ URI_HINT = (
     "environment variables (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS), or pass a "
     "folder path every worker reaches."
 )
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@?#]*@")
 
 
 def conceptforest_home() -> Path:
@@ -49,8 +48,9 @@ def is_uri(location: str | Path | None) -> TypeGuard[str]:
 
 
 def redact_uri(location: str | Path) -> str:
-    """``location`` for messages, a URI's user and password (``s3://KEY:SECRET@bucket``) hidden."""
-    return _USERINFO.sub(r"\1***@", str(location))
+    """``location`` for messages, a URI's user and password (``s3://KEY:SECRET@bucket``) and credential-like query
+    values (``?secret_key=...``, ``&token=...``) hidden."""
+    return redact_uri_text(str(location))
 
 
 def open_uri(uri: str) -> tuple[Any, str]:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from conceptforest.concepts.generate import GenerationLimits
 from conceptforest.concepts.llm import LLMClient, sanitize_base_url
+from conceptforest.concepts.llm_transport import attempts_problem, timeout_problem
 from conceptforest.concepts.tree import DEFAULT_SENTENCE_TEMPLATE, check_sentence_template
 from conceptforest.errors import BadInputError
 
@@ -37,8 +38,8 @@ class LLMConfig(_Section):
 
     model: str | None = None
     base_url: str | None = None
-    timeout: float = Field(60.0, gt=0)
-    max_attempts: int = Field(4, ge=1, le=20)
+    timeout: float = 60.0  # seconds, finite, in (0, 3600]: the check the clients make too
+    max_attempts: int = 4  # 1 to 20
     max_repairs: int = Field(2, ge=0, le=10)
     temperature: float = Field(0.0, ge=0, le=2)
     max_tokens: int = Field(1024, ge=16)
@@ -46,6 +47,20 @@ class LLMConfig(_Section):
     structured: Literal["auto", "json_schema", "json_object", "prompt"] = "auto"
     price_per_1k_prompt: float | None = None
     price_per_1k_completion: float | None = None
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: float) -> float:
+        if problem := timeout_problem(value):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("max_attempts")
+    @classmethod
+    def _attempts(cls, value: int) -> int:
+        if problem := attempts_problem(value):
+            raise ValueError(problem)
+        return value
 
 
 class ConceptsConfig(_Section):
@@ -94,6 +109,13 @@ class RunConfig(_Section):
     clip: ClipConfig = Field(default_factory=ClipConfig)
     cache_dir: str | Path | None = None  # a str keeps a URI (s3://bucket/prefix) whole
     seed: int = 0
+
+    @field_validator("cache_dir", mode="before")
+    @classmethod
+    def _cache_dir(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str | Path):
+            raise ValueError(f"must be a folder path or a URI, written as a string, not {value!r}")
+        return value
 
     def resolved_llm_model(self) -> str:
         """The model name from flags/config, then ``$CONCEPTFOREST_LLM_MODEL``; an error when there is none."""
@@ -163,6 +185,29 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _setting(loc: tuple[int | str, ...]) -> str:
+    """The dotted setting an error is about (``llm.timeout``), without pydantic's inner steps (union members such as
+    ``lax-or-strict[...]``, validator names) that follow a setting that is not a section."""
+    names: list[str] = []
+    section: type[BaseModel] | None = RunConfig
+    for part in loc:
+        if isinstance(part, int):
+            names.append(str(part))
+        elif section is None:
+            break
+        else:
+            names.append(part)
+            field = section.model_fields.get(part)
+            annotation = field.annotation if field is not None else None
+            is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            section = annotation if is_section else None  # type: ignore[assignment]
+    return ".".join(names) or "the settings"
+
+
+def _message(text: str) -> str:
+    return text.removeprefix("Value error, ")
+
+
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
     """Read a TOML config (optional) and apply ``overrides`` (dotted keys such as ``"llm.model"``; ``None``
     values are ignored so unset flags never hide the file)."""
@@ -175,6 +220,11 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
             raise BadInputError(f"Config file {str(path)!r} does not exist.", hint="check the --config path.")
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise BadInputError(
+                f"Config file {str(path)!r} is not UTF-8 text (byte {exc.start} cannot be read).",
+                hint="save the file as UTF-8.",
+            ) from None
         except tomllib.TOMLDecodeError as exc:
             raise BadInputError(
                 f"Config file {str(path)!r} is not valid TOML: {exc}.", hint="fix the TOML syntax."
@@ -187,7 +237,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(dict.fromkeys(f"{_setting(e['loc'])}: {_message(e['msg'])}" for e in exc.errors()))
         raise BadInputError(
             f"Invalid settings in {source}: {problems}.",
             hint="see 'conceptforest --help' and docs/ for the known settings.",

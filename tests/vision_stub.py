@@ -4,7 +4,9 @@ It decodes the JPEG data URI, finds the dominant saturated colour of the made-up
 yellow, purple) and answers: ``{"label": ...}`` from a json_schema enum; a loose free-text guess
 ("The answer is: RED-DISC!") when the prompt lists labels; otherwise a description. Faults come on schedule, one
 per request in arrival order: ``429`` (Retry-After 0), ``500``, ``401`` (echoing the key), ``refusal``,
-``off_label``, ``fenced``, ``loose``, ``empty``. ``reject_json_schema`` answers 400 to any json_schema request.
+``off_label``, ``fenced``, ``loose``, ``empty``, ``huge`` (``huge_chars`` characters), ``deep`` (JSON nested 100,000
+levels), ``nan_logprobs`` (every log-probability NaN), ``slow500`` (``slow_seconds``, then 500).
+``reject_json_schema`` answers 400 to any json_schema request.
 """
 
 from __future__ import annotations
@@ -25,7 +27,20 @@ from conceptforest.features.synthetic import SHAPES
 from tests.llm_stub import JSONHandler, LoopbackServer, serve_on_loopback
 
 COLOURS = {label.split()[0]: rgb for label, (_, rgb) in SHAPES.items()}
-FAULTS = ("429", "500", "401", "refusal", "off_label", "fenced", "loose", "empty")
+FAULTS = (
+    "429",
+    "500",
+    "401",
+    "refusal",
+    "off_label",
+    "fenced",
+    "loose",
+    "empty",
+    "huge",
+    "deep",
+    "nan_logprobs",
+    "slow500",
+)
 
 
 def dominant_colour(url: str) -> tuple[str, tuple[int, int]]:
@@ -65,8 +80,9 @@ def _enum(body: dict[str, Any]) -> list[str] | None:
     return enum
 
 
-def _logprobs(content: str, labels: list[str], chosen: str) -> dict[str, Any]:
-    """Tokens of a ``{"label": "..."}`` answer; the label's first word carries the top alternatives."""
+def _logprobs(content: str, labels: list[str], chosen: str, nan: bool = False) -> dict[str, Any]:
+    """Tokens of a ``{"label": "..."}`` answer; the label's first word carries the top alternatives (all NaN with
+    ``nan``)."""
     head = content[: content.index(chosen)]
     words = re.findall(r"\S+|\s+\S+", chosen)
     tokens = [head, *words, content[len(head) + len(chosen) :]]
@@ -79,6 +95,11 @@ def _logprobs(content: str, labels: list[str], chosen: str) -> dict[str, Any]:
         entries.append(
             {"token": token, "logprob": alternatives[0]["logprob"], "bytes": None, "top_logprobs": alternatives}
         )
+    if nan:
+        for entry in entries:
+            entry["logprob"] = float("nan")
+            for alternative in entry["top_logprobs"]:
+                alternative["logprob"] = float("nan")
     return {"content": entries}
 
 
@@ -88,6 +109,8 @@ class VisionStubState:
     requests: list[dict[str, Any]] = field(default_factory=list)
     reject_json_schema: bool = False
     logprobs: bool = False
+    huge_chars: int = 1_000_000
+    slow_seconds: float = 2.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_fault(self, kind: str, times: int = 1) -> None:
@@ -106,7 +129,7 @@ class VisionStubServer(LoopbackServer):
     state: VisionStubState
 
 
-def answer_for(fault: str | None, prompt: str, enum: list[str] | None, colour: str) -> str:
+def answer_for(fault: str | None, prompt: str, enum: list[str] | None, colour: str, huge_chars: int) -> str:
     labels = enum or re.findall(r"^- (.+)$", prompt, flags=re.MULTILINE)
     label = next((item for item in labels if colour in item.split()), labels[0] if labels else "")
     if fault == "refusal":
@@ -117,6 +140,10 @@ def answer_for(fault: str | None, prompt: str, enum: list[str] | None, colour: s
         return f'```json\n{{"label": "{label}"}}\n```'
     if fault == "empty":
         return ""
+    if fault == "huge":
+        return json.dumps({"label": label + " " * huge_chars}) if enum else "I see " + "a shape " * (huge_chars // 8)
+    if fault == "deep":
+        return '{"label": ' + "[" * 100_000 + "]" * 100_000 + "}"
     if labels and (fault == "loose" or not enum):
         return f"The answer is: {label.upper().replace(' ', '-')}!"
     if enum:
@@ -143,16 +170,23 @@ class VisionHandler(JSONHandler):
         if fault == "429":
             self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0"})
             return
-        if fault in ("500", "401"):
+        if fault == "slow500":
+            time.sleep(state.slow_seconds)
+        if fault in ("500", "401", "slow500"):
             key = self.headers.get("Authorization", "")
-            self._send(int(fault), {"error": {"message": f"failure for {key}", "type": "server"}})
+            self._send(int(fault[-3:]), {"error": {"message": f"failure for {key}", "type": "server"}})
             return
-        content = answer_for(fault, prompt, enum, colour)
+        content = answer_for(fault, prompt, enum, colour, state.huge_chars)
         choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content}}
         choice["finish_reason"] = "stop"
-        if state.logprobs and body.get("logprobs") and enum and fault is None:
+        if (
+            (state.logprobs or fault == "nan_logprobs")
+            and body.get("logprobs")
+            and enum
+            and fault in (None, "nan_logprobs")
+        ):
             chosen = json.loads(content)["label"]
-            choice["logprobs"] = _logprobs(content, enum, chosen)
+            choice["logprobs"] = _logprobs(content, enum, chosen, nan=fault == "nan_logprobs")
         prompt_tokens = len(prompt) // 4 + 85
         self._send(
             200,

@@ -95,12 +95,12 @@ def _is_usage_error(exc: Exception) -> bool:
 
 
 def _fail(message: str, code: int, exc: BaseException) -> None:
-    if os.environ.get(DEBUG_ENV):
-        traceback.print_exception(exc, file=sys.stderr)
-    key = os.environ.get("OPENAI_API_KEY", "")
-    if len(key) >= 8:
-        message = message.replace(key, "[redacted]")
-    typer.echo(_printable(message), err=True)
+    from conceptforest.redact import redact_secrets
+
+    secrets = [os.environ.get("OPENAI_API_KEY")]
+    if os.environ.get(DEBUG_ENV):  # the chained errors quote server bodies, which may echo the key
+        sys.stderr.write(redact_secrets("".join(traceback.format_exception(exc)), secrets))
+    typer.echo(_printable(redact_secrets(message, secrets)), err=True)
     raise typer.Exit(code=code) from exc
 
 
@@ -308,7 +308,8 @@ def required_llm(cfg: RunConfig, why: str, alternative: str = "") -> LLMClient:
 def vision_client(params: dict[str, Any], cache_dir: str | Path | None) -> VisionLLM | None:
     """The vision LLM named by a command's ``--mllm`` options (pass ``locals()``), or None without ``--mllm``.
 
-    ``--timeout``/``--max-attempts`` are used where the command has them, the client's defaults elsewhere.
+    ``--timeout``/``--max-attempts`` are used where the command has them, the client's defaults elsewhere; values
+    out of range are refused by the client (exit 2 naming the option).
     """
     if not params.get("mllm"):
         return None
@@ -317,8 +318,8 @@ def vision_client(params: dict[str, Any], cache_dir: str | Path | None) -> Visio
     return OpenAIVisionLLM(
         params["mllm"],
         base_url=params.get("mllm_base_url"),
-        timeout=params.get("timeout") or 60.0,
-        max_attempts=params.get("max_attempts") or 4,
+        timeout=60.0 if params.get("timeout") is None else params["timeout"],
+        max_attempts=4 if params.get("max_attempts") is None else params["max_attempts"],
         concurrency=params["concurrency"],
         max_side=params["max_side"],
         cache_dir=cache_dir,

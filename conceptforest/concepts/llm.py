@@ -29,7 +29,7 @@ from conceptforest.concepts.prompts import PromptTemplate
 from conceptforest.concepts.tree import CallRecord
 from conceptforest.errors import LLMError
 
-__all__ = ["LLMAnswer", "LLMClient", "StructuredMode", "extract_json", "sanitize_base_url"]
+__all__ = ["DeepAnswerError", "LLMAnswer", "LLMClient", "StructuredMode", "extract_json", "sanitize_base_url"]
 
 StructuredMode = Literal["auto", "json_schema", "json_object", "prompt"]
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
@@ -38,6 +38,10 @@ _DOWNGRADE: dict[str, Literal["json_object", "prompt"]] = {
     "json_object": "prompt",
 }
 _MAX_FEEDBACK_CHARS = 1500
+
+
+class DeepAnswerError(ValueError):
+    """An answer nested more deeply than JSON parsing allows: an invalid answer, never a crash."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,8 @@ class LLMAnswer(Generic[AnswerT]):
 def extract_json(text: str | None) -> Any:
     """The first JSON value in an answer, tolerating markdown fences and prose around it.
 
-    Raises ``ValueError`` with a short reason when there is none (empty, truncated, or not JSON).
+    Raises ``ValueError`` with a short reason when there is none (empty, truncated, or not JSON), and
+    :class:`DeepAnswerError` (a ``ValueError``) for JSON nested deeper than the parser's recursion limit.
     """
     if not text or not text.strip():
         raise ValueError("the answer was empty")
@@ -66,6 +71,8 @@ def extract_json(text: str | None) -> Any:
         value, _ = json.JSONDecoder().raw_decode(stripped[min(starts) :])
     except json.JSONDecodeError as exc:
         raise ValueError(f"the answer is not complete JSON ({exc.msg} at char {exc.pos}); it may be truncated") from exc
+    except RecursionError:
+        raise DeepAnswerError("the answer is JSON nested too deeply to be read") from None
     return value
 
 

@@ -8,29 +8,77 @@ has passed, and the request runs in a worker thread that the caller stops waitin
 from __future__ import annotations
 
 import email.utils
+import math
 import os
-import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 import openai
 
-from conceptforest.errors import LLMError
+from conceptforest.errors import BadInputError, LLMError
+from conceptforest.redact import REDACTED, redact_secrets
+
+__all__ = [
+    "DEADLINE_EXTENSION",
+    "MAX_ATTEMPTS",
+    "MAX_TIMEOUT_SECONDS",
+    "REDACTED",
+    "OpenAICompatibleTransport",
+    "RequestCancelled",
+    "attempts_problem",
+    "call_with_deadline",
+    "check_request_limits",
+    "deadline_http_client",
+    "failure_hint",
+    "redact_secrets",
+    "retry_after_seconds",
+    "sanitize_base_url",
+    "timeout_problem",
+]
 
 ResultT = TypeVar("ResultT")
 DEADLINE_EXTENSION = "conceptforest_deadline"
 # how long past its deadline the caller waits for the worker, which should have given up by itself by then
 _WORKER_GRACE_SECONDS = 2.0
-REDACTED = "[redacted]"
-_TOKEN_PATTERNS = (
-    re.compile(r"(?i)(\bbearer\s+)[^\s\"',;}\]]+"),
-    re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"),
-    re.compile(r"(?i)(\bapi[-_ ]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}\]]+"),
-)
+# how often a caller waiting for a request looks whether it was told to stop (an interrupt)
+_STOP_POLL_SECONDS = 0.1
+MAX_TIMEOUT_SECONDS = 3600.0
+MAX_ATTEMPTS = 20
+
+
+class RequestCancelled(Exception):
+    """The caller stopped waiting for a request because it was told to stop (an interrupt)."""
+
+
+def timeout_problem(seconds: float) -> str | None:
+    """What is wrong with a request timeout, or None: it must be a finite number of seconds in (0, 3600]."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return f"the timeout must be a number of seconds, not {seconds!r}"
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT_SECONDS):
+        return f"the timeout must be a finite number of seconds above 0 and at most {MAX_TIMEOUT_SECONDS:g}"
+    return None
+
+
+def attempts_problem(attempts: int) -> str | None:
+    """What is wrong with a number of attempts per request, or None: it must be a whole number in [1, 20]."""
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= MAX_ATTEMPTS:
+        return f"the attempts per request must be a whole number from 1 to {MAX_ATTEMPTS}"
+    return None
+
+
+def check_request_limits(timeout: float, max_attempts: int) -> None:
+    """Refuse a timeout or attempt count out of range (the one check of the text client, the vision client and the
+    config file), naming the option and its value."""
+    for flag, value, problem in (
+        ("--timeout", timeout, timeout_problem(timeout)),
+        ("--max-attempts", max_attempts, attempts_problem(max_attempts)),
+    ):
+        if problem:
+            raise BadInputError(f"{flag} {value!r} is out of range: {problem}.", hint=f"pass {flag} within range.")
 
 
 def sanitize_base_url(base_url: str | None) -> str | None:
@@ -54,17 +102,6 @@ def retry_after_seconds(error: openai.APIStatusError) -> float | None:
     except ValueError:
         parsed = email.utils.parsedate_to_datetime(header)
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
-
-
-def redact_secrets(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` with the given secrets and anything that looks like a token (``Bearer ...``, ``sk-...``,
-    ``api_key=...``) replaced by ``[redacted]``."""
-    for secret in secrets:
-        if secret and len(secret) >= 8:  # shorter ones are placeholders, not secrets
-            text = text.replace(secret, REDACTED)
-    for pattern in _TOKEN_PATTERNS:
-        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
-    return text
 
 
 class _DeadlineStream(httpx2.SyncByteStream):
@@ -105,8 +142,11 @@ def deadline_http_client(timeout: float) -> httpx2.Client:
     )
 
 
-def call_with_deadline(call: Callable[[], ResultT], timeout: float, base_url: str) -> ResultT:
-    """Run ``call`` in a worker thread; raise ``openai.APITimeoutError`` when it has not returned in time.
+def call_with_deadline(
+    call: Callable[[], ResultT], timeout: float, base_url: str, stop: threading.Event | None = None
+) -> ResultT:
+    """Run ``call`` in a worker thread; raise ``openai.APITimeoutError`` when it has not returned in time, and
+    :class:`RequestCancelled` as soon as ``stop`` is set (the caller was interrupted).
 
     The worker is a daemon: a request still stuck on a stalling server never holds up the program's exit.
     """
@@ -120,7 +160,12 @@ def call_with_deadline(call: Callable[[], ResultT], timeout: float, base_url: st
 
     worker = threading.Thread(target=work, name="conceptforest-llm-request", daemon=True)
     worker.start()
-    worker.join(timeout + _WORKER_GRACE_SECONDS)
+    give_up = time.monotonic() + timeout + _WORKER_GRACE_SECONDS
+    poll = _STOP_POLL_SECONDS if stop is not None else timeout + _WORKER_GRACE_SECONDS
+    while worker.is_alive() and (remaining := give_up - time.monotonic()) > 0:
+        if stop is not None and stop.is_set():
+            raise RequestCancelled("the request was abandoned: the caller was told to stop")
+        worker.join(min(poll, remaining))
     if worker.is_alive():
         raise openai.APITimeoutError(request=httpx2.Request("POST", base_url))
     if "error" in outcome:
@@ -213,10 +258,11 @@ class OpenAICompatibleTransport:
     ) -> None:
         if not model or model.strip().lower() == "none":
             raise LLMError(f"No {what} model was given.", hint=model_hint)
+        check_request_limits(timeout, max_attempts)
         self.model = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self.timeout = timeout
-        self.max_attempts = max(1, max_attempts)
+        self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.sleep = sleep

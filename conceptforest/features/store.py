@@ -109,7 +109,8 @@ class _ArrowFolder:
         return _join(self.location, name)
 
     def _failed(self, doing: str, exc: OSError) -> BadInputError:
-        return BadInputError(f"Could not {doing} the embedding cache {self.location!r}: {exc}", hint=URI_HINT)
+        reason = redact_uri(str(exc))  # a file system's message may quote the URI, query string included
+        return BadInputError(f"Could not {doing} the embedding cache {self.location!r}: {reason}", hint=URI_HINT)
 
     def move_aside(self, name: str) -> bool:
         path = str(self.folder / name)

@@ -10,8 +10,8 @@ read from the argument or ``OPENAI_API_KEY`` and never written anywhere.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -21,9 +21,10 @@ import openai
 from tqdm.auto import tqdm
 
 from conceptforest.cache import DiskCache, cache_root
-from conceptforest.concepts.llm import extract_json
+from conceptforest.concepts.llm import DeepAnswerError, extract_json
 from conceptforest.concepts.llm_transport import (
     OpenAICompatibleTransport,
+    RequestCancelled,
     call_with_deadline,
     sanitize_base_url,
 )
@@ -34,6 +35,8 @@ from conceptforest.llm.vision_types import VisionAnswer
 __all__ = ["OpenAIVisionLLM", "label_logprobs"]
 
 TOP_LOGPROBS = 5
+# an answer longer than max_tokens x this many characters cannot be max_tokens tokens: the server is faulty
+MAX_CHARS_PER_TOKEN = 16
 
 
 def _fragment_matches(fragment: str, label: str) -> bool:
@@ -63,10 +66,13 @@ def label_logprobs(content: str, tokens: Sequence[Any], labels: Sequence[str]) -
                 if alt_text[:cut].strip() != text[:cut].strip():
                     continue
                 fragment = alt_text[cut:]
+                logprob = float(getattr(alt, "logprob", 0.0))
+                if not math.isfinite(logprob):  # a NaN or infinite value says nothing: left out
+                    continue
                 for label in labels:
                     length = len(fragment.strip())
                     if _fragment_matches(fragment, label) and length > best.get(label, (-1, 0.0))[0]:
-                        best[label] = (length, float(getattr(alt, "logprob", 0.0)))
+                        best[label] = (length, logprob)
             return {label: value for label, (_, value) in best.items()} or None
         position += len(text)
     return None
@@ -82,11 +88,27 @@ def _value_start(content: str) -> int:
     return len(content) - len(content.lstrip())
 
 
+def finite_logprobs(values: Any) -> dict[str, float] | None:
+    """The label -> log-probability pairs that are finite numbers (a cache record or a server may hold NaN)."""
+    if not isinstance(values, dict):
+        return None
+    kept = {
+        str(label): float(value)
+        for label, value in values.items()
+        if isinstance(value, int | float) and math.isfinite(value)
+    }
+    return kept or None
+
+
 def _chosen_text(content: str, choices: Sequence[str] | None) -> str:
-    """The label inside a ``{"label": ...}`` answer (fences and prose around it tolerated), else the raw text."""
+    """The label inside a ``{"label": ...}`` answer (fences and prose around it tolerated), else the raw text.
+
+    Raises :class:`DeepAnswerError` for an answer nested too deeply to parse."""
     if choices:
         try:
             value = extract_json(content)
+        except DeepAnswerError:
+            raise
         except ValueError:
             return content
         if isinstance(value, dict) and isinstance(value.get("label"), str):
@@ -119,11 +141,13 @@ class OpenAIVisionLLM(OpenAICompatibleTransport):
         sha256, step, temperature, choices, max_side, max_tokens): never the image or the prompt itself. Failed
         and empty answers are not cached. ``False`` disables the cache.
     max_tokens : int
-        The answer's token limit (part of the cache key).
+        The answer's token limit (part of the cache key). An answer longer than ``max_tokens`` x 16 characters
+        cannot be that many tokens: it is an error answer (never cached, shown only by its start).
     backoff_base, backoff_max : float
         Exponential back-off in seconds, and its cap (a server's Retry-After is honoured up to the cap).
-    sleep : callable
-        How to wait between attempts (tests record the waits instead of sleeping).
+    sleep : callable, optional
+        How to wait between attempts (tests record the waits instead of sleeping); by default a wait that an
+        interrupt cuts short.
 
     Notes
     -----
@@ -148,8 +172,9 @@ class OpenAIVisionLLM(OpenAICompatibleTransport):
         max_tokens: int = 300,
         backoff_base: float = 1.0,
         backoff_max: float = 30.0,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
+        self._stop = threading.Event()  # set on an interrupt: no new request, no retry, no wait
         self._connect(
             model,
             what="vision LLM",
@@ -161,7 +186,7 @@ class OpenAIVisionLLM(OpenAICompatibleTransport):
             max_attempts=max_attempts,
             backoff_base=backoff_base,
             backoff_max=backoff_max,
-            sleep=sleep,
+            sleep=sleep or self._wait,
         )
         self.concurrency = max(1, concurrency)
         self.max_side = max_side
@@ -171,6 +196,10 @@ class OpenAIVisionLLM(OpenAICompatibleTransport):
         self.requests = 0
         self.tokens = 0
         self._lock = threading.Lock()
+
+    def _wait(self, seconds: float) -> None:
+        """The default pause between attempts: ``seconds``, or less when an interrupt stops the client."""
+        self._stop.wait(seconds)
 
     def __repr__(self) -> str:
         return f"OpenAIVisionLLM(model={self.model!r}, base_url={sanitize_base_url(self.base_url)!r})"
@@ -186,12 +215,14 @@ class OpenAIVisionLLM(OpenAICompatibleTransport):
         progress: bool = False,
     ) -> list[VisionAnswer]:
         """One answer per image, in input order (see the class notes); raises :class:`LLMError` only for
-        401/403/404, which would fail for every image."""
+        401/403/404, which would fail for every image. On an interrupt (``KeyboardInterrupt``) the requests in
+        flight are abandoned, no retry or new request is sent, and the interrupt is raised at once."""
         prompt_sha = hashlib.sha256(prompt.encode("utf-8")).hexdigest()
         options = {"step": step, "temperature": temperature, "choices": list(choices) if choices else None}
         answers: list[VisionAnswer | None] = [None] * len(images)
         bar = tqdm(total=len(images), desc=f"vision LLM {step}", unit="img", disable=not progress, leave=False)
         pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        self._stop.clear()
         try:
             futures = {
                 pool.submit(self._answer, Path(path), prompt, prompt_sha, options): index
@@ -201,6 +232,9 @@ class OpenAIVisionLLM(OpenAICompatibleTransport):
                 answers[futures[future]] = future.result()
                 bar.update(1)
                 bar.set_postfix(requests=self.requests, tokens=self.tokens, refresh=False)
+        except BaseException:  # an interrupt (or a 401): the workers stop before their next request
+            self._stop.set()
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
@@ -224,7 +258,8 @@ class OpenAIVisionLLM(OpenAICompatibleTransport):
         }
         stored = self.cache.get(key) if self.cache is not None else None
         if isinstance(stored, dict) and isinstance(stored.get("text"), str):
-            return VisionAnswer(sha256=sha, text=stored["text"], cached=True, logprobs=stored.get("logprobs"))
+            logprobs = finite_logprobs(stored.get("logprobs"))
+            return VisionAnswer(sha256=sha, text=stored["text"], cached=True, logprobs=logprobs)
         try:
             payload = image_payload(data, max_side=self.max_side, sha256=sha)
         except ImageDecodeError as exc:
@@ -243,7 +278,11 @@ class OpenAIVisionLLM(OpenAICompatibleTransport):
         while True:
             structured = bool(choices) and self.structured
             try:
+                if self._stop.is_set():
+                    raise RequestCancelled("interrupted")
                 response = self._create(url, prompt, options, structured)
+            except RequestCancelled:
+                return VisionAnswer(sha256="", text="", error=f"{path}: interrupted before an answer came")
             except (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError) as exc:
                 if structured and isinstance(exc, openai.APIStatusError) and self._rejects_format(exc):
                     self.structured = False
@@ -273,11 +312,23 @@ class OpenAIVisionLLM(OpenAICompatibleTransport):
             return VisionAnswer(sha256="", text="", tokens=tokens, error="the server's answer was empty")
         if choice is not None and choice.finish_reason == "length":
             return VisionAnswer(sha256="", text=content, tokens=tokens, error="the answer was cut off (max tokens)")
+        if len(content) > self.max_tokens * MAX_CHARS_PER_TOKEN:
+            problem = f"far more than max_tokens ({self.max_tokens}) allows; treated as faulty"
+            return self._faulty(content, tokens, f"the answer was {len(content):,} characters, {problem}")
+        try:
+            text = _chosen_text(content, choices).strip()
+        except DeepAnswerError as exc:
+            return self._faulty(content, tokens, str(exc))
         logprobs = None
         content_tokens = getattr(getattr(choice, "logprobs", None), "content", None)
         if choices and content_tokens:
             logprobs = label_logprobs(content, content_tokens, choices)
-        return VisionAnswer(sha256="", text=_chosen_text(content, choices).strip(), tokens=tokens, logprobs=logprobs)
+        return VisionAnswer(sha256="", text=text, tokens=tokens, logprobs=logprobs)
+
+    @staticmethod
+    def _faulty(content: str, tokens: int, problem: str) -> VisionAnswer:
+        """An error answer for a reply no valid answer looks like; only its start is kept."""
+        return VisionAnswer(sha256="", text="", tokens=tokens, error=f"{problem} (it began {content[:80]!r})")
 
     def _create(self, url: str, prompt: str, options: dict[str, Any], structured: bool) -> Any:
         content = [{"type": "text", "text": prompt}, {"type": "image_url", "image_url": {"url": url}}]
@@ -303,7 +354,10 @@ class OpenAIVisionLLM(OpenAICompatibleTransport):
         with self._lock:
             self.requests += 1
         return call_with_deadline(
-            lambda: self._client.chat.completions.create(**kwargs), self.timeout, str(self._client.base_url)
+            lambda: self._client.chat.completions.create(**kwargs),
+            self.timeout,
+            str(self._client.base_url),
+            stop=self._stop,
         )
 
     # -- failures --------------------------------------------------------------------------------------------

@@ -7,6 +7,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+SHOWN_ANSWER_CHARS = 300  # the most of one answer a table or report shows
+
+
+def shown_answer(text: str, limit: int = SHOWN_ANSWER_CHARS) -> str:
+    """``text`` as tables and reports show it: whole up to ``limit`` characters, else its start and its length.
+
+    >>> shown_answer("a cat " * 100, limit=12)
+    'a cat a cat … (600 characters in all)'
+    """
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit].rstrip()} … ({len(text):,} characters in all)"
+
 
 @dataclass(frozen=True)
 class VisionAnswer:

@@ -14,6 +14,7 @@ string equality only.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from conceptforest.errors import BadInputError
-from conceptforest.llm.vision_types import VisionAnswer
+from conceptforest.llm.vision_types import VisionAnswer, shown_answer
 from conceptforest.models.methods.base import Method, MethodInputs, MethodResult, Need, register
 
 __all__ = [
@@ -130,7 +131,9 @@ def classification_prompt(labels: Sequence[str]) -> str:
 def _label_scores(answer: VisionAnswer, chosen: str, labels: Sequence[str]) -> np.ndarray:
     """Softmax over the labels' log-probabilities where the server returned them, else 1 for the chosen label."""
     scores = np.zeros(len(labels))
-    known = {label: value for label, value in (answer.logprobs or {}).items() if label in labels}
+    known = {
+        label: value for label, value in (answer.logprobs or {}).items() if label in labels and math.isfinite(value)
+    }
     ambiguous = sum(1 for value in known.values() if value == known.get(chosen)) > 1
     if chosen not in known or ambiguous:  # labels sharing their first token share a value: do not guess
         scores[list(labels).index(chosen)] = 1.0
@@ -147,10 +150,10 @@ class DirectMLLM(Method):
     """Ask a vision LLM which label each image shows (see the module docstring).
 
     ``explanations`` has one row per image: ``row`` (position in the split), ``label`` (the answer type, one of
-    :data:`ANSWER_TYPES`), ``item`` (the raw answer, or ``"error: ..."`` when none came) and ``score`` (the score
-    of the predicted label; 0 when unmatched). Unmatched answers are predicted as :data:`NO_ANSWER` with an
-    all-zero score row, so they count as wrong. Image paths are read from the matrix's ``path`` column as
-    extraction recorded them (absolute, or relative to the folder the extraction ran in).
+    :data:`ANSWER_TYPES`), ``item`` (the raw answer, or ``"error: ..."`` when none came; past 300 characters its
+    start and its length) and ``score`` (the score of the predicted label; 0 when unmatched). Unmatched answers are
+    predicted as :data:`NO_ANSWER` with an all-zero score row, so they count as wrong. Image paths are read from the
+    matrix's ``path`` column as extraction recorded them (absolute, or relative to the folder the extraction ran in).
     """
 
     name = "mllm"
@@ -190,7 +193,7 @@ class DirectMLLM(Method):
             if match.label is not None:
                 scores[row] = _label_scores(answer, match.label, labels)
             predicted.append(match.label or NO_ANSWER)
-            raw = f"error: {answer.error}" if answer.error else answer.text
+            raw = shown_answer(f"error: {answer.error}" if answer.error else answer.text)
             best = float(scores[row, labels.index(match.label)]) if match.label is not None else 0.0
             records.append((row, match.kind, raw, best))
         explanations = pd.DataFrame(records, columns=["row", "label", "item", "score"])
