@@ -23,10 +23,12 @@ from conceptforest.concepts.llm import LLMClient
 from conceptforest.concepts.tree import ConceptTree
 from conceptforest.errors import BadInputError
 from conceptforest.explain.build import explain_model, load_skipped
+from conceptforest.explain.report import retire_report
 from conceptforest.features.backbone import Backbone
 from conceptforest.features.dataset import load_dataset
 from conceptforest.features.extract import ExtractionStats, extract_features
 from conceptforest.features.matrix import FeatureMatrix
+from conceptforest.folder_lock import folder_lock
 from conceptforest.llm.vision_types import VisionLLM
 from conceptforest.models.bundle import load_bundle
 from conceptforest.models.methods import MethodInputs, MethodResult, Need, NotComputed, run_methods
@@ -36,6 +38,7 @@ from conceptforest.models.train import train_model
 logger = logging.getLogger(__name__)
 
 TREE_FILE = "tree.json"
+REPORT_DIR = "report"
 PREVIOUS_TREE_PATTERN = "tree.previous-{stamp}.json"
 
 
@@ -95,46 +98,49 @@ def run_pipeline(
     Labels default to the image folder names. A given ``tree`` is extended with any labels it lacks.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if config is not None:
-        atomic_write_json(out / "config.json", config)
-    found = load_dataset(images, seed=seed).labels if labels is None else labels
-    if tree is None:
-        tree = generate_tree(domain, found, llm, limits=limits, progress=progress)
-    elif missing := [label for label in found if label not in tree.labels]:
-        tree = extend_tree(tree, missing, llm, progress=progress)
-    save_run_tree(tree, out / TREE_FILE)
-    for descriptor_set in descriptors:  # beside the run, where explain and compare look by default
-        descriptor_set.save(out / f"descriptors-{descriptor_set.style}.json")
-    dataset = load_dataset(images, labels=tree.labels, seed=seed)
-    matrix, stats = extract_features(dataset, tree, backbone, out, cache_dir=cache_dir, progress=progress)
-    metrics = train_model(matrix, out / "model", n_estimators=n_estimators, random_state=seed).metrics
-    bundle = load_bundle(out / "model")
-    inputs = method_inputs(
-        matrix,
-        split="test",
-        seed=seed,
-        bundle=bundle,
-        tree=tree,
-        descriptors=descriptors,
-        backbone=backbone,
-        cache_dir=cache_dir,
-        vision_llm=vision_llm,
-        progress=progress,
-    )
-    explain_model(
-        bundle,
-        matrix,
-        out / "report",
-        tree=tree,
-        skipped=load_skipped(out),
-        methods=run_methods(inputs, method_names),
-        descriptors=descriptors,
-        n_repeats=n_repeats,
-        random_state=seed,
-        made_by={"run_dir": str(out), "model_dir": str(out / "model")},
-    )
-    return RunResult(out_dir=out, tree=tree, stats=stats, metrics=metrics)
+    with folder_lock(out), folder_lock(out / REPORT_DIR):  # one writer per run folder and its report
+        if config is not None:
+            atomic_write_json(out / "config.json", config)
+        found = load_dataset(images, seed=seed).labels if labels is None else labels
+        if tree is None:
+            tree = generate_tree(domain, found, llm, limits=limits, progress=progress)
+        elif missing := [label for label in found if label not in tree.labels]:
+            tree = extend_tree(tree, missing, llm, progress=progress)
+        # the old report describes the tree, features and model replaced below: a run stopped before its new
+        # report must not leave it beside them
+        retire_report(out / REPORT_DIR)
+        save_run_tree(tree, out / TREE_FILE)
+        for descriptor_set in descriptors:  # beside the run, where explain and compare look by default
+            descriptor_set.save(out / f"descriptors-{descriptor_set.style}.json")
+        dataset = load_dataset(images, labels=tree.labels, seed=seed)
+        matrix, stats = extract_features(dataset, tree, backbone, out, cache_dir=cache_dir, progress=progress)
+        metrics = train_model(matrix, out / "model", n_estimators=n_estimators, random_state=seed).metrics
+        bundle = load_bundle(out / "model")
+        inputs = method_inputs(
+            matrix,
+            split="test",
+            seed=seed,
+            bundle=bundle,
+            tree=tree,
+            descriptors=descriptors,
+            backbone=backbone,
+            cache_dir=cache_dir,
+            vision_llm=vision_llm,
+            progress=progress,
+        )
+        explain_model(
+            bundle,
+            matrix,
+            out / "report",
+            tree=tree,
+            skipped=load_skipped(out),
+            methods=run_methods(inputs, method_names),
+            descriptors=descriptors,
+            n_repeats=n_repeats,
+            random_state=seed,
+            made_by={"run_dir": str(out), "model_dir": str(out / "model")},
+        )
+        return RunResult(out_dir=out, tree=tree, stats=stats, metrics=metrics)
 
 
 def _zero_shot_outcome(inputs: MethodInputs, method: str) -> tuple[MethodResult, pd.DataFrame | None]:
@@ -191,7 +197,7 @@ def run_zero_shot(
     many images (cost control for vision-LLM methods).
     """
     from conceptforest.concepts.template import template_tree
-    from conceptforest.explain.zeroshot_report import write_zero_shot_report
+    from conceptforest.explain.zeroshot_report import retire_zero_shot_outputs, write_zero_shot_report
     from conceptforest.models.methods import select_methods
 
     cls = select_methods([method])[0]
@@ -201,27 +207,29 @@ def run_zero_shot(
             hint="use 'conceptforest run' or 'compare' for trained methods.",
         )
     out = Path(out_dir)
-    dataset = load_dataset(images, seed=seed)
-    tree = tree or template_tree(domain, dataset.labels)
-    dataset = load_dataset(images, labels=tree.labels, seed=seed)
-    matrix, stats = extract_features(dataset, tree, backbone, out, cache_dir=cache_dir, progress=progress)
-    frame = matrix.frame.assign(split="test")
-    if limit is not None and limit < len(frame):
-        frame = frame.sample(n=limit, random_state=seed).sort_index()
-    every_image = FeatureMatrix(frame=frame.reset_index(drop=True), meta=matrix.meta)
-    inputs = method_inputs(
-        every_image,
-        split="test",
-        seed=seed,
-        tree=tree,
-        descriptors=descriptors,
-        backbone=backbone,
-        cache_dir=cache_dir,
-        vision_llm=vision_llm,
-        progress=progress,
-    )
-    outcome, ablation = _zero_shot_outcome(inputs, method)
-    write_zero_shot_report(outcome, every_image, out, seed=seed, ablation=ablation)
-    truth = every_image.frame["label"].to_numpy()
-    accuracy = float((outcome.predicted == truth).mean()) if len(truth) else float("nan")
-    return ZeroShotResult(out_dir=out, result=outcome, stats=stats, accuracy=accuracy)
+    with folder_lock(out), folder_lock(out / REPORT_DIR):  # one writer per output folder and its report
+        dataset = load_dataset(images, seed=seed)
+        tree = tree or template_tree(domain, dataset.labels)
+        dataset = load_dataset(images, labels=tree.labels, seed=seed)
+        retire_zero_shot_outputs(out)  # they describe the features replaced next
+        matrix, stats = extract_features(dataset, tree, backbone, out, cache_dir=cache_dir, progress=progress)
+        frame = matrix.frame.assign(split="test")
+        if limit is not None and limit < len(frame):
+            frame = frame.sample(n=limit, random_state=seed).sort_index()
+        every_image = FeatureMatrix(frame=frame.reset_index(drop=True), meta=matrix.meta)
+        inputs = method_inputs(
+            every_image,
+            split="test",
+            seed=seed,
+            tree=tree,
+            descriptors=descriptors,
+            backbone=backbone,
+            cache_dir=cache_dir,
+            vision_llm=vision_llm,
+            progress=progress,
+        )
+        outcome, ablation = _zero_shot_outcome(inputs, method)
+        write_zero_shot_report(outcome, every_image, out, seed=seed, ablation=ablation)
+        truth = every_image.frame["label"].to_numpy()
+        accuracy = float((outcome.predicted == truth).mean()) if len(truth) else float("nan")
+        return ZeroShotResult(out_dir=out, result=outcome, stats=stats, accuracy=accuracy)

@@ -224,7 +224,7 @@ def test_a_kill_between_table_and_sidecar_leaves_a_pair_that_is_refused(
     root = tmp_path / "images"
     Image.new("RGB", (30, 30), (1, 2, 3)).save(root / "red disc" / "new.png")  # same concepts, one more row
 
-    def killed(self: FeatureMatrix, folder: Path) -> Path:
+    def killed(self: FeatureMatrix, folder: Path, **_: object) -> Path:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(FeatureMatrix, "save_sidecar", killed)

@@ -18,6 +18,7 @@ import pytest
 from matplotlib.text import Text
 
 from conceptforest.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from conceptforest.cache import file_sha256
 from conceptforest.explain import Report, explain_model, explain_shap, plots
 from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.models import load_bundle, train_model
@@ -227,8 +228,9 @@ def test_trees_section_explains_graphviz_when_dot_is_missing(tmp_path: Path, mon
     assert shutil.which("dot") is None
     stale = tmp_path / "report" / "trees" / "label-gone.svg"
     stale.parent.mkdir(parents=True)
-    stale.write_text("<svg/>")  # an earlier report's picture, listed in its report.json
-    (tmp_path / "report" / "report.json").write_text(json.dumps({"files": {"trees/label-gone.svg": "0"}}))
+    stale.write_text("<svg/>")  # an earlier report's picture, listed with its sha256 in that report's record
+    record = {"made_by": {"program": "conceptforest"}, "files": {"trees/label-gone.svg": file_sha256(stale)}}
+    (tmp_path / "report" / "report.json").write_text(json.dumps(record))
     report = _explain(made_up_matrix(n=80), tmp_path, tree=dog_tree(), made_by={"model_dir": "m", "run_dir": "r"})
     assert "Trees" in report.section_titles and "Data quality" not in report.section_titles
     html = (tmp_path / "report" / "index.html").read_text()

@@ -74,6 +74,7 @@ def compare(
     from conceptforest.models.methods import run_methods
     from conceptforest.models.methods.context import method_inputs
     from conceptforest.models.methods.table import comparison_table
+    from conceptforest.safe_csv import csv_text
 
     bundle = load_bundle(model_dir)
     matrix = FeatureMatrix.load(run_dir)
@@ -104,5 +105,5 @@ def compare(
     elif matrix.synthetic_world:
         echo("(toy-world CLIP: accuracies on the synthetic creature world, not on photos)")
     if out is not None:
-        atomic_write_text(out, table.to_csv(index=False))
+        atomic_write_text(out, csv_text(table))  # spreadsheet-safe, as every CSV the tool writes
         echo(f"Wrote {out}.")

@@ -68,6 +68,23 @@ MethodsOption = Annotated[
 ]
 
 
+def warn_stale_reports(model_dir: Path, run_dir: Path, out: Path, model_sha256: str | None) -> None:
+    """Say when the report beside the model (the run's ``report/``) describes another model: it is stale (the
+    model was trained again after it). A report in ``out`` is replaced anyway, so it is not mentioned."""
+    from conceptforest.explain.report import recorded_model_sha256
+
+    seen = {out.resolve()}
+    for folder in (run_dir / "report", model_dir.parent / "report"):
+        recorded = None if folder.resolve() in seen else recorded_model_sha256(folder)
+        seen.add(folder.resolve())
+        if recorded is not None and model_sha256 is not None and recorded != model_sha256:
+            warn(
+                f"the report in {str(folder)!r} describes another model (sha256 {recorded[:12]}…) than "
+                f"{str(model_dir)!r} ({model_sha256[:12]}…): it is stale. 'conceptforest explain {model_dir} "
+                f"{run_dir} -o {folder}' writes it again."
+            )
+
+
 def explain(
     model_dir: ModelArgument,
     run_dir: RunArgument,
@@ -110,6 +127,7 @@ def explain(
     from conceptforest.concepts.descriptors import DescriptorSet
     from conceptforest.explain.backbone_check import backbone_for
     from conceptforest.explain.build import explain_run
+    from conceptforest.folder_lock import folder_lock
     from conceptforest.models.bundle import load_bundle
 
     tree_path = default_tree(tree, run_dir)
@@ -129,22 +147,24 @@ def explain(
             if baselines:
                 raise
             warn(f"the methods that need the backbone are not computed: {exc} (--baselines makes this an error).")
-    report = explain_run(
-        model_dir,
-        run_dir,
-        out,
-        tree_path=tree_path,
-        bundle=bundle,
-        backbone=backbone,
-        descriptors=[DescriptorSet.load(path) for path in default_descriptors(descriptors, run_dir)],
-        method_names=methods or None,
-        vision_llm=vision_client(locals(), cache_dir),
-        cache_dir=cache_dir,
-        split=split,
-        n_repeats=repeats,
-        top_k=top_k,
-        random_state=seed,
-    )
+    warn_stale_reports(model_dir, run_dir, out, bundle.manifest.model_sha256)
+    with folder_lock(out):  # one writer per report folder: a second explain into it is refused
+        report = explain_run(
+            model_dir,
+            run_dir,
+            out,
+            tree_path=tree_path,
+            bundle=bundle,
+            backbone=backbone,
+            descriptors=[DescriptorSet.load(path) for path in default_descriptors(descriptors, run_dir)],
+            method_names=methods or None,
+            vision_llm=vision_client(locals(), cache_dir),
+            cache_dir=cache_dir,
+            split=split,
+            n_repeats=repeats,
+            top_k=top_k,
+            random_state=seed,
+        )
     echo(
         f"Wrote {out}/index.html ({len(report.section_titles)} sections), report.md, report.json, tables/ and figures/."
     )

@@ -1,4 +1,4 @@
-"""Make user and LLM text inert wherever the report shows it: Markdown, CSV cells and matplotlib figures.
+"""Make user and LLM text inert wherever the tool shows it: Markdown, CSV files and matplotlib figures.
 
 Labels, file names and concept values come from users, folders and language models; none of them may turn into
 HTML in a Markdown viewer, a formula in a spreadsheet or TeX in a figure.
@@ -10,14 +10,13 @@ import html
 import re
 from typing import Any
 
-import pandas as pd
-from pandas.api.types import is_bool_dtype, is_numeric_dtype
+from conceptforest.safe_csv import FORMULA_STARTS, csv_safe, csv_safe_table, csv_text
+
+__all__ = ["FORMULA_STARTS", "csv_safe", "csv_safe_table", "csv_text", "markdown_escape", "plot_text"]
 
 # characters that start Markdown inline syntax or split a table row
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 _LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029]+")
-# what spreadsheets read as the start of a formula (OWASP "CSV injection")
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def markdown_escape(text: Any, *, inline: bool = False) -> str:
@@ -37,24 +36,6 @@ def markdown_escape(text: Any, *, inline: bool = False) -> str:
     """
     escaped = html.escape(_MARKDOWN_SPECIAL.sub(r"\\\1", str(text)), quote=False)
     return _LINE_BREAKS.sub(" ", escaped) if inline else escaped
-
-
-def csv_safe(value: Any) -> Any:
-    """A text value that a spreadsheet would run as a formula, prefixed with ``'``; anything else unchanged."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
-def csv_safe_table(table: pd.DataFrame) -> pd.DataFrame:
-    """A copy whose text cells and column names are :func:`csv_safe`; numeric and boolean columns untouched."""
-    safe = table.copy()
-    for position in range(safe.shape[1]):
-        column = safe.iloc[:, position]
-        if not (is_numeric_dtype(column.dtype) or is_bool_dtype(column.dtype)):
-            safe.isetitem(position, column.astype(object).map(csv_safe))
-    safe.columns = pd.Index([csv_safe(name) for name in safe.columns])
-    return safe
 
 
 def plot_text(text: Any) -> str:

@@ -3,19 +3,17 @@
 ``figures/*.png``.
 
 Every piece of text is inert where it lands: HTML-escaped by the template engine, Markdown-escaped in
-``report.md``, and formula-neutralised in the CSV tables (see :mod:`conceptforest.explain.escape`). A save first
-removes the files an earlier report left in the folder (``index.html`` first) and writes ``index.html`` last, so a
-folder never holds an old page beside new tables.
+``report.md``, and formula-neutralised in the CSV tables (see :mod:`conceptforest.explain.escape`). A save locks the
+folder, first removes the files an earlier report left there (``index.html`` first; only files its ``report.json``
+proves it wrote: :mod:`conceptforest.explain.report_files`) and writes ``index.html`` last, so a folder never holds
+an old page beside new tables.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import csv
 import hashlib
 import io
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,14 +26,27 @@ import pandas as pd
 
 from conceptforest._version import package_version
 from conceptforest.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from conceptforest.explain.escape import csv_safe_table, markdown_escape
+from conceptforest.explain.escape import csv_text, markdown_escape
+from conceptforest.explain.report_files import (
+    REPORT_FILES,
+    recorded_model_sha256,
+    remove_report_files,
+    retire_report,
+)
 from conceptforest.explain.report_template import COLLAPSE_ROWS, TEMPLATE
 
-__all__ = ["MAX_HTML_ROWS", "REPORT_FILES", "Report", "markdown_escape", "remove_report_files", "section_anchor"]
+__all__ = [
+    "MAX_HTML_ROWS",
+    "REPORT_FILES",
+    "Report",
+    "markdown_escape",
+    "recorded_model_sha256",
+    "remove_report_files",
+    "retire_report",
+    "section_anchor",
+]
 
 MAX_HTML_ROWS = 25
-# what a report owns in its folder; index.html comes first so it is the first file removed
-REPORT_FILES = ("index.html", "report.md", "report.json")
 
 
 def plain(value: Any) -> Any:
@@ -60,37 +71,6 @@ def markdown_table(table: pd.DataFrame) -> str:
         for row in table.itertuples(index=False)
     ]
     return "\n".join([header, rule, *rows])
-
-
-def remove_report_files(folder: str | Path) -> None:
-    """Remove what an earlier report wrote into ``folder``: ``index.html`` first, then the files its
-    ``report.json`` lists, then ``report.md`` and ``report.json``.
-
-    Only files an earlier report recorded are removed (never a path outside ``folder``): a user's own files in the
-    same folder are left alone.
-    """
-    root = Path(folder)
-    owned = _owned_files(root / "report.json")
-    for name in ("index.html", *owned, "report.md", "report.json"):
-        path = root / name
-        if _inside(root, path):
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                path.unlink()
-
-
-def _owned_files(report_json: Path) -> list[str]:
-    try:
-        listed = json.loads(report_json.read_text(encoding="utf-8")).get("files", {})
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return []
-    return [str(name) for name in listed] if isinstance(listed, dict | list) else []
-
-
-def _inside(root: Path, path: Path) -> bool:
-    try:
-        return path.resolve().parent.is_relative_to(root.resolve()) and not path.is_dir()
-    except OSError:
-        return False
 
 
 def _cell_text(value: Any) -> str:
@@ -303,43 +283,51 @@ class Report:
 
         The files of an earlier report in ``folder`` are removed first (``index.html`` before anything else) and
         ``index.html`` is written last: a save cut short leaves no page, never an old page beside new tables.
-        ``report.json`` records what made the report and the sha256 of every table and figure.
+        ``report.json`` records what made the report and the sha256 of every table and figure. The folder is
+        locked while it is written (:func:`~conceptforest.folder_lock.folder_lock`): a second process writing it
+        at the same time is refused.
         """
-        folder = Path(folder)
-        remove_report_files(folder)
-        self.made_by.setdefault("created_at", datetime.now(UTC).isoformat(timespec="seconds"))
+        from conceptforest.folder_lock import folder_lock
+
+        with folder_lock(folder) as locked:
+            remove_report_files(locked)
+            self.made_by.setdefault("created_at", datetime.now(UTC).isoformat(timespec="seconds"))
+            files = self._write_files(locked)
+            atomic_write_json(locked / "report.json", plain(self._record(files)))
+            atomic_write_text(locked / "report.md", self.to_markdown())
+            return atomic_write_text(locked / "index.html", self._html())
+
+    def _write_files(self, folder: Path) -> dict[str, str]:
+        """Write the tables and figures; returns every file beside the pages with its sha256."""
         files: dict[str, str] = dict(self.extra_files)
         for name, table in self._tables.items():
-            # strings quoted: a line break inside a label stays inside its cell
-            data = csv_safe_table(table).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode("utf-8")
-            files[f"tables/{name}.csv"] = _write(folder, f"tables/{name}.csv", data)
+            files[f"tables/{name}.csv"] = _write(folder, f"tables/{name}.csv", csv_text(table).encode("utf-8"))
         for name, (data, mime) in self._figures.items():
             relative = f"figures/{name}.{'svg' if mime == 'image/svg+xml' else 'png'}"
             files[relative] = _write(folder, relative, data)
-        atomic_write_json(
-            folder / "report.json",
-            plain(
-                {
-                    "title": self.title,
-                    "banner": self.banner,
-                    "made_by": self.made_by,
-                    "provenance": self.provenance,
-                    "sections": self.section_titles,
-                    "files": files,
-                    **self._json,
-                }
-            ),
-        )
-        atomic_write_text(folder / "report.md", self.to_markdown())
+        return files
+
+    def _record(self, files: dict[str, str]) -> dict[str, Any]:
+        """What ``report.json`` holds."""
+        return {
+            "title": self.title,
+            "banner": self.banner,
+            "made_by": self.made_by,
+            "provenance": self.provenance,
+            "sections": self.section_titles,
+            "files": files,
+            **self._json,
+        }
+
+    def _html(self) -> str:
         environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-        html = environment.from_string(TEMPLATE).render(
+        return environment.from_string(TEMPLATE).render(
             title=self.title,
             banner=self.banner,
             sections=list(self._sections.values()),
             collapse_rows=COLLAPSE_ROWS,
             made_by=[(k, _cell_text(v)) for k, v in self.made_by.items()],
         )
-        return atomic_write_text(folder / "index.html", html)
 
 
 def _write(folder: Path, relative: str, data: bytes) -> str:

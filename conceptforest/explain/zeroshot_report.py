@@ -10,13 +10,16 @@ import pandas as pd
 from conceptforest.atomic import atomic_write_text
 from conceptforest.explain import plots
 from conceptforest.explain.confusion import confusion_tables
-from conceptforest.explain.report import Report
+from conceptforest.explain.report import Report, retire_report
 from conceptforest.features.matrix import FeatureMatrix
+from conceptforest.folder_lock import folder_lock
 from conceptforest.models.methods.base import MethodResult
 from conceptforest.models.metrics import classification_metrics, per_label_table
+from conceptforest.safe_csv import csv_text
 
 EXPLAINED_IMAGES = 6
 PREDICTIONS_FILE = "predictions.csv"
+REPORT_DIR = "report"
 
 
 def predictions_table(result: MethodResult, matrix: FeatureMatrix) -> pd.DataFrame:
@@ -37,10 +40,36 @@ def write_zero_shot_report(
     seed: int = 0,
     ablation: pd.DataFrame | None = None,
 ) -> Report:
-    """``predictions.csv`` and a report (index.html, report.md, report.json, tables/) in ``out_dir``."""
+    """``predictions.csv`` and a report (index.html, report.md, report.json, tables/) in ``out_dir``.
+
+    The earlier outputs are removed before ``predictions.csv`` is written (the report's ``index.html`` first), so
+    a run stopped in between leaves new predictions and no report, never the previous run's report beside them.
+    """
     out = Path(out_dir)
     predictions = predictions_table(result, matrix)
-    atomic_write_text(out / PREDICTIONS_FILE, predictions.to_csv(index=False))
+    with folder_lock(out), folder_lock(out / REPORT_DIR):
+        retire_zero_shot_outputs(out)
+        atomic_write_text(out / PREDICTIONS_FILE, csv_text(predictions))
+        return _report(result, matrix, predictions, out / REPORT_DIR, seed=seed, ablation=ablation)
+
+
+def retire_zero_shot_outputs(out_dir: str | Path) -> None:
+    """Remove an earlier zero-shot run's report (the files it proves it wrote) and then its predictions."""
+    out = Path(out_dir)
+    retire_report(out / REPORT_DIR)
+    (out / PREDICTIONS_FILE).unlink(missing_ok=True)
+
+
+def _report(
+    result: MethodResult,
+    matrix: FeatureMatrix,
+    predictions: pd.DataFrame,
+    folder: Path,
+    *,
+    seed: int,
+    ablation: pd.DataFrame | None,
+) -> Report:
+    """The zero-shot report, saved in ``folder``."""
     truth = predictions["label"].tolist()
     report = Report(
         f"conceptforest zero-shot: {result.display}, {len(result.labels)} labels",
@@ -75,7 +104,7 @@ def write_zero_shot_report(
         )
     if result.name != "mllm":
         _add_explanations(report, result, predictions)
-    report.save(out / "report")
+    report.save(folder)
     return report
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import os
 import stat
 import time
@@ -22,7 +20,7 @@ from tqdm.auto import tqdm
 
 from conceptforest._version import library_versions
 from conceptforest.atomic import atomic_write_text
-from conceptforest.cache import embedding_root
+from conceptforest.cache import embedding_root, file_sha256
 from conceptforest.concepts.tree import Concept, ConceptTree
 from conceptforest.defaults import (  # re-exported: the stage modules have always offered these names
     SKIPPED_FILE as SKIPPED_FILE,
@@ -32,7 +30,13 @@ from conceptforest.features.backbone import Backbone
 from conceptforest.features.dataset import ImageDataset, ImageRecord, check_labels_match
 from conceptforest.features.devices import probe_gpu_batch_size
 from conceptforest.features.images import DEFAULT_MAX_PIXELS, SkippedImage
-from conceptforest.features.matrix import FEATURES_FILE, ID_COLUMNS, PARQUET_WRITE_OPTIONS, FeatureMatrix
+from conceptforest.features.matrix import (
+    FEATURES_FILE,
+    ID_COLUMNS,
+    PARQUET_WRITE_OPTIONS,
+    FeatureMatrix,
+    temp_table_path,
+)
 from conceptforest.features.meta import FeatureMeta, Standardization
 from conceptforest.features.store import EmbeddingStore
 from conceptforest.features.tensor_decode import (
@@ -42,6 +46,8 @@ from conceptforest.features.tensor_decode import (
     stack_inputs,
     standard_preprocess,
 )
+from conceptforest.folder_lock import folder_lock, remove_stale_temp_files
+from conceptforest.safe_csv import csv_text
 
 
 @dataclass
@@ -220,11 +226,9 @@ def default_batch_size(backbone: Backbone) -> int:
 
 
 def write_skipped(path: Path, skipped: Sequence[SkippedImage]) -> Path:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["path", "reason"])
-    writer.writerows((s.path, s.reason) for s in skipped)
-    return atomic_write_text(path, buffer.getvalue())
+    """``skipped.csv`` (path, reason), neutralised like every CSV the tool writes (file names are untrusted)."""
+    table = pd.DataFrame([(s.path, s.reason) for s in skipped], columns=["path", "reason"], dtype=object)
+    return atomic_write_text(path, csv_text(table))
 
 
 @dataclass
@@ -405,16 +409,48 @@ def extract_features(
     """Score every image of ``dataset`` against every concept of ``tree`` and write the FeatureMatrix.
 
     Writes ``features.parquet``, ``skipped.csv`` and then ``concepts.json`` (bound to the table by its sha256)
-    into ``out_dir``. Images are hashed by content; embeddings already in the cache are never recomputed, so a
-    killed run resumes and a new tree re-encodes no image. Images are decoded and encoded in
+    into ``out_dir``; the sidecar records the sha256 of the bytes this extraction wrote. ``out_dir`` is locked
+    while it is written (another process writing it is refused: ``BadInputError``), and temporary tables left
+    there by killed extractions are removed. Images are hashed by content; embeddings already in the cache are
+    never recomputed, so a killed run resumes and a new tree re-encodes no image. Images are decoded and encoded in
     chunks of ``chunk_size`` and scores written in row groups of at most ``ROW_GROUP_BYTES``; the finished table
     is then read back once to return the FeatureMatrix (its size: images x concepts x 4 bytes).
     ``batch_size=None`` sizes batches to the GPU's free memory (64 elsewhere); ``decode`` is the
     :class:`Extractor`'s (``"auto"``: JPEGs as tensors, on the GPU when the backbone is on CUDA).
     """
     check_labels_match(dataset, tree)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out_dir) as out:  # one writer per run folder; a second extraction is refused
+        remove_stale_temp_files(out, FEATURES_FILE)
+        return _extract_into(
+            out,
+            dataset,
+            tree,
+            backbone,
+            cache_dir=cache_dir,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            max_pixels=max_pixels,
+            workers=workers,
+            decode=decode,
+            progress=progress,
+        )
+
+
+def _extract_into(
+    out: Path,
+    dataset: ImageDataset,
+    tree: ConceptTree,
+    backbone: Backbone,
+    *,
+    cache_dir: str | Path | None,
+    batch_size: int | None,
+    chunk_size: int,
+    max_pixels: int,
+    workers: int | None,
+    decode: str,
+    progress: bool,
+) -> tuple[FeatureMatrix, ExtractionStats]:
+    """:func:`extract_features` once ``out`` is held."""
     root = embedding_root(cache_dir)
     concepts = tree.concepts()
     concept_matrix = concept_embeddings(tree, backbone, EmbeddingStore(root, backbone.backbone_id, "texts"))
@@ -429,7 +465,7 @@ def extract_features(
         decode=decode,
     )
     stats.decoder = extractor.decoder
-    tmp_path = out / f".{FEATURES_FILE}.{os.getpid()}.tmp"
+    tmp_path = temp_table_path(out)
     started = time.perf_counter()
     try:
         moments = _write_scores(
@@ -442,14 +478,14 @@ def extract_features(
             chunk_size=chunk_size,
             progress=progress,
         )
+        # hashed and read back from our own file, before the rename: the sidecar vouches for the bytes written
+        written, frame = file_sha256(tmp_path), pd.read_parquet(tmp_path)
         os.replace(tmp_path, out / FEATURES_FILE)
     finally:
         extractor.close()
         tmp_path.unlink(missing_ok=True)
     stats.seconds = time.perf_counter() - started
     write_skipped(out / SKIPPED_FILE, stats.skipped)
-    matrix = FeatureMatrix(
-        frame=pd.read_parquet(out / FEATURES_FILE), meta=_sidecar_meta(dataset, tree, backbone, stats, moments)
-    )
-    matrix.save_sidecar(out)  # last: the sidecar records the sha256 of the table it describes
+    matrix = FeatureMatrix(frame=frame, meta=_sidecar_meta(dataset, tree, backbone, stats, moments))
+    matrix.save_sidecar(out, features_sha256=written)  # last: bound to the table it describes
     return matrix, stats

@@ -150,22 +150,31 @@ class FeatureMatrix:
         return cls(frame=frame, meta=meta)
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``features.parquet`` atomically, then the sidecar bound to it; returns the folder."""
-        out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp_path = out / f".{FEATURES_FILE}.{os.getpid()}.tmp"
-        try:
-            write_frame(self.frame, tmp_path)
-            os.replace(tmp_path, out / FEATURES_FILE)
-        finally:
-            tmp_path.unlink(missing_ok=True)
-        self.save_sidecar(out)
+        """Write ``features.parquet`` atomically, then the sidecar bound to the bytes written; returns the folder.
+
+        The folder is locked while it is written (a second writer is refused) and temporary tables left by
+        killed writers are removed first.
+        """
+        from conceptforest.folder_lock import folder_lock, remove_stale_temp_files
+
+        with folder_lock(folder) as out:
+            remove_stale_temp_files(out, FEATURES_FILE)
+            tmp_path = temp_table_path(out)
+            try:
+                write_frame(self.frame, tmp_path)
+                written = file_sha256(tmp_path)  # our own file: nothing else writes it before the rename
+                os.replace(tmp_path, out / FEATURES_FILE)
+            finally:
+                tmp_path.unlink(missing_ok=True)
+            self.save_sidecar(out, features_sha256=written)
         return out
 
-    def save_sidecar(self, folder: str | Path) -> Path:
-        """Write ``concepts.json`` bound to the ``features.parquet`` already in ``folder`` (by its sha256).
+    def save_sidecar(self, folder: str | Path, *, features_sha256: str | None = None) -> Path:
+        """Write ``concepts.json`` bound to the ``features.parquet`` in ``folder`` (by its sha256).
 
-        Written last, so that a run killed between the two writes leaves a pair that :meth:`load` refuses.
+        ``features_sha256`` is the hash of the bytes the caller wrote there (computed before its rename, so the
+        sidecar never vouches for a table another process put in its place); without it the file is hashed as it
+        is now. Written last, so that a run killed between the two writes leaves a pair that :meth:`load` refuses.
         """
         features = Path(folder) / FEATURES_FILE
         if not features.is_file():
@@ -173,8 +182,14 @@ class FeatureMatrix:
                 f"{str(features)!r} does not exist; the sidecar describes that file and is written after it.",
                 hint="write the table first (FeatureMatrix.save writes both).",
             )
-        self.meta = self.meta.model_copy(update={BINDING_KEY: file_sha256(features)})
+        binding = features_sha256 or file_sha256(features)
+        self.meta = self.meta.model_copy(update={BINDING_KEY: binding})
         return atomic_write_json(Path(folder) / SIDECAR_FILE, self.meta.to_json())
+
+
+def temp_table_path(folder: Path) -> Path:
+    """Where this process writes a table before renaming it to ``features.parquet`` (``.<name>.<pid>.tmp``)."""
+    return folder / f".{FEATURES_FILE}.{os.getpid()}.tmp"
 
 
 _RERUN_HINT = "re-run 'conceptforest features extract' into this folder (cached embeddings make it quick)."
