@@ -15,6 +15,7 @@ Sentence forms, as the authors' code writes them:
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,8 +88,8 @@ class DescriptorSet(BaseModel):
         cleaned = [" ".join(strip_control(label).split()) for label in labels]
         if any(not label for label in cleaned):
             raise ValueError("a label is empty")
-        folded = [label.casefold() for label in cleaned]
-        repeated = sorted({label for label in folded if folded.count(label) > 1})
+        counts = Counter(label.casefold() for label in cleaned)  # linear: 60,000 labels are checked at once
+        repeated = sorted(label for label, count in counts.items() if count > 1)
         if repeated:
             raise ValueError(f"labels repeat: {', '.join(repeated)}")
         return cleaned

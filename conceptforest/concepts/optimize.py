@@ -27,6 +27,7 @@ Departures from the authors' code (recorded in the result's provenance note and 
 from __future__ import annotations
 
 import copy
+from collections import Counter
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -80,7 +81,8 @@ def _check_images(images: FewShotImages) -> None:
     from conceptforest.concepts.optimize_schema import label_key
 
     keys = [label_key(label) for label in images.labels]
-    clashes = sorted({label for label, key in zip(images.labels, keys, strict=True) if keys.count(key) > 1})
+    key_counts = Counter(keys)  # linear in the labels, however many
+    clashes = sorted({label for label, key in zip(images.labels, keys, strict=True) if key_counts[key] > 1})
     if clashes:
         raise BadInputError(
             f"Labels that differ only in case, spaces or underscores cannot be told apart in the LLM's answers: "
