@@ -88,9 +88,9 @@ def warn_tree_problems(tree: ConceptTree, *, shown: int | None = None, rest: str
 
 def read_label_file(labels: Path | None, fallback: list[str] | None) -> list[str] | None:
     """Labels from ``--labels FILE`` (checked: no empty or duplicate labels), else ``fallback``."""
-    from conceptforest.concepts.generate import check_labels, read_labels
+    from conceptforest.concepts.labels import check_labels, read_labels_file
 
-    found = read_labels(read_text_file(labels, "labels file", LABELS_HINT)) if labels else fallback
+    found = read_labels_file(labels) if labels else fallback
     if found is not None:
         check_labels(found)
     return found

@@ -25,7 +25,6 @@ from conceptforest.cli._common import (
     YesOption,
     echo,
     overrides,
-    read_text_file,
     required_llm,
 )
 from conceptforest.defaults import LABELS_HINT
@@ -79,9 +78,9 @@ def waffle_set(labels: list[str], seed: int) -> DescriptorSet:
 
 
 def _labels(labels: Path | None, cfg: RunConfig, style: str) -> list[str]:
-    from conceptforest.concepts.labels import check_labels, read_labels
+    from conceptforest.concepts.labels import check_labels, read_labels_file
 
-    found = read_labels(read_text_file(labels, "labels file", LABELS_HINT)) if labels else cfg.concepts.labels
+    found = read_labels_file(labels) if labels else cfg.concepts.labels
     if not found:
         raise BadInputError(
             f"No labels were given to describe (--style {style}).", hint="pass --labels FILE; " + LABELS_HINT

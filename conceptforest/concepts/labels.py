@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 from conceptforest.concepts.tree import clean_label, normalize_text
+from conceptforest.defaults import LABELS_HINT
 from conceptforest.errors import BadInputError
+from conceptforest.input_files import read_bounded_text
 
 _DUPLICATE_HINT = "keep one of each: labels are compared ignoring case and extra spaces."
 
@@ -69,6 +72,18 @@ def read_labels(text: str) -> list[str]:
             return _unique([(place, label) for place, label in entries if label])
     lines = [(f" (line {i})", clean_label(line.split("#", 1)[0])) for i, line in enumerate(text.splitlines(), 1)]
     return _unique([(place, label) for place, label in lines if label])
+
+
+def read_labels_file(path: str | Path) -> list[str]:
+    """The labels of a ``--labels`` file (see :func:`read_labels`), read as a bounded regular file.
+
+    Raises
+    ------
+    BadInputError
+        The file is missing, not a regular file (a FIFO or a device is never read), over
+        :data:`~conceptforest.input_files.MAX_TEXT_FILE_BYTES`, not UTF-8, or repeats a label.
+    """
+    return read_labels(read_bounded_text(path, "labels file", LABELS_HINT))
 
 
 def _unique(entries: list[tuple[str, str]]) -> list[str]:
