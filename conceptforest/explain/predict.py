@@ -16,7 +16,7 @@ from conceptforest.explain.backbone_check import backbone_for
 from conceptforest.explain.shap_values import explain_shap
 from conceptforest.features.backbone import Backbone
 from conceptforest.features.extract import sentence_embeddings
-from conceptforest.features.images import ImageDecodeError, decode_image
+from conceptforest.features.images import ImageDecodeError, decode_image, read_image_file
 from conceptforest.features.store import EmbeddingStore
 from conceptforest.models.bundle import ModelBundle, load_bundle
 
@@ -118,16 +118,16 @@ class _Predictor:
                 Contribution(self.bundle.concept_ids[i], float(contributions[i]), float(frame.iloc[0, i]))
                 for i in strongest
             ),
-            random_weights=self.bundle.manifest.random_weights,
-            synthetic_world=self.bundle.manifest.synthetic_world,
+            # from the backbone actually loaded: an edited manifest cannot hide that its weights are random
+            random_weights=self.backbone.random_weights,
+            synthetic_world=self.backbone.synthetic_world,
         )
 
 
 def read_image_bytes(path: Path) -> bytes:
-    """The file's bytes; a FIFO, device or folder is refused before it is opened (reading one could hang)."""
-    if path.exists() and not path.is_file():
-        raise OSError(f"{str(path)!r} is not a regular file")
-    return path.read_bytes()
+    """The file's bytes (:func:`~conceptforest.features.images.read_image_file`): a FIFO, device or folder is
+    refused without waiting, a file over the byte cap of the default pixel limit without reading it."""
+    return read_image_file(path)
 
 
 def waterfall_name(number: int, path: Path) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ from conceptforest.errors import BadInputError
 from conceptforest.features.backbone import Backbone
 from conceptforest.features.dataset import ImageDataset, ImageRecord, check_labels_match
 from conceptforest.features.devices import probe_gpu_batch_size
-from conceptforest.features.images import DEFAULT_MAX_PIXELS, SkippedImage
+from conceptforest.features.images import DEFAULT_MAX_PIXELS, ImageDecodeError, SkippedImage, read_image_file
 from conceptforest.features.matrix import (
     FEATURES_FILE,
     ID_COLUMNS,
@@ -90,18 +89,14 @@ def concept_embeddings(tree: ConceptTree, backbone: Backbone, store: EmbeddingSt
     return sentence_embeddings([c.sentence for c in tree.concepts()], backbone, store)
 
 
-def _read(record: ImageRecord) -> tuple[bytes | None, str | None]:
-    """The file's bytes, or None and the reason; a path that became a FIFO or device is not waited on."""
+def _read(path: Path, max_pixels: int) -> tuple[bytes | None, str | None]:
+    """The file's bytes, or None and the reason: a regular file under the byte cap of ``max_pixels`` only
+    (:func:`~conceptforest.features.images.read_image_file`); a FIFO or device is not waited on."""
     try:
-        # non-blocking open: a FIFO returns at once instead of waiting for a writer; fstat then refuses it
-        fd = os.open(record.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                return None, "not a regular file"
-            return handle.read(), None
-    except OSError as exc:
-        return None, f"cannot read the file: {exc.strerror or exc}"
-    except Exception as exc:  # MemoryError on a huge file: skip this file, keep the run
+        return read_image_file(path, max_pixels), None
+    except ImageDecodeError as exc:
+        return None, str(exc)
+    except Exception as exc:  # one file that cannot be read skips that file, never the run
         return None, f"cannot read the file: {type(exc).__name__}: {exc}"
 
 
@@ -162,33 +157,39 @@ class Extractor:
         for key, future in futures:
             yield key, future.result()
 
+    def _read_chunk(self, chunk: Sequence[ImageRecord]) -> dict[Path, tuple[bytes | None, str | None]]:
+        """Each distinct path of the chunk read once, in the pool: its bytes, or None and the reason."""
+        paths = list(dict.fromkeys(record.path for record in chunk))  # rows repeating a path share one read
+        results = self.pool.map(lambda path: _read(path, self.max_pixels), paths)
+        return dict(zip(paths, results, strict=True))
+
     def embed_chunk(
         self, chunk: Sequence[ImageRecord], stats: ExtractionStats
     ) -> tuple[list[tuple[ImageRecord, str]], np.ndarray]:
         """(record, content sha256) and embedding of the chunk's usable images, in record order."""
-        read = list(self.pool.map(_read, chunk))
+        read = self._read_chunk(chunk)
+        usable = {path: data for path, (data, _) in read.items() if data}
+        hashed = {path: hashlib.sha256(data).hexdigest() for path, data in usable.items()}
         keys: list[str | None] = []
-        for record, (data, problem) in zip(chunk, read, strict=True):
-            if data is None:
-                stats.skipped.append(SkippedImage(str(record.path), problem or "unreadable"))
-                keys.append(None)
-            elif not data:
-                stats.skipped.append(SkippedImage(str(record.path), "empty file (0 bytes)"))
-                keys.append(None)
-            else:
-                keys.append(hashlib.sha256(data).hexdigest())
+        for record in chunk:
+            data, problem = read[record.path]
+            if not data:
+                reason = "empty file (0 bytes)" if data is not None else problem or "unreadable"
+                stats.skipped.append(SkippedImage(str(record.path), reason))
+            keys.append(hashed.get(record.path))
         known = self.store.get(k for k in keys if k is not None)
         todo: dict[str, bytes] = {}
-        for key, (data, _) in zip(keys, read, strict=True):
-            if key is not None and key not in known and data is not None:
-                todo.setdefault(key, data)
+        for path, digest in hashed.items():
+            if digest not in known:
+                todo.setdefault(digest, usable[path])
+        del read, usable  # the bytes of cached images go now, before decoding
         bad: dict[str, str] = {}
         batch: list[tuple[str, torch.Tensor]] = []
-        for position, (key, prepared) in enumerate(self._prepared(todo)):
+        for position, (digest, prepared) in enumerate(self._prepared(todo)):
             if isinstance(prepared, str):
-                bad[key] = prepared
+                bad[digest] = prepared
             else:
-                batch.append((key, prepared))
+                batch.append((digest, prepared))
             if batch and (len(batch) == self.batch_size or position == len(todo) - 1):
                 vectors = self.backbone.encode_images(stack_inputs([t for _, t in batch], self.backbone.device))
                 self.store.put([k for k, _ in batch], vectors)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -16,6 +20,10 @@ from conceptforest.defaults import (  # re-exported: the stage modules have alwa
 # resizing the short side of a 1x2,000,000 strip to 224 pixels would allocate gigabytes: refuse such shapes first
 DEFAULT_MAX_ASPECT_RATIO = 100.0
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# the byte cap of an image file: a 16-bit RGBA image stored uncompressed (TIFF, PNG) takes 8 bytes a pixel, the
+# most of any format read here; EXIF, ICC profiles and embedded previews rarely pass a few MiB
+MAX_BYTES_PER_PIXEL = 8
+METADATA_ALLOWANCE = 16 * 2**20
 
 
 class ImageDecodeError(Exception):
@@ -26,6 +34,52 @@ class ImageDecodeError(Exception):
 class SkippedImage:
     path: str
     reason: str
+
+
+def max_file_bytes(max_pixels: int) -> int:
+    """The largest image file read: :data:`MAX_BYTES_PER_PIXEL` per allowed pixel + :data:`METADATA_ALLOWANCE`.
+
+    At the default 50 million pixels that is about 416 MB; a file over it could not hold an image under the pixel
+    limit, so it is skipped unread.
+    """
+    return MAX_BYTES_PER_PIXEL * max_pixels + METADATA_ALLOWANCE
+
+
+def read_image_file(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """The bytes of the regular file ``path``, or :class:`ImageDecodeError` with the reason; never waits, never
+    reads past :func:`max_file_bytes`.
+
+    The file is opened non-blocking (a FIFO does not wait for a writer), checked with ``fstat`` to be a regular
+    file whose size is under the cap, and read at most one byte past the cap (a file that grows meanwhile).
+    """
+    cap = max_file_bytes(max_pixels)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageDecodeError("not a regular file")
+            data = b"" if info.st_size > cap else _read_capped(handle, info.st_size, cap)
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read the file: {exc.strerror or exc}") from exc
+    except MemoryError as exc:
+        raise ImageDecodeError(f"cannot read the file: MemoryError: {exc}") from exc
+    size = max(info.st_size, len(data))
+    if size > cap:
+        raise ImageDecodeError(
+            f"file too large: {size:,} bytes, over the cap of {cap:,} bytes for --max-pixels {max_pixels:,} "
+            f"({MAX_BYTES_PER_PIXEL} bytes per pixel + {METADATA_ALLOWANCE // 2**20} MiB; raise --max-pixels if the "
+            "image is genuine)"
+        )
+    return data
+
+
+def _read_capped(handle: BinaryIO, size: int, cap: int) -> bytes:
+    """At most ``cap + 1`` bytes: the ``size`` the file had (one more shows it grew), then what it grew by."""
+    data = handle.read(size + 1)  # a buffer of the file's size, not of the cap
+    if len(data) > size:
+        data += handle.read(cap - size)
+    return data
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
