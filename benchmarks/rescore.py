@@ -31,8 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from _common import emit, peak_rss_mb
 
-from conceptforest.features.extract import ScoreWriter
 from conceptforest.features.matrix import ID_COLUMNS, write_frame
+from conceptforest.features.scores import ScoreWriter
 from conceptforest.features.store import EmbeddingStore
 
 CHUNK = 2048  # extract_features' default chunk_size

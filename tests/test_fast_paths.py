@@ -20,8 +20,8 @@ import pytest
 
 from conceptforest.explain import explain_model, explain_shap
 from conceptforest.explain.shap_values import explain_report_shap, report_shap_rows
-from conceptforest.features.extract import ScoreWriter, concept_scores, score_schema
 from conceptforest.features.matrix import FeatureMatrix, arrow_table
+from conceptforest.features.scores import ScoreWriter, concept_scores, score_schema
 from conceptforest.models import load_bundle, train_model
 from tests.test_models import made_up_matrix
 
