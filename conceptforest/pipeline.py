@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from conceptforest.atomic import atomic_write_json
+from conceptforest.cache import embedding_root
 from conceptforest.concepts.descriptors import DescriptorSet
 from conceptforest.concepts.generate import GenerationLimits, extend_tree, generate_tree
 from conceptforest.concepts.llm import LLMClient
@@ -99,6 +100,7 @@ def run_pipeline(
     """
     out = Path(out_dir)
     with folder_lock(out), folder_lock(out / REPORT_DIR):  # one writer per run folder and its report
+        embedding_root(cache_dir)  # a cache URI that cannot be opened fails before anything is written
         if config is not None:
             atomic_write_json(out / "config.json", config)
         found = load_dataset(images, seed=seed).labels if labels is None else labels

@@ -183,6 +183,7 @@ def test_a_secret_in_a_cache_uri_is_never_printed_or_written(tmp_path: Path) -> 
     assert "TOPSECRET123" not in result.output and "secret_key=***" in result.output
     written = "".join(f.read_text(errors="replace") for f in out.rglob("*") if f.is_file())
     assert "TOPSECRET123" not in written
+    assert not (out / "config.json").exists()  # the URI is checked before the run records its settings
 
 
 # -- item 18: an interrupt stops in-flight vision requests --------------------------------------------------------
