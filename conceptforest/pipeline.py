@@ -17,18 +17,21 @@ from typing import Any
 import pandas as pd
 
 from conceptforest.atomic import atomic_write_json
-from conceptforest.cache import embedding_root
+from conceptforest.cache import embedding_root, file_sha256
 from conceptforest.concepts.descriptors import DescriptorSet
 from conceptforest.concepts.generate import GenerationLimits, extend_tree, generate_tree
 from conceptforest.concepts.llm import LLMClient
 from conceptforest.concepts.tree import ConceptTree
+from conceptforest.defaults import SKIPPED_FILE
 from conceptforest.errors import BadInputError
 from conceptforest.explain.build import explain_model, load_skipped
 from conceptforest.explain.report import retire_report
 from conceptforest.features.backbone import Backbone
-from conceptforest.features.dataset import load_dataset
-from conceptforest.features.extract import ExtractionStats, extract_features
-from conceptforest.features.matrix import FeatureMatrix
+from conceptforest.features.dataset import ImageDataset, load_dataset
+from conceptforest.features.extract import ExtractionStats, extract_features, write_skipped
+from conceptforest.features.images import SkippedImage
+from conceptforest.features.matrix import ID_COLUMNS, FeatureMatrix
+from conceptforest.features.meta import FeatureMeta
 from conceptforest.folder_lock import folder_lock
 from conceptforest.llm.vision_types import VisionLLM
 from conceptforest.models.bundle import load_bundle
@@ -164,6 +167,48 @@ def _zero_shot_outcome(inputs: MethodInputs, method: str) -> tuple[MethodResult,
     return outcome, None
 
 
+BACKBONE_NEEDS = frozenset({Need.IMAGE_EMBEDDINGS, Need.CONCEPT_MATRIX})
+NO_BACKBONE_ID = "none (no CLIP: the method reads the images itself)"
+
+
+def needs_backbone(method: str) -> bool:
+    """Whether a registered method needs CLIP (image embeddings or concept scores); ``mllm`` does not."""
+    from conceptforest.models.methods import select_methods
+
+    return bool(select_methods([method])[0].needs & BACKBONE_NEEDS)
+
+
+def listed_images(dataset: ImageDataset, out: Path) -> tuple[FeatureMatrix, ExtractionStats]:
+    """The images as a matrix without concept scores, for a method that needs no CLIP: path, label, split and
+    the content sha256 (nothing is decoded; the vision LLM reads each image itself). Files that cannot be read are
+    listed in ``skipped.csv`` as extraction lists them."""
+    started = time.perf_counter()
+    rows: list[tuple[str, str, str, str]] = []
+    skipped = list(dataset.skipped)
+    for record in dataset.records:
+        try:
+            rows.append((str(record.path), record.label, record.split, file_sha256(record.path)))
+        except OSError as exc:
+            skipped.append(SkippedImage(str(record.path), f"cannot read the file: {exc.strerror or exc}"))
+    frame = pd.DataFrame(rows, columns=list(ID_COLUMNS))
+    meta = FeatureMeta(
+        labels=dataset.labels,
+        concepts=[],
+        backbone_id=NO_BACKBONE_ID,
+        tree_generator="none",
+        source=str(dataset.source),
+        n_images=len(dataset.records) + len(dataset.skipped),
+        n_scored=len(frame),
+        n_skipped=len(skipped),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    write_skipped(out / SKIPPED_FILE, skipped)
+    stats = ExtractionStats(
+        images=len(dataset.records), scored=len(frame), skipped=skipped, seconds=time.perf_counter() - started
+    )
+    return FeatureMatrix(frame=frame, meta=meta), stats
+
+
 @dataclass
 class ZeroShotResult:
     out_dir: Path
@@ -181,7 +226,7 @@ def run_zero_shot(
     method: str,
     out_dir: str | Path,
     *,
-    backbone: Backbone,
+    backbone: Backbone | None,
     descriptors: Sequence[DescriptorSet] = (),
     tree: ConceptTree | None = None,
     domain: str = "object",
@@ -194,9 +239,11 @@ def run_zero_shot(
     """Classify every image with one registered zero-shot method; no training, every image evaluated.
 
     The images are encoded through the same cached extraction as a full run (a tree's concept scores are written
-    too: ``tree`` or the LLM-free template tree), so a later ``run`` on the same images re-encodes nothing.
-    Writes ``predictions.csv`` and ``report/`` in ``out_dir``. ``limit`` evaluates a seeded random sample of that
-    many images (cost control for vision-LLM methods).
+    too: ``tree`` or the LLM-free template tree), so a later ``run`` on the same images re-encodes nothing. A
+    method that needs no CLIP (``mllm``: the vision LLM reads the images itself) runs with ``backbone=None``:
+    nothing is encoded and no weights are loaded. Writes ``predictions.csv`` and ``report/`` in ``out_dir``.
+    ``limit`` evaluates a seeded random sample of that many images (cost control for vision-LLM methods). Every
+    label needs one image (there is no split: every image is evaluated).
     """
     from conceptforest.concepts.template import template_tree
     from conceptforest.explain.zeroshot_report import retire_zero_shot_outputs, write_zero_shot_report
@@ -208,13 +255,21 @@ def run_zero_shot(
             f"{cls.display!r} needs training; it is not a zero-shot method.",
             hint="use 'conceptforest run' or 'compare' for trained methods.",
         )
+    if backbone is None and cls.needs & BACKBONE_NEEDS:
+        raise BadInputError(
+            f"{cls.display!r} needs a CLIP backbone.", hint="pass --clip NAME (or leave it to the default)."
+        )
     out = Path(out_dir)
     with folder_lock(out), folder_lock(out / REPORT_DIR):  # one writer per output folder and its report
-        dataset = load_dataset(images, seed=seed)
-        tree = tree or template_tree(domain, dataset.labels)
-        dataset = load_dataset(images, labels=tree.labels, seed=seed)
-        retire_zero_shot_outputs(out)  # they describe the features replaced next
-        matrix, stats = extract_features(dataset, tree, backbone, out, cache_dir=cache_dir, progress=progress)
+        dataset = load_dataset(images, seed=seed, val_fraction=0, test_fraction=0)
+        if backbone is None:
+            retire_zero_shot_outputs(out)
+            matrix, stats = listed_images(dataset, out)
+        else:
+            tree = tree or template_tree(domain, dataset.labels)
+            dataset = load_dataset(images, labels=tree.labels, seed=seed, val_fraction=0, test_fraction=0)
+            retire_zero_shot_outputs(out)  # they describe the features replaced next
+            matrix, stats = extract_features(dataset, tree, backbone, out, cache_dir=cache_dir, progress=progress)
         frame = matrix.frame.assign(split="test")
         if limit is not None and limit < len(frame):
             frame = frame.sample(n=limit, random_state=seed).sort_index()

@@ -108,3 +108,31 @@ def test_mllm_and_wdys_through_the_cli_with_a_stub_that_looks_at_the_images(
 def test_without_mllm_the_vision_methods_name_the_flag(data: dict[str, Path], tmp_path: Path) -> None:
     result = zeroshot(data, tmp_path / "none", "--method", "mllm")
     assert result.exit_code == 2 and "--mllm" in result.output and "Traceback" not in result.output
+
+
+def test_mllm_needs_no_clip_weights_at_all(
+    vision_stub, data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A user with only a local vision model: no backbone is named, none may be loaded or downloaded."""
+    import open_clip
+
+    def no_clip(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a CLIP model was loaded for a method that does not use one")
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", no_clip)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "only-vision"
+    args = ["zeroshot", str(data["images"]), "--method", "mllm", "-o", str(out), "--no-progress"]
+    result = runner.invoke(app, [*args, "--mllm", "stub-vision", "--mllm-base-url", vision_stub.base_url])
+    assert result.exit_code == 0, result.output
+    assert "RANDOM WEIGHTS" not in result.output and "accuracy" in result.output
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert len(predictions) == 18 and (predictions["predicted"] == predictions["label"]).mean() >= 0.9
+    assert {"confusion_raw.csv", "per_label.csv"} <= {p.name for p in (out / "report" / "tables").iterdir()}
+    assert not (out / "features.parquet").exists()
+    made_by = json.loads((out / "report" / "report.json").read_text())["made_by"]
+    assert made_by["backbone_id"].startswith("none (no CLIP")
+    ignored = runner.invoke(
+        app, [*args, "--clip", "ViT-B-32", "--mllm", "stub-vision", "--mllm-base-url", vision_stub.base_url]
+    )
+    assert ignored.exit_code == 0 and "uses no CLIP backbone" in ignored.output

@@ -85,14 +85,16 @@ def zeroshot(
     from conceptforest.concepts.tree import ConceptTree
     from conceptforest.config import load_config
     from conceptforest.errors import BadInputError
-    from conceptforest.pipeline import run_zero_shot
+    from conceptforest.pipeline import needs_backbone, run_zero_shot
 
     if method not in ZERO_SHOT_METHODS:
         raise BadInputError(
             f"Unknown zero-shot method {method!r}.", hint=f"choose one of {', '.join(ZERO_SHOT_METHODS)}."
         )
     cfg = load_config(config, {**overrides(locals(), BACKBONE_SETTINGS), "seed": seed})
-    backbone = cfg.backbone(device=device)
+    backbone = cfg.backbone(device=device) if needs_backbone(method) else None
+    if backbone is None and (clip or pretrained or checkpoint):
+        warn(f"{method} reads the images itself and uses no CLIP backbone: --clip/--pretrained/--checkpoint ignored.")
     client = vision_client(locals(), cfg.cache_dir)
     if method in REQUESTS_PER_IMAGE and client is not None:
         echo(
@@ -100,7 +102,7 @@ def zeroshot(
             + (f", {limit} images" if limit else "")
             + "; cached answers are not requested again."
         )
-    if backbone.weights_warning:
+    if backbone is not None and backbone.weights_warning:
         warn(backbone.weights_warning)
     done = run_zero_shot(
         images,
