@@ -17,6 +17,7 @@ from conceptforest.concepts.tree import ConceptTree
 from conceptforest.errors import BadInputError
 from conceptforest.features.copies import content_groups
 from conceptforest.features.images import IMAGE_EXTENSIONS, SkippedImage
+from conceptforest.input_files import file_kind
 
 SPLITS = ("train", "val", "test")
 
@@ -54,15 +55,6 @@ class ImageDataset:
         return table.reindex(index=self.labels, columns=[s for s in SPLITS if s in table.columns], fill_value=0)
 
 
-_KINDS = (
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISDIR, "a folder"),
-)
-
-
 def file_problem(path: Path) -> str | None:
     """Why ``path`` is not a regular file that can be read as an image, or None; never opens the file."""
     try:
@@ -73,8 +65,7 @@ def file_problem(path: Path) -> str | None:
         return f"cannot read the file: {exc.strerror or exc}"
     if stat.S_ISREG(mode):
         return None
-    kind = next((name for test, name in _KINDS if test(mode)), "not a plain file")
-    return f"not a regular file: {kind}"
+    return f"not a regular file: {file_kind(mode)}"
 
 
 # a row before splitting: path, label, split from the manifest (or None)
