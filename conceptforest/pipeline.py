@@ -25,6 +25,7 @@ from conceptforest.concepts.tree import ConceptTree
 from conceptforest.defaults import SKIPPED_FILE
 from conceptforest.errors import BadInputError
 from conceptforest.explain.build import explain_model, load_skipped
+from conceptforest.explain.copies import Copies, find_copies
 from conceptforest.explain.report import retire_report
 from conceptforest.features.backbone import Backbone
 from conceptforest.features.dataset import ImageDataset, load_dataset
@@ -67,6 +68,7 @@ class RunResult:
     tree: ConceptTree
     stats: ExtractionStats
     metrics: dict[str, Any]
+    copies: Copies  # copies of one image among the run's rows (across the split: a flattered accuracy)
 
     @property
     def report_path(self) -> Path:
@@ -145,7 +147,8 @@ def run_pipeline(
             random_state=seed,
             made_by={"run_dir": str(out), "model_dir": str(out / "model")},
         )
-        return RunResult(out_dir=out, tree=tree, stats=stats, metrics=metrics)
+        copies = find_copies(matrix.frame, "test")
+        return RunResult(out_dir=out, tree=tree, stats=stats, metrics=metrics, copies=copies)
 
 
 def _zero_shot_outcome(inputs: MethodInputs, method: str) -> tuple[MethodResult, pd.DataFrame | None]:

@@ -145,3 +145,27 @@ def test_a_nul_byte_in_a_manifest_path_skips_that_row(tmp_path: Path) -> None:
     assert len(dataset) == 18
     (skipped,) = dataset.skipped
     assert skipped.path == "circle/bad\\x00name.png" and "NUL byte" in skipped.reason and "row 20" in skipped.reason
+
+
+def test_run_and_train_say_in_the_terminal_when_test_images_are_copies_of_training_ones(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from conceptforest.cli import app
+
+    root = write_images(tmp_path / "data", per_label=8)
+    rows = pd.DataFrame(
+        [(str(p), p.parent.name, "test" if i % 4 == 0 else "train") for i, p in enumerate(sorted(root.rglob("*.png")))],
+        columns=["path", "label", "split"],
+    )
+    leaked = rows[rows["split"] == "test"].assign(split="train")  # every test image listed in train too
+    manifest = tmp_path / "leaky.csv"
+    pd.concat([rows, leaked]).to_csv(manifest, index=False)
+    runner = CliRunner()
+    out = tmp_path / "run"
+    args = ["run", str(manifest), "--llm", "none", "--domain", "shape", "--clip", "conceptforest-tiny-random"]
+    ran = runner.invoke(app, [*args, "-o", str(out), "--n-estimators", "10", "--no-progress"])
+    assert ran.exit_code == 0, ran.output
+    expected = "6 image(s) of the 'test' split have a byte-identical copy in the training split"
+    assert expected in ran.output
+    trained = runner.invoke(app, ["train", str(out), "-o", str(tmp_path / "model"), "--n-estimators", "10"])
+    assert trained.exit_code == 0 and expected in trained.output

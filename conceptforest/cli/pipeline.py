@@ -42,6 +42,7 @@ from conceptforest.cli._common import (
 )
 from conceptforest.cli.concepts import confirm_plan, read_label_file, warn_tree_problems
 from conceptforest.cli.explain import DescriptorsOption, MethodsOption
+from conceptforest.cli.train import warn_copies
 from conceptforest.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED, SYNTHETIC_WORLD_WARNING, WORLD_CLIP
 from conceptforest.errors import BadInputError
 
@@ -66,6 +67,7 @@ def _summary(result: RunResult, backbone: Backbone) -> None:
             f"(95 % bootstrap {low:.3f}-{high:.3f})."
         )
     echo(f"Report: {result.report_path}")
+    warn_copies(result.copies)
     warn_tree_problems(result.tree, shown=3, rest=" in the report's findings")
     if backbone.weights_warning:
         warn(backbone.weights_warning + " The report says so in a banner.")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from conceptforest.cli._common import SeedOption, echo, warn
+
+if TYPE_CHECKING:
+    from conceptforest.explain.copies import Copies
 
 
 def train(
@@ -27,6 +30,7 @@ def train(
     n_jobs: Annotated[int | None, typer.Option(metavar="N", help="Parallel jobs (-1: all cores).")] = None,
 ) -> None:
     """Fit the concept forest on the training rows and report its held-out metrics."""
+    from conceptforest.explain.copies import find_copies
     from conceptforest.features.matrix import FeatureMatrix
     from conceptforest.models.train import train_model
 
@@ -55,3 +59,12 @@ def train(
         )
     else:
         warn(f"no {metrics['eval_split']} rows: the model was not evaluated.")
+    warn_copies(find_copies(matrix.frame, str(metrics["eval_split"])))
+
+
+def warn_copies(copies: Copies) -> None:
+    """Say in the terminal what the report's Data quality section shows: copies that flatter the accuracy."""
+    from conceptforest.explain.copies import copy_warnings
+
+    for finding in copy_warnings(copies):
+        warn(finding.sentence)
