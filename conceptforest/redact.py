@@ -19,7 +19,8 @@ _CREDENTIAL_QUERY = re.compile(
     r"(?i)([?&;][^=&#\s'\"]*(?:secret|key|token|password|passwd|pwd|credential|signature|sig|auth|session)"
     r"[^=&#\s'\"]*=)[^&#\s'\"]+"
 )
-_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/@?#\s'\"]*@")
+# up to the last "@" of the authority: an unencoded "/" in a pasted secret key must not end the match early
+_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^@?#\s'\"]*@")
 
 
 def redact_secrets(text: str, secrets: Iterable[str | None] = ()) -> str:

@@ -171,6 +171,18 @@ def test_credential_query_values_are_redacted() -> None:
     redacted = redact_uri(uri)
     assert redacted == "s3://bucket/p?region=eu&secret_key=***&access_key=***&X-Amz-Signature=***&token=***"
     assert redact_uri(f"pyarrow says: bad query in {uri!r}") == f"pyarrow says: bad query in {redacted!r}"
+    pasted = "s3://AKIAEXAMPLE:ab/cdSECRET+ef@bucket/prefix"  # an AWS secret key with an unencoded "/"
+    assert redact_uri(pasted) == "s3://***@bucket/prefix"
+
+
+def test_a_debug_traceback_never_prints_a_uri_credential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONCEPTFOREST_DEBUG", "1")
+    images = make_shape_images(tmp_path / "images", per_label=3)
+    uri = "s3://AKIAEXAMPLE:ab/cdSECRET9@127.0.0.1:9/bucket?secret_key=TOPSECRET123"
+    args = ["run", str(images), "--domain", "shape", "--llm", "none", "--clip", "conceptforest-tiny-random"]
+    result = runner.invoke(app, [*args, "--cache-dir", uri, "-o", str(tmp_path / "run"), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "SECRET9" not in result.output and "TOPSECRET123" not in result.output
 
 
 def test_a_secret_in_a_cache_uri_is_never_printed_or_written(tmp_path: Path) -> None:

@@ -95,12 +95,13 @@ def _is_usage_error(exc: Exception) -> bool:
 
 
 def _fail(message: str, code: int, exc: BaseException) -> None:
-    from conceptforest.redact import redact_secrets
+    from conceptforest.redact import redact_secrets, redact_uri_text
 
     secrets = [os.environ.get("OPENAI_API_KEY")]
-    if os.environ.get(DEBUG_ENV):  # the chained errors quote server bodies, which may echo the key
-        sys.stderr.write(redact_secrets("".join(traceback.format_exception(exc)), secrets))
-    typer.echo(_printable(redact_secrets(message, secrets)), err=True)
+    if os.environ.get(DEBUG_ENV):  # the chained errors quote server bodies (the key) and URIs (their credentials)
+        trace = "".join(traceback.format_exception(exc))
+        sys.stderr.write(redact_uri_text(redact_secrets(trace, secrets)))
+    typer.echo(_printable(redact_uri_text(redact_secrets(message, secrets))), err=True)
     raise typer.Exit(code=code) from exc
 
 

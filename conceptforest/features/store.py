@@ -82,7 +82,7 @@ class _ArrowFolder:
         try:
             infos = self.fs.get_file_info(pafs.FileSelector(str(self.folder), allow_not_found=True))
         except OSError as exc:  # no such bucket, no access, no network
-            raise self._failed("list", exc) from exc
+            raise self._failed("list", exc) from None  # the raw error may quote the URI with its credentials
         return sorted(
             info.base_name for info in infos if info.type == pafs.FileType.File and _SHARD.match(info.base_name)
         )
@@ -105,7 +105,7 @@ class _ArrowFolder:
                     stream.write(data)
                 self.fs.move(hidden, target)
         except OSError as exc:
-            raise self._failed("write a shard to", exc) from exc
+            raise self._failed("write a shard to", exc) from None
         return _join(self.location, name)
 
     def _failed(self, doing: str, exc: OSError) -> BadInputError:
