@@ -38,9 +38,9 @@ def test_optimize_reads_only_training_images_and_writes_the_set_and_history(
     read: list[str] = []
     original = extract_module._read
 
-    def spy(record):  # type: ignore[no-untyped-def]
-        read.append(str(record.path))
-        return original(record)
+    def spy(path: Path, max_pixels: int) -> tuple[bytes | None, str | None]:
+        read.append(str(path))
+        return original(path, max_pixels)
 
     monkeypatch.setattr(extract_module, "_read", spy)
     out = tmp_path / "descriptors-optimized.json"
