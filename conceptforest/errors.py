@@ -39,6 +39,7 @@ class LLMError(ConceptforestError):
     """The LLM never produced a valid answer, or the server could not be reached."""
 
     tokens: int = 0  # tokens the failed call spent (its attempts and repairs), when known
+    fatal: bool = False  # the server refused the key or the model (401/403/404): no other request can succeed
 
 
 class TreeValidationError(BadInputError):

@@ -412,5 +412,24 @@ def test_an_llm_failing_throughout_stops_the_run_with_the_best_set_kept(stub: St
     )
     record = result.optimization
     assert record is not None and len(record.iterations) == 3
-    assert record.stopped == "the LLM failed every request of iterations 2 and 3"
+    assert record.stopped == "the LLM failed every request of the last 2 iterations"
     assert record.best_iteration == 1 and result.descriptors[LABELS[0]] == [f"plain{i} shape" for i in range(4)]
+
+
+def test_a_refused_key_stops_at_once_and_a_dead_server_after_twelve_failures(stub: StubServer, tmp_path: Path) -> None:
+    stub.state.add_fault("401", "optimize_initial", times=50)
+    settings = OptimizeSettings(iterations=3, candidates=4)
+    with pytest.raises(LLMError, match="refused model"):
+        optimize_descriptors(few_shot(), client(stub, tmp_path / "a"), settings=settings, progress=False)
+    assert len(stub.state.requests) == 1
+    stub.state.faults.clear()
+    stub.state.answers["optimize_initial"] = neutral
+    stub.state.answers["optimize_mutation"] = lambda body: {"labels": []}
+    labels = [f"kind {i}" for i in range(12)]  # 6 groups x (4 samples): 24 requests an iteration
+    settings = OptimizeSettings(iterations=3, candidates=4, group_size=2)
+    failing = client(stub, tmp_path / "b", max_repairs=0, max_attempts=1)
+    result = optimize_descriptors(few_shot(labels), failing, settings=settings, progress=False)
+    record = result.optimization
+    assert record is not None and record.stopped == "the LLM failed 12 requests in a row"
+    mutation = [r for r in stub.state.requests if r["step"] == "optimize_mutation"]
+    assert len(mutation) == 12 and record.best_iteration == 1

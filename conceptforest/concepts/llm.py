@@ -329,11 +329,13 @@ class LLMClient(OpenAICompatibleTransport):
 
     def _transport_error(self, record: CallRecord, exc: Exception) -> LLMError:
         if isinstance(exc, openai.APIStatusError) and exc.status_code in (401, 403, 404):
-            return self._error(
+            refused = self._error(
                 f"LLM step '{record.step}' for {record.subject}: the server at {self._server} refused model "
                 f"{self.model!r}: {self._describe(exc)}",
                 self._hint(exc),
             )
+            refused.fatal = True
+            return refused
         return self._give_up(record, self._describe(exc), self._hint(exc, step=record.step))
 
     def _give_up(self, record: CallRecord, problem: str, hint: str, content: str | None = None) -> LLMError:

@@ -55,8 +55,9 @@ DEPARTURES = (
     "authors: k_means_constrained); word banks judge removals as the authors' code intends (their loop "
     "overwrites the removal logits, so for all but the first class removals are never judged); a label an answer "
     "leaves out keeps its descriptors, a group whose every candidate fails keeps its set for that iteration (the "
-    "authors retry, then skip the group), and only two iterations in a row in which every request fails stop the "
-    "run, with the best set so far; a "
+    "authors retry, then skip the group); the run stops, with the best set so far, only after two iterations in "
+    "a row in which every request failed or 12 failed requests in a row, and at once when the server refuses the "
+    "key or the model; a "
     "start set's accuracy is the first best; at most --shots images per label, drawn with a seed (the authors "
     "use every training image)."
 )
@@ -120,8 +121,8 @@ def optimize_descriptors(
     LLMError
         When no complete set was produced (answers so far stay cached). A label an answer leaves out keeps its
         descriptors, a group whose every candidate fails keeps its set (``IterationRecord.failed_groups`` says
-        why), and two iterations in a row whose every request fails stop the loop (``stopped``) with the best set
-        so far.
+        why); two iterations in a row whose every request fails, or 12 failed requests in a row, stop the loop
+        (``stopped``) with the best set so far; a refused key or model (401/403/404) is raised at once.
     """
     settings = settings or OptimizeSettings()
     settings.check()
@@ -142,7 +143,7 @@ def optimize_descriptors(
             )
             recent = iterations[-FAILED_ITERATIONS_TO_STOP:]
             if not state.stopped and len(recent) == FAILED_ITERATIONS_TO_STOP and all(map(_all_failed, recent)):
-                state.stopped = f"the LLM failed every request of iterations {number - 1} and {number}"
+                state.stopped = f"the LLM failed every request of the last {FAILED_ITERATIONS_TO_STOP} iterations"
             if state.stopped:
                 break
     finally:

@@ -33,6 +33,7 @@ __all__ = ["FewShotImages", "OptimizationState", "OptimizeSettings", "Optimizer"
 SEEDS_PER_ITERATION = 1000  # candidate seeds: seed + candidates * (group + 1000 * (iteration - 1)) + candidate
 TOKENS_PER_DESCRIPTOR = 12  # room asked for per descriptor in an answer (JSON quoting included)
 TOKENS_PER_ANSWER = 300
+FAILED_REQUESTS_TO_STOP = 12  # failed requests in a row that end the run (a dead or overloaded server)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class OptimizationState:
     tokens: int = 0
     stopped: str = ""
     failure_hint: str = ""  # the hint of the last failed request (what the user can change)
+    failed_in_a_row: int = 0
 
 
 class Optimizer:
@@ -157,12 +159,18 @@ class Optimizer:
                 schema=group_schema(names, limit),
             )
         except LLMError as exc:
+            if exc.fatal:  # a refused key or model: every other request would fail the same way
+                raise
             state.tokens += exc.tokens
             state.failure_hint = exc.hint or state.failure_hint
+            state.failed_in_a_row += 1
+            if state.failed_in_a_row >= FAILED_REQUESTS_TO_STOP:
+                state.stopped = f"the LLM failed {state.failed_in_a_row} requests in a row"
             return record.model_copy(update={"error": str(exc)[:300], "tokens": exc.tokens}), None, exc
         finally:
             self.llm._mode = client._mode  # a server that refused json_schema is not asked with it again
         tokens = answer.record.prompt_tokens + answer.record.completion_tokens
+        state.failed_in_a_row = 0
         state.records.append(answer.record)
         state.tokens += tokens
         omitted = answer.value.omitted
