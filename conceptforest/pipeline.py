@@ -17,22 +17,20 @@ from typing import Any
 import pandas as pd
 
 from conceptforest.atomic import atomic_write_json
-from conceptforest.cache import embedding_root, file_sha256
+from conceptforest.cache import embedding_root
 from conceptforest.concepts.descriptors import DescriptorSet
 from conceptforest.concepts.generate import GenerationLimits, extend_tree, generate_tree
 from conceptforest.concepts.llm import LLMClient
 from conceptforest.concepts.tree import ConceptTree
-from conceptforest.defaults import SKIPPED_FILE
 from conceptforest.errors import BadInputError
 from conceptforest.explain.build import explain_model, load_skipped
 from conceptforest.explain.copies import Copies, find_copies
 from conceptforest.explain.report import retire_report
 from conceptforest.features.backbone import Backbone
-from conceptforest.features.dataset import ImageDataset, load_dataset
-from conceptforest.features.extract import ExtractionStats, extract_features, write_skipped
-from conceptforest.features.images import SkippedImage
-from conceptforest.features.matrix import ID_COLUMNS, FeatureMatrix
-from conceptforest.features.meta import FeatureMeta
+from conceptforest.features.dataset import load_dataset
+from conceptforest.features.extract import ExtractionStats, extract_features
+from conceptforest.features.listed import list_images
+from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.folder_lock import folder_lock
 from conceptforest.llm.vision_types import VisionLLM
 from conceptforest.models.bundle import load_bundle
@@ -108,7 +106,7 @@ def run_pipeline(
         embedding_root(cache_dir)  # a cache URI that cannot be opened fails before anything is written
         if config is not None:
             atomic_write_json(out / "config.json", config)
-        found = load_dataset(images, seed=seed).labels if labels is None else labels
+        found = load_dataset(images, val_fraction=0, test_fraction=0).labels if labels is None else labels
         if tree is None:
             tree = generate_tree(domain, found, llm, limits=limits, progress=progress)
         elif missing := [label for label in found if label not in tree.labels]:
@@ -171,7 +169,6 @@ def _zero_shot_outcome(inputs: MethodInputs, method: str) -> tuple[MethodResult,
 
 
 BACKBONE_NEEDS = frozenset({Need.IMAGE_EMBEDDINGS, Need.CONCEPT_MATRIX})
-NO_BACKBONE_ID = "none (no CLIP: the method reads the images itself)"
 
 
 def needs_backbone(method: str) -> bool:
@@ -179,37 +176,6 @@ def needs_backbone(method: str) -> bool:
     from conceptforest.models.methods import select_methods
 
     return bool(select_methods([method])[0].needs & BACKBONE_NEEDS)
-
-
-def listed_images(dataset: ImageDataset, out: Path) -> tuple[FeatureMatrix, ExtractionStats]:
-    """The images as a matrix without concept scores, for a method that needs no CLIP: path, label, split and
-    the content sha256 (nothing is decoded; the vision LLM reads each image itself). Files that cannot be read are
-    listed in ``skipped.csv`` as extraction lists them."""
-    started = time.perf_counter()
-    rows: list[tuple[str, str, str, str]] = []
-    skipped = list(dataset.skipped)
-    for record in dataset.records:
-        try:
-            rows.append((str(record.path), record.label, record.split, file_sha256(record.path)))
-        except OSError as exc:
-            skipped.append(SkippedImage(str(record.path), f"cannot read the file: {exc.strerror or exc}"))
-    frame = pd.DataFrame(rows, columns=list(ID_COLUMNS))
-    meta = FeatureMeta(
-        labels=dataset.labels,
-        concepts=[],
-        backbone_id=NO_BACKBONE_ID,
-        tree_generator="none",
-        source=str(dataset.source),
-        n_images=len(dataset.records) + len(dataset.skipped),
-        n_scored=len(frame),
-        n_skipped=len(skipped),
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    write_skipped(out / SKIPPED_FILE, skipped)
-    stats = ExtractionStats(
-        images=len(dataset.records), scored=len(frame), skipped=skipped, seconds=time.perf_counter() - started
-    )
-    return FeatureMatrix(frame=frame, meta=meta), stats
 
 
 @dataclass
@@ -267,7 +233,7 @@ def run_zero_shot(
         dataset = load_dataset(images, seed=seed, val_fraction=0, test_fraction=0)
         if backbone is None:
             retire_zero_shot_outputs(out)
-            matrix, stats = listed_images(dataset, out)
+            matrix, stats = list_images(dataset, out)
         else:
             tree = tree or template_tree(domain, dataset.labels)
             dataset = load_dataset(images, labels=tree.labels, seed=seed, val_fraction=0, test_fraction=0)

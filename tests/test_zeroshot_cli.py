@@ -122,6 +122,9 @@ def test_mllm_needs_no_clip_weights_at_all(
     monkeypatch.setattr(open_clip, "create_model_and_transforms", no_clip)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "only-vision"
+    out.mkdir()
+    for earlier in ("features.parquet", "concepts.json"):  # an earlier CLIP zeroshot's features in this folder
+        (out / earlier).write_text("earlier run")
     args = ["zeroshot", str(data["images"]), "--method", "mllm", "-o", str(out), "--no-progress"]
     result = runner.invoke(app, [*args, "--mllm", "stub-vision", "--mllm-base-url", vision_stub.base_url])
     assert result.exit_code == 0, result.output
@@ -129,9 +132,9 @@ def test_mllm_needs_no_clip_weights_at_all(
     predictions = pd.read_csv(out / "predictions.csv")
     assert len(predictions) == 18 and (predictions["predicted"] == predictions["label"]).mean() >= 0.9
     assert {"confusion_raw.csv", "per_label.csv"} <= {p.name for p in (out / "report" / "tables").iterdir()}
-    assert not (out / "features.parquet").exists()
+    assert not (out / "features.parquet").exists() and not (out / "concepts.json").exists()
     made_by = json.loads((out / "report" / "report.json").read_text())["made_by"]
-    assert made_by["backbone_id"].startswith("none (no CLIP")
+    assert made_by["backbone_id"] == "none"
     ignored = runner.invoke(
         app, [*args, "--clip", "ViT-B-32", "--mllm", "stub-vision", "--mllm-base-url", vision_stub.base_url]
     )

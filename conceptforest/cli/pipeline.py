@@ -135,7 +135,9 @@ def run(
 
     settings = {**overrides(locals(), TREE_SETTINGS), **overrides(locals(), BACKBONE_SETTINGS), "seed": seed}
     cfg = load_config(config, settings)
-    label_list = read_label_file(labels, cfg.concepts.labels) or load_dataset(images, seed=seed).labels
+    label_list = (
+        read_label_file(labels, cfg.concepts.labels) or load_dataset(images, val_fraction=0, test_fraction=0).labels
+    )
     existing = tree or (out / "tree.json" if (out / "tree.json").is_file() else None)
     base = ConceptTree.load(existing) if existing else None
     if base is not None:

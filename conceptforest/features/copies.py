@@ -6,32 +6,32 @@ test would let the model remember the test image and flatter the accuracy.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-_BLOCK = 1 << 20
+from conceptforest.cache import file_sha256
+from conceptforest.features.images import DEFAULT_MAX_PIXELS, max_file_bytes
 
 
-def _content_sha256(path: Path) -> str | None:
-    """The file's sha256, read in blocks (never whole); None when it cannot be read (extraction reports why)."""
-    digest = hashlib.sha256()
+def _content_sha256(path: str, size: int) -> str | None:
+    """The file's sha256 (streamed); None for a file over the image byte cap (extraction skips it unread) or one
+    that cannot be read (extraction says why)."""
+    if size > max_file_bytes(DEFAULT_MAX_PIXELS):
+        return None
     try:
-        with open(path, "rb") as handle:
-            while block := handle.read(_BLOCK):
-                digest.update(block)
+        return file_sha256(path)
     except OSError:
         return None
-    return digest.hexdigest()
 
 
 def content_groups(paths: Sequence[Path]) -> list[int]:
     """A group number per path: equal for a repeated path and for byte-identical files, numbered by first row.
 
     Only files that share their size with another file are read (copies have equal sizes), so a data set without
-    copies costs one ``stat`` per distinct file.
+    copies costs one ``stat`` per distinct file; files over the image byte cap are never read (each is its own
+    group). Formats of one fixed size (BMP, PPM) are hashed whole: correct, at the cost of a read.
     """
     first_row_of: dict[str, int] = {}
     distinct: list[tuple[str, int]] = []  # (real path, first row)
@@ -47,12 +47,12 @@ def content_groups(paths: Sequence[Path]) -> list[int]:
         except OSError:
             continue  # listed as skipped by extraction; alone in its group
     same_as: dict[str, str] = {}  # real path -> the real path of the first file with its content
-    for candidates in by_size.values():
+    for size, candidates in by_size.items():
         if len(candidates) < 2:
             continue
         first_with: dict[str, str] = {}
         for real in candidates:
-            key = _content_sha256(Path(real))
+            key = _content_sha256(real, size)
             if key is not None:
                 same_as[real] = first_with.setdefault(key, real)
     group_of_row: dict[int, int] = {}

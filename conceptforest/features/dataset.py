@@ -251,6 +251,8 @@ def load_dataset(
     if all(split is not None for split in given):
         splits = [str(s) for s in given]
         seed_used: int | None = None
+    elif val_fraction == 0 and test_fraction == 0:  # no split is drawn: nothing to group
+        splits, seed_used = ["train"] * len(rows), None
     else:
         groups = content_groups([path for path, _, _ in rows])
         labels_of = [label for _, label, _ in rows]
