@@ -104,8 +104,6 @@ def run_pipeline(
     out = Path(out_dir)
     with folder_lock(out), folder_lock(out / REPORT_DIR):  # one writer per run folder and its report
         embedding_root(cache_dir)  # a cache URI that cannot be opened fails before anything is written
-        if config is not None:
-            atomic_write_json(out / "config.json", config)
         found = load_dataset(images, val_fraction=0, test_fraction=0).labels if labels is None else labels
         if tree is None:
             tree = generate_tree(domain, found, llm, limits=limits, progress=progress)
@@ -114,6 +112,8 @@ def run_pipeline(
         # the old report describes the tree, features and model replaced below: a run stopped before its new
         # report must not leave it beside them
         retire_report(out / REPORT_DIR)
+        if config is not None:  # the settings of what is replaced from here on
+            atomic_write_json(out / "config.json", config)
         save_run_tree(tree, out / TREE_FILE)
         for descriptor_set in descriptors:  # beside the run, where explain and compare look by default
             descriptor_set.save(out / f"descriptors-{descriptor_set.style}.json")

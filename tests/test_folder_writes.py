@@ -204,8 +204,10 @@ def test_every_writing_verb_refuses_a_folder_another_process_writes(
     tree = str(run / "tree.json")
     clip = ("--clip", f"local-dir:{made['tiny']}", "--cache-dir", str(made["cache"]), "--no-progress")
     report_pid = hold(holder, tmp_path / "report")
+    model_pid = hold(holder, run / "model")
     for args, folder, owner in (
         (run_args(made, run), run, pid),
+        (["train", str(run), "-o", str(run / "model"), "--n-estimators", "5"], run / "model", model_pid),
         (["features", "extract", str(made["images"]), tree, "-o", str(run), *clip], run, pid),
         (zeroshot_args(made, made["images"], run), run, pid),
         (["explain", str(run / "model"), str(run), "-o", str(tmp_path / "report"), "--no-baselines"], None, 0),

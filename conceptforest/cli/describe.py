@@ -41,8 +41,6 @@ SHORT_HELP = "Describe labels as flat descriptors (DCLIP, CuPL, WaffleCLIP)."
 STYLES = ("dclip", "cupl", "waffle")
 WAFFLE_WORDS = 15
 WAFFLE_CHARS = 15
-DCLIP_COUNT = 12  # describe_labels' defaults, also shown in --count's help
-CUPL_COUNT = 10
 
 
 def summarize_descriptors(descriptors: DescriptorSet, path: Path) -> None:
@@ -104,13 +102,13 @@ def _with_llm(
     cfg: RunConfig, style: str, labels: list[str], count: int | None, *, progress: bool, yes: bool
 ) -> DescriptorSet:
     from conceptforest.cli.concepts import confirm_requests
-    from conceptforest.concepts.describe import describe_labels, plan_description
+    from conceptforest.concepts.describe import CUPL_SENTENCES, DCLIP_DESCRIPTORS, describe_labels, plan_description
 
     client = required_llm(
         cfg, f"--style {style} asks an LLM for the descriptors", alternative="--style waffle needs no LLM"
     )
     llm_style: LLMStyle = "dclip" if style == "dclip" else "cupl"
-    asked = count if count is not None else (DCLIP_COUNT if style == "dclip" else CUPL_COUNT)
+    asked = count if count is not None else (DCLIP_DESCRIPTORS if style == "dclip" else CUPL_SENTENCES)
     plan = plan_description(labels, client, style=llm_style, domain=cfg.concepts.domain, count=asked)
     echo(f"Plan: {plan.summary()}; cached answers are not requested again.")
     confirm_requests(

@@ -48,6 +48,8 @@ __all__ = [
 ]
 
 LLMStyle = Literal["dclip", "cupl"]
+DCLIP_DESCRIPTORS = 12  # descriptors asked per label (DCLIP)
+CUPL_SENTENCES = 10  # sentences asked per question (CuPL samples 10)
 DESCRIBE_STYLES: tuple[str, ...] = ("dclip", "cupl")
 # CuPL's five questions (generate_image_prompts.py), {a} the article and {label} the class name.
 CUPL_QUESTIONS: tuple[str, ...] = (
@@ -175,8 +177,8 @@ def describe_labels(
     style: LLMStyle,
     domain: str | None = None,
     progress: bool = True,
-    max_descriptors: int = 12,
-    sentences_per_question: int = 10,
+    max_descriptors: int = DCLIP_DESCRIPTORS,
+    sentences_per_question: int = CUPL_SENTENCES,
 ) -> DescriptorSet:
     """Ask an LLM to describe each label, DCLIP's or CuPL's way; every valid answer is cached.
 
@@ -261,13 +263,19 @@ class DescriptionPlan:
 
 
 def plan_description(
-    labels: Sequence[str], llm: LLMClient | None, *, style: LLMStyle, domain: str | None = None, count: int = 12
+    labels: Sequence[str],
+    llm: LLMClient | None,
+    *,
+    style: LLMStyle,
+    domain: str | None = None,
+    count: int | None = None,
 ) -> DescriptionPlan:
     """Count the requests, tokens and cost of ``describe_labels`` with these settings, making no request.
 
     The prompts are the real ones (one per label for DCLIP, one per question and label for CuPL); the answers
-    are taken as ``count`` typical items each.
+    are taken as ``count`` typical items each (default: ``describe_labels``' own for the style).
     """
+    count = count or (DCLIP_DESCRIPTORS if style == "dclip" else CUPL_SENTENCES)
     checked = _check(labels, style, count, domain)
     template = describe_prompt(style)
     schema = json.dumps(dclip_schema(count) if style == "dclip" else cupl_schema(count))

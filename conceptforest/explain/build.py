@@ -27,6 +27,7 @@ from conceptforest.explain.shap_values import REPORT_SHAP_ROWS, explain_report_s
 from conceptforest.features.backbone import RANDOM_WEIGHTS_WARNING, Backbone
 from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.features.tree_binding import load_tree_of_features
+from conceptforest.folder_lock import folder_lock
 from conceptforest.llm.vision_types import VisionLLM
 from conceptforest.models.bundle import ModelBundle
 from conceptforest.models.methods import MethodInputs, MethodOutcome, run_methods
@@ -161,14 +162,14 @@ def explain_model(
     for described in descriptors:
         add_optimization(report, described)
     add_findings(report, compute_findings(run, comparison, rollup, per_class, tree=tree, skipped=skipped))
-    # all computed: now clear what an earlier report left here, tree pictures included, before writing any of it
-    remove_report_files(out)
-    sections.add_trees(report, tree, out, permutation)
-    add_label_blocks(report, blocks, per_class, tree, out)
-    sections.add_skipped(report, skipped)
-    add_data_quality(report, find_copies(matrix.frame, split))
-    report.add_json("permutation_importance", permutation.head(50))
-    report.save(out)
+    with folder_lock(out):  # all computed: one writer clears what an earlier report left, then writes
+        remove_report_files(out)
+        sections.add_trees(report, tree, out, permutation)
+        add_label_blocks(report, blocks, per_class, tree, out)
+        sections.add_skipped(report, skipped)
+        add_data_quality(report, find_copies(matrix.frame, split))
+        report.add_json("permutation_importance", permutation.head(50))
+        report.save(out)
     return report
 
 

@@ -32,10 +32,6 @@ class Copies:
     across_labels: pd.DataFrame  # the same bytes filed under different labels
     in_train: pd.DataFrame  # evaluated rows whose bytes also occur in the training split
 
-    @property
-    def empty(self) -> bool:
-        return all(t.empty for t in (self.repeated_paths, self.within_label, self.across_labels, self.in_train))
-
 
 def _shown(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.sort_values(["sha256", "label", "path"], kind="stable").reset_index(drop=True)
@@ -104,7 +100,8 @@ def copy_warnings(copies: Copies) -> list[Finding]:
     if parts:
         found.append(
             warning(
-                f"{' and '.join(parts)}: each copy counts again in training and in the metrics (and narrows their "
+                f"{' and '.join(parts)}: each copy counts again where it falls (in training, or in the metrics, "
+                "whose intervals it narrows)"
                 "intervals).",
                 SECTION,
                 rows=len(copies.repeated_paths) + len(copies.within_label),
@@ -133,14 +130,15 @@ def _tables(copies: Copies) -> list[tuple[pd.DataFrame, str, str, str]]:
         (
             copies.within_label,
             "copies_within_label",
-            "{n} files are byte-identical copies under one label; each copy counts again in training and in the "
-            "metrics.",
+            "{n} files are byte-identical copies under one label; each copy counts again where it falls "
+            "(in training, or in the metrics).",
             "Byte-identical files under one label (sha256 prefix = same content)",
         ),
         (
             copies.repeated_paths,
             "repeated_paths",
-            "{n} rows list a path that another row lists too; each repeat counts again in training and in the metrics.",
+            "{n} rows list a path that another row lists too; each repeat counts again where it falls (in "
+            "training, or in the metrics).",
             "Rows whose path is listed more than once",
         ),
     ]

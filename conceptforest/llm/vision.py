@@ -310,11 +310,11 @@ class OpenAIVisionLLM(OpenAICompatibleTransport):
         content = (choice.message.content if choice else None) or ""
         if not content.strip():
             return VisionAnswer(sha256="", text="", tokens=tokens, error="the server's answer was empty")
-        if choice is not None and choice.finish_reason == "length":
-            return VisionAnswer(sha256="", text=content, tokens=tokens, error="the answer was cut off (max tokens)")
-        if len(content) > self.max_tokens * MAX_CHARS_PER_TOKEN:
+        if len(content) > self.max_tokens * MAX_CHARS_PER_TOKEN:  # first: a cut-off answer may be huge too
             problem = f"far more than max_tokens ({self.max_tokens}) allows; treated as faulty"
             return self._faulty(content, tokens, f"the answer was {len(content):,} characters, {problem}")
+        if choice is not None and choice.finish_reason == "length":
+            return VisionAnswer(sha256="", text=content, tokens=tokens, error="the answer was cut off (max tokens)")
         try:
             text = _chosen_text(content, choices).strip()
         except DeepAnswerError as exc:

@@ -9,6 +9,7 @@ import pandas as pd
 
 from conceptforest.errors import BadInputError
 from conceptforest.features.matrix import FeatureMatrix
+from conceptforest.folder_lock import folder_lock
 from conceptforest.models.bundle import ModelBundle, build_manifest, save_bundle
 from conceptforest.models.forest import ConceptForestClassifier
 from conceptforest.models.metrics import classification_metrics
@@ -79,5 +80,6 @@ def train_model(
             classification_metrics(matrix.y(eval_split), predicted, matrix.labels, random_state=model.random_state or 0)
         )
     if out_dir is not None:
-        return save_bundle(model, out_dir, matrix=matrix, metrics=metrics)
+        with folder_lock(Path(out_dir)):  # one writer per model folder
+            return save_bundle(model, out_dir, matrix=matrix, metrics=metrics)
     return ModelBundle(model=model, manifest=build_manifest(model, matrix, metrics=metrics))
