@@ -234,11 +234,16 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
             _set_dotted(data, dotted, value)
     if not (data.get("llm") or {}).get("base_url") and os.environ.get("OPENAI_BASE_URL"):
         _set_dotted(data, "llm.base_url", os.environ["OPENAI_BASE_URL"])
+    given = {dotted for dotted, value in (overrides or {}).items() if value is not None}
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(dict.fromkeys(f"{_setting(e['loc'])}: {_message(e['msg'])}" for e in exc.errors()))
+        problems = []
+        for error in exc.errors():
+            name = _setting(error["loc"])
+            origin = "the command-line options" if name in given else source
+            problems.append(f"{name} (from {origin}): {_message(error['msg'])}")
         raise BadInputError(
-            f"Invalid settings in {source}: {problems}.",
+            f"Invalid settings: {'; '.join(dict.fromkeys(problems))}.",
             hint="see 'conceptforest --help' and docs/ for the known settings.",
         ) from exc

@@ -40,7 +40,7 @@ def test_no_model_is_a_clear_error() -> None:
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
-        ("[llm]\nmodle = 'x'\n", "llm.modle: Extra inputs"),
+        ("[llm]\nmodle = 'x'\n", "llm.modle \\(from config file .*\\): Extra inputs"),
         ("[concepts]\nmax_parts = 0\n", "concepts.max_parts"),
         ("[concepts]\nsentence_template = 'a {label}'\n", "class-free"),
         ("[llm\n", "not valid TOML"),

@@ -262,7 +262,11 @@ def test_a_bad_text_timeout_is_exit_2(value: str, tmp_path: Path) -> None:
     args = ["concepts", "generate", "--domain", "dog", "--labels", str(labels), "--llm", "m", "--timeout", value]
     result = runner.invoke(app, [*args, "--llm-base-url", "http://127.0.0.1:9/v1", "-o", str(tmp_path / "t.json")])
     assert result.exit_code == 2, result.output
-    assert "timeout" in result.output and "bug" not in result.output
+    assert "llm.timeout (from the command-line options)" in result.output and "bug" not in result.output
+    with_file = tmp_path / "c.toml"
+    with_file.write_text("[llm]\nmax_attempts = 3\n")
+    both = runner.invoke(app, [*args, "--config", str(with_file), "-o", str(tmp_path / "t.json")])
+    assert both.exit_code == 2 and "llm.timeout (from the command-line options)" in both.output
 
 
 def test_the_vision_client_refuses_bad_limits_itself() -> None:
