@@ -118,7 +118,7 @@ def test_the_feedback_text_is_exactly_as_specified() -> None:
     )
     truth = np.array([0, 0, 1, 2, 2, 2])
     text = feedback_text(confusions(np.log(probs), truth), ["A", "B", "C"])
-    assert text == ("A is confused with: B\nB is not confused with any other label\nC is confused with: B, A\n")
+    assert text == ("A is confused with: B\nB is not confused with any other classes\nC is confused with: B, A\n")
 
 
 def test_25_labels_give_groups_of_about_10() -> None:
@@ -433,3 +433,117 @@ def test_a_refused_key_stops_at_once_and_a_dead_server_after_twelve_failures(stu
     assert record is not None and record.stopped == "the LLM failed 12 requests in a row"
     mutation = [r for r in stub.state.requests if r["step"] == "optimize_mutation"]
     assert len(mutation) == 12 and record.best_iteration == 1
+
+
+# -- issue 19: the logit scale of the confusions, and the authors' feedback sentences --------------------------------
+
+# Cosines of 8 images with the sentences of 4 labels, CLIP-like (the true label about 0.30, others close behind).
+# The authors' rule p_j >= 0.9 p_true is scale * (cos_true - cos_j) <= ln(1 / 0.9) = 0.10536: with their raw
+# ``model.logit_scale`` (ln 100 = 4.6052) a label within 0.0229 in cosine is confused; with exp (100), within 0.00105.
+FIXED_NAMES = ["beagle", "basset", "foxhound", "whippet"]
+FIXED_TRUTH = np.array([0, 0, 1, 1, 2, 2, 2, 3])
+FIXED_COSINES = np.array(
+    [
+        [0.300, 0.285, 0.270, 0.250],  # beagle: basset 0.015 behind (raw only); foxhound 0.030 (neither)
+        [0.300, 0.290, 0.2995, 0.250],  # beagle: basset 0.010 (raw only), foxhound 0.0005 (both)
+        [0.250, 0.310, 0.250, 0.250],  # basset: none
+        [0.260, 0.310, 0.240, 0.240],  # basset: none
+        [0.280, 0.270, 0.290, 0.275],  # foxhound: beagle 0.010, basset 0.020, whippet 0.015 (raw only)
+        [0.280, 0.250, 0.290, 0.280],  # foxhound: beagle 0.010, whippet 0.010 (raw only)
+        [0.250, 0.250, 0.290, 0.285],  # foxhound: whippet 0.005 (raw only)
+        [0.250, 0.250, 0.250, 0.300],  # whippet: none
+    ]
+)
+AUTHORS_RAW_FEEDBACK = (
+    "beagle is confused with: basset, foxhound\n"
+    "basset is not confused with any other classes\n"
+    "foxhound is confused with: whippet, beagle, basset\n"
+    "whippet is not confused with any other classes\n"
+)
+EXP_FEEDBACK = (
+    "beagle is confused with: foxhound\n"
+    "basset is not confused with any other classes\n"
+    "foxhound is not confused with any other classes\n"
+    "whippet is not confused with any other classes\n"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_shapes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    """The tiny random CLIP with the released weights' logit scale (ln 100), and 4 shape images per label."""
+    import math
+
+    import torch
+
+    from conceptforest.features.backbone import load_backbone
+    from conceptforest.features.dataset import load_dataset
+    from conceptforest.features.synthetic import make_shape_images
+
+    backbone = load_backbone("conceptforest-tiny-random", device="cpu")
+    with torch.no_grad():
+        backbone.model.logit_scale.fill_(math.log(100.0))
+    folder = make_shape_images(tmp_path_factory.mktemp("shapes"), per_label=4, size=32)
+    return backbone, load_dataset(folder, val_fraction=0.0, test_fraction=0.0, seed=0)
+
+
+def test_the_feedback_on_fixed_cosines_is_the_authors_with_the_raw_logit_scale(
+    tiny_shapes: tuple[Any, Any], tmp_path: Path
+) -> None:
+    from conceptforest.features.fewshot import few_shot_images
+
+    backbone, dataset = tiny_shapes
+    images, _ = few_shot_images(dataset, backbone, shots=2, cache_dir=tmp_path)
+    assert images.logit_scale == pytest.approx(4.60517, abs=1e-5)  # model.logit_scale as the authors' utils.py
+    raw = feedback_text(confusions(images.logit_scale * FIXED_COSINES, FIXED_TRUTH), FIXED_NAMES)
+    assert raw == AUTHORS_RAW_FEEDBACK
+    exp_images, _ = few_shot_images(dataset, backbone, shots=2, cache_dir=tmp_path, logit_scale="exp")
+    assert exp_images.logit_scale == pytest.approx(100.0, rel=1e-5)
+    assert feedback_text(confusions(exp_images.logit_scale * FIXED_COSINES, FIXED_TRUTH), FIXED_NAMES) == EXP_FEEDBACK
+
+
+def test_the_record_and_the_report_say_which_logit_scale_fed_the_confusions(stub: StubServer, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from conceptforest.explain.optimization_section import add_optimization
+    from conceptforest.explain.report import Report
+
+    stub.state.answers["optimize_initial"] = neutral
+    stub.state.answers["optimize_mutation"] = scripted(good={0}, candidates=2)
+    settings = OptimizeSettings(iterations=1, candidates=2)
+    images = replace(few_shot(), logit_scale=4.6052)
+    result = optimize_descriptors(images, client(stub, tmp_path), settings=settings, progress=False)
+    record = result.optimization
+    assert record is not None and record.logit_scale_form == "raw" and record.logit_scale == 4.6052
+    report = Report("optimised")
+    add_optimization(report, result)
+    markdown = report.to_markdown().replace("\\_", "_")  # the markdown escapes underscores
+    assert "logits = 4.605 x cosine: the raw logit_scale parameter, as the authors' utils.py" in markdown
+    exp_images = replace(few_shot(), logit_scale_form="exp")
+    exp_result = optimize_descriptors(exp_images, client(stub, tmp_path), settings=settings, progress=False)
+    assert exp_result.optimization is not None and exp_result.optimization.logit_scale_form == "exp"
+    assert "exp(logit_scale)" in exp_result.optimization.departures
+
+
+def test_the_command_uses_the_raw_logit_scale_unless_asked_for_exp(stub: StubServer, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from conceptforest.cli import app
+    from conceptforest.features.synthetic import make_shape_images
+
+    stub.state.answers["optimize_initial"] = neutral
+    shapes = make_shape_images(tmp_path / "shapes", per_label=4, size=32)
+    args = ["concepts", "optimize", str(shapes), "--llm", "stub-model", "--llm-base-url", stub.base_url]
+    args += ["--clip", "conceptforest-tiny-random", "--shots", "2", "--iterations", "1", "--candidates", "1"]
+    args += ["--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    scales, outputs = {}, {}
+    for form in ("raw", "exp"):
+        out = tmp_path / f"{form}.json"
+        result = CliRunner().invoke(app, [*args, "--logit-scale", form, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        record = DescriptorSet.load(out).optimization
+        assert record is not None and record.logit_scale_form == form
+        scales[form], outputs[form] = record.logit_scale, " ".join(result.output.split())
+    # the tiny random CLIP keeps open_clip's initial parameter ln(1 / 0.07); the authors multiply by it, not by 1/0.07
+    assert scales["raw"] == pytest.approx(2.65926, abs=1e-5) and scales["exp"] == pytest.approx(1 / 0.07, rel=1e-5)
+    assert "confusions from logits = 2.659 x cosine (raw logit_scale)" in outputs["raw"]
+    assert "confusions from logits = 14.29 x cosine (exp logit_scale)" in outputs["exp"]

@@ -229,7 +229,7 @@ def confused_with(prompt: str) -> dict[str, list[str]]:
     for line in prompt_section(prompt, "The confusion classes for CLIP are:\n", "\nNote,").splitlines():
         if match := re.fullmatch(r"(.+?) is confused with: (.+)", line):
             found[match.group(1)] = match.group(2).split(", ")
-        elif match := re.fullmatch(r"(.+?) is not confused with any other label", line):
+        elif match := re.fullmatch(r"(.+?) is not confused with any other classes", line):
             found[match.group(1)] = []
     return found
 

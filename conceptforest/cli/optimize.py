@@ -6,7 +6,7 @@ The command is a plain function; the ``concepts`` app registers it like ``descri
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -160,6 +160,15 @@ def optimize(
     ] = 0.15,
     seed: Annotated[int, typer.Option(metavar="N", help="Seed of the split and of the image draw.")] = 0,
     llm_seed: Annotated[int, typer.Option(metavar="N", help="First LLM sampling seed (the authors: 42).")] = 42,
+    logit_scale: Annotated[
+        Literal["raw", "exp"],
+        typer.Option(
+            "--logit-scale",
+            help="What multiplies CLIP's cosines in the confusions fed back: 'raw', the model's logit_scale "
+            "parameter (4.605 for released CLIP), as the authors' code; 'exp', its exponential (100), which calls "
+            "far fewer labels confused.",
+        ),
+    ] = "raw",
     timeout: TimeoutOption = None,
     max_attempts: MaxAttemptsOption = None,
     max_repairs: MaxRepairsOption = None,
@@ -204,10 +213,15 @@ def optimize(
     backbone = _backbone(cfg, matrix, any(x is not None for x in (clip, pretrained, checkpoint)), device)
     if backbone.weights_warning:
         warn(backbone.weights_warning)
-    few, skipped = few_shot_images(dataset, backbone, shots=shots, seed=seed, cache_dir=cfg.cache_dir)
+    few, skipped = few_shot_images(
+        dataset, backbone, shots=shots, seed=seed, cache_dir=cfg.cache_dir, logit_scale=logit_scale
+    )
     for item in skipped[:5]:
         warn(f"skipped {item.path}: {item.reason}")
-    echo(f"Optimising on {len(few.sha256)} training image(s) of {len(few.labels)} labels (no val/test image read).")
+    echo(
+        f"Optimising on {len(few.sha256)} training image(s) of {len(few.labels)} labels (no val/test image read); "
+        f"confusions from logits = {few.logit_scale:.4g} x cosine ({logit_scale} logit_scale)."
+    )
     result = optimize_descriptors(few, client, start=start, settings=settings, progress=progress)
     _summarize(result, result.save(out))
 

@@ -21,7 +21,9 @@ Departures from the authors' code (recorded in the result's provenance note and 
   LLM recombines the valid samples' descriptors, given each one's overall and per-label accuracy; kept when it
   scores better than the best sample) is one more request, as theirs;
 - groups: k-means centres and a greedy size cap (the authors: ``k_means_constrained``);
-- with a start set, its accuracy is the first "best so far" (the authors start from bare label names).
+- with a start set, its accuracy is the first "best so far" (the authors start from bare label names);
+- only with ``logit_scale_form="exp"`` (``--logit-scale exp``): confusions use exp(logit_scale); by default they use
+  the raw parameter, as the authors' ``utils.py``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from conceptforest._version import package_version
 from conceptforest.concepts.descriptors import DescriptorSet
 from conceptforest.concepts.generate import usage_totals
 from conceptforest.concepts.llm import LLMClient
-from conceptforest.concepts.optimize_feedback import contributions
+from conceptforest.concepts.optimize_feedback import contributions, logit_scale_departure
 from conceptforest.concepts.optimize_loop import FewShotImages, OptimizationState, Optimizer, OptimizeSettings
 from conceptforest.concepts.optimize_record import DescriptorContribution, IterationRecord, OptimizationRecord
 from conceptforest.concepts.provenance import Provenance
@@ -176,6 +178,7 @@ def _result(
 ) -> DescriptorSet:
     assert state.best is not None
     found = contributions(optimizer.scorer, state.best, images.labels, images.truth)
+    departures = DEPARTURES + logit_scale_departure(images.logit_scale_form)
     counts = np.bincount(images.truth, minlength=len(images.labels))
     record = OptimizationRecord(
         backbone_id=images.backbone_id,
@@ -190,6 +193,7 @@ def _result(
         group_size=settings.group_size,
         seed=settings.seed,
         logit_scale=images.logit_scale,
+        logit_scale_form=images.logit_scale_form,
         start=f"descriptor set (style {start.style})" if start is not None else "the LLM (initial prompt)",
         start_accuracy=start_accuracy,
         best_iteration=state.best_iteration,
@@ -197,7 +201,7 @@ def _result(
         stopped=state.stopped,
         iterations=iterations,
         contributions=[DescriptorContribution(label=a, descriptor=b, contribution=c) for a, b, c in found],
-        departures=DEPARTURES,
+        departures=departures,
     )
     llm = optimizer.llm
     provenance = Provenance(
@@ -209,7 +213,7 @@ def _result(
         package_version=package_version(),
         usage=usage_totals(state.records, llm),
         calls=state.records,
-        note=DEPARTURES,
+        note=departures,
     )
     return DescriptorSet(
         style="optimized",

@@ -2,9 +2,13 @@
 
 Faithful to the authors' ``utils.py`` (zhuole1025/LLMs_as_Visual_Explainers):
 - a label's logit for an image is ``logit_scale`` times the mean cosine of the image with its sentences
-  ``"{label}, {descriptor}"``; a label without descriptors is its bare name;
+  ``"{label}, {descriptor}"``; a label without descriptors is its bare name. The authors multiply by
+  ``model.logit_scale``, the raw parameter (ln 100 = 4.605 for released CLIP weights), not its exponential (100):
+  that is the default here (``raw``); ``exp`` is offered, and recorded as a departure, because the 0.9 rule below
+  is then about 22 times narrower in cosine (far fewer labels are called confused);
 - confusions (``confusion_thresh``): for each image, every other label whose probability reaches 0.9 of the true
-  label's; counted per true label; the 5 most frequent are fed back;
+  label's; counted per true label; the 5 most frequent are fed back in the authors' sentences
+  ``"X is confused with: A, B"`` / ``"X is not confused with any other classes"``;
 - word banks: after an iteration, a label's removed and added descriptors are judged by swapping that label's logit
   column alone into the previous iteration's logits and measuring accuracy; the last 10 of each are kept;
 - groups: k-means on the labels' mean text embeddings, about ``group_size`` labels per group. The authors use
@@ -20,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from conceptforest.concepts.descriptors import wordify
+from conceptforest.concepts.optimize_record import LogitScaleForm
 
 __all__ = [
     "BANK_SIZE",
@@ -30,6 +35,8 @@ __all__ = [
     "contributions",
     "feedback_text",
     "group_labels",
+    "logit_scale_departure",
+    "logit_scale_note",
     "search_sentence",
     "update_banks",
 ]
@@ -40,6 +47,32 @@ BANK_SIZE = 10
 GROUP_SIZE_FACTOR = 1.2
 
 Encoder = Callable[[Sequence[str]], np.ndarray]
+
+EXP_LOGIT_SCALE_DEPARTURE = (
+    " Confusions and contributions use exp(logit_scale) (--logit-scale exp), not the authors' raw logit_scale "
+    "parameter: the 0.9 p_true rule is then about 22 times narrower in cosine for released CLIP weights, so fewer "
+    "labels are called confused."
+)
+
+
+def logit_scale_departure(form: LogitScaleForm) -> str:
+    """The departure sentence a logit-scale form adds (none for the authors' raw parameter)."""
+    return EXP_LOGIT_SCALE_DEPARTURE if form == "exp" else ""
+
+
+def logit_scale_note(form: LogitScaleForm, value: float) -> str:
+    """One sentence for the report: what multiplied the cosines fed into the confusions."""
+    if form == "raw":
+        return (
+            f"Confusions were computed from logits = {value:.4g} x cosine: the raw logit_scale parameter, as the "
+            "authors' utils.py (model.logit_scale); a label is confused when its probability reaches 0.9 of the "
+            "true label's."
+        )
+    return (
+        f"Confusions were computed from logits = {value:.4g} x cosine: exp(logit_scale), chosen with "
+        "--logit-scale exp; the authors multiply by the raw parameter (about 22 times smaller for released CLIP "
+        "weights), which calls many more labels confused."
+    )
 
 
 def search_sentence(label: str, descriptor: str) -> str:
@@ -120,14 +153,14 @@ def confusions(logits: np.ndarray, truth: np.ndarray, top: int = TOP_CONFUSIONS)
 
 
 def feedback_text(confused: Sequence[Sequence[int]], names: Sequence[str]) -> str:
-    """The feedback lines: ``"beagle is confused with: basset, foxhound"`` or ``"... is not confused with any
-    other label"``, one per label."""
+    """The feedback lines, the authors' sentences: ``"beagle is confused with: basset, foxhound"`` or ``"... is not
+    confused with any other classes"``, one per label."""
     lines = []
     for name, others in zip(names, confused, strict=True):
         if others:
             lines.append(f"{name} is confused with: {', '.join(names[j] for j in others)}")
         else:
-            lines.append(f"{name} is not confused with any other label")
+            lines.append(f"{name} is not confused with any other classes")
     return "\n".join(lines) + "\n"
 
 

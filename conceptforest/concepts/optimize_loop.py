@@ -22,7 +22,7 @@ from conceptforest.concepts.optimize_feedback import (
     group_labels,
     update_banks,
 )
-from conceptforest.concepts.optimize_record import CandidateRecord, IterationRecord, LabelChange
+from conceptforest.concepts.optimize_record import CandidateRecord, IterationRecord, LabelChange, LogitScaleForm
 from conceptforest.concepts.optimize_schema import GroupAnswer, group_schema
 from conceptforest.concepts.prompts import PromptTemplate, load_prompt
 from conceptforest.concepts.provenance import CallRecord
@@ -49,6 +49,7 @@ class FewShotImages:
     encode: Callable[[Sequence[str]], np.ndarray]  # sentences -> embeddings (cached by the caller)
     shots: int = 0
     draw_seed: int = 0  # the seed of the draw of at most ``shots`` images per label
+    logit_scale_form: LogitScaleForm = "raw"  # what ``logit_scale`` is: CLIP's raw parameter (the authors') or exp
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,13 @@ __all__ = [
     "DescriptorContribution",
     "IterationRecord",
     "LabelChange",
+    "LogitScaleForm",
     "OptimizationRecord",
 ]
+
+# Which form of CLIP's ``logit_scale`` parameter multiplies the cosines: "raw", the parameter itself (ln 100 = 4.605
+# for released CLIP weights), as the authors' utils.py does; or "exp", its exponential (100), as CLIP's training does.
+LogitScaleForm = Literal["raw", "exp"]
 
 
 class CandidateRecord(BaseModel):
@@ -82,7 +87,8 @@ class OptimizationRecord(BaseModel):
     initial_descriptors: int
     group_size: int
     seed: int
-    logit_scale: float
+    logit_scale: float  # the number the cosines were multiplied by, for the confusions and the contributions
+    logit_scale_form: LogitScaleForm = "exp"  # records written before this field used exp(logit_scale)
     start: str
     start_accuracy: float | None = None
     best_iteration: int = 0

@@ -3,7 +3,8 @@
 Shows the accuracy on the optimisation's own training images per iteration (the set kept after each iteration,
 and the best so far, which never drops), per label the three descriptors that help most and the three that help
 least (their contribution: the drop in the true label's log-probability when each is left out), and what each
-label gained and lost from the start to the set returned.
+label gained and lost from the start to the set returned. The note says which logit scale fed the confusions
+(the authors' raw ``logit_scale`` parameter by default).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from conceptforest.concepts.descriptors import DescriptorSet
+from conceptforest.concepts.optimize_feedback import logit_scale_note
 from conceptforest.concepts.optimize_record import OptimizationRecord
 from conceptforest.explain.escape import plot_text
 from conceptforest.explain.plots import plain_text
@@ -118,7 +120,8 @@ def add_optimization(report: Report, described: DescriptorSet) -> None:
         f"({max(record.images_per_label.values(), default=0)} at most per label); the set returned is from "
         f"iteration {record.best_iteration}, with accuracy {record.best_accuracy:.3f} on those images{start}. "
         "These images are never among the evaluated ones (the methods check their sha256). Contributions are "
-        "computed with the search's sentences ('{label}, {descriptor}'); the method rows score DCLIP's form.",
+        "computed with the search's sentences ('{label}, {descriptor}') and logits; the method rows score DCLIP's "
+        "form. " + logit_scale_note(record.logit_scale_form, record.logit_scale),
     )
     if record.stopped:
         report.add_text(SECTION, f"Stopped early: {record.stopped}.", note=True)

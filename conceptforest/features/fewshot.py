@@ -3,10 +3,15 @@
 Only training images are chosen, at most ``shots`` per label (a seeded draw from each label's training images in
 path order); validation and test images are never opened. Images are embedded through the same cache as feature
 extraction, so nothing is encoded twice and a later ``features extract`` reuses them.
+
+The logit scale that multiplies the cosines in the confusions is, by default, the model's raw ``logit_scale``
+parameter (ln 100 = 4.605 for released CLIP weights), as the authors' ``utils.py`` multiplies by
+``model.logit_scale``; ``logit_scale="exp"`` takes its exponential (100), CLIP's training scale.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +20,7 @@ import numpy as np
 
 from conceptforest.cache import embedding_root
 from conceptforest.concepts.optimize import FewShotImages
+from conceptforest.concepts.optimize_record import LogitScaleForm
 from conceptforest.defaults import DEFAULT_MAX_PIXELS
 from conceptforest.errors import BadInputError
 from conceptforest.features.backbone import Backbone
@@ -23,9 +29,9 @@ from conceptforest.features.extract import ExtractionStats, Extractor, sentence_
 from conceptforest.features.images import SkippedImage
 from conceptforest.features.store import EmbeddingStore
 
-__all__ = ["choose_shots", "few_shot_images"]
+__all__ = ["backbone_logit_scale", "choose_shots", "few_shot_images"]
 
-DEFAULT_LOGIT_SCALE = 100.0  # CLIP's trained value, used when a model has none
+DEFAULT_LOGIT_SCALE_PARAMETER = math.log(100.0)  # released CLIP's raw parameter, used when a model has none
 
 
 def choose_shots(dataset: ImageDataset, shots: int, seed: int) -> list[ImageRecord]:
@@ -42,12 +48,24 @@ def choose_shots(dataset: ImageDataset, shots: int, seed: int) -> list[ImageReco
     return chosen
 
 
-def _logit_scale(backbone: Backbone) -> float:
-    scale = getattr(backbone.model, "logit_scale", None)
+def backbone_logit_scale(backbone: Backbone, form: LogitScaleForm = "raw") -> float:
+    """The number the confusions multiply cosines by: the model's raw ``logit_scale`` parameter (the authors'),
+    or its exponential with ``form="exp"``; released CLIP's (ln 100) when the model has none."""
+    if form not in ("raw", "exp"):
+        raise BadInputError(f"Unknown logit-scale form {form!r}.", hint="use 'raw' (the authors') or 'exp'.")
+    parameter = getattr(backbone.model, "logit_scale", None)
     try:
-        return float(scale.exp().item()) if scale is not None else DEFAULT_LOGIT_SCALE
-    except (AttributeError, RuntimeError, TypeError):
-        return DEFAULT_LOGIT_SCALE
+        raw = float(parameter.item()) if parameter is not None else DEFAULT_LOGIT_SCALE_PARAMETER
+    except (AttributeError, RuntimeError, TypeError, ValueError):
+        raw = DEFAULT_LOGIT_SCALE_PARAMETER
+    value = raw if form == "raw" else math.exp(raw)
+    if not math.isfinite(value) or value <= 0:
+        raise BadInputError(
+            f"The backbone's logit scale ({form}: {value:g}) is not a positive number: the confusions and the "
+            "accuracy would be meaningless.",
+            hint="use --logit-scale exp (always positive), or a CLIP model with trained weights.",
+        )
+    return value
 
 
 def few_shot_images(
@@ -58,11 +76,14 @@ def few_shot_images(
     seed: int = 0,
     cache_dir: str | Path | None = None,
     batch_size: int = 64,
+    logit_scale: LogitScaleForm = "raw",
 ) -> tuple[FewShotImages, list[SkippedImage]]:
     """The chosen training images' embeddings (cached) with a text encoder bound to ``backbone``'s text cache.
 
+    ``logit_scale`` says which form of the model's logit scale the confusions use (:func:`backbone_logit_scale`).
     Returns the images and the files that were skipped (unreadable images are listed, never fatal).
     """
+    scale = backbone_logit_scale(backbone, logit_scale)
     records = choose_shots(dataset, shots, seed)
     if not records:
         raise BadInputError(
@@ -94,7 +115,8 @@ def few_shot_images(
         labels=list(dataset.labels),
         sha256=[key for _, key in kept],
         backbone_id=backbone.backbone_id,
-        logit_scale=_logit_scale(backbone),
+        logit_scale=scale,
+        logit_scale_form=logit_scale,
         encode=encode,
         shots=shots,
         draw_seed=seed,
