@@ -254,3 +254,50 @@ def test_cli_waffle_needs_no_llm_and_gives_every_label_the_same_descriptors(tmp_
     assert re.match(r"A photo of a pug, which", loaded.sentences("pug")[0])
     again = run_cli("--style", "waffle", "--labels", str(tmp_path / "labels.txt"), "--seed", "3", "-o", str(out))
     assert again.exit_code == 0 and DescriptorSet.load(out).descriptors == loaded.descriptors
+
+
+# -- issue 19: CuPL's temperature, DCLIP's sentence forms on the command line ---------------------------------
+
+
+def test_cupl_samples_at_099_by_default_and_a_given_temperature_wins(stub: StubServer, make_client: Any) -> None:
+    client = make_client()  # the config default, temperature 0.0
+    result = describe_labels(["pug"], client, style="cupl", progress=False, sentences_per_question=2)
+    assert {r["body"]["temperature"] for r in stub.state.requests} == {0.99}  # CuPL's own
+    assert client.temperature == 0.0 and result.provenance.params["temperature"] == 0.99
+    assert result.provenance.note is not None and "temperature 0.99" in result.provenance.note
+    chosen = describe_labels(["owl"], client, style="cupl", progress=False, sentences_per_question=2, temperature=0.5)
+    assert stub.state.requests[-1]["body"]["temperature"] == 0.5 and chosen.provenance.params["temperature"] == 0.5
+    describe_labels(["owl"], client, style="dclip", progress=False, temperature=0.3)
+    assert stub.state.requests[-1]["body"]["temperature"] == 0.3
+
+
+def test_cli_temperature_and_dclip_form_are_recorded(stub: StubServer, tmp_path: Path) -> None:
+    helped = run_cli("--help")
+    assert "--temperature" in helped.output and "0.99" in helped.output and "--dclip-form" in helped.output
+    (tmp_path / "labels.txt").write_text("pug\n")
+    llm = ["--llm", "stub-model", "--llm-base-url", stub.base_url, "--no-progress", "--labels"]
+    out = tmp_path / "c.json"
+    result = run_cli("--style", "cupl", *llm, str(tmp_path / "labels.txt"), "--temperature", "0.7", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert DescriptorSet.load(out).provenance.params["temperature"] == 0.7
+    assert {r["body"]["temperature"] for r in stub.state.requests} == {0.7}
+    args = ["--style", "dclip", *llm, str(tmp_path / "labels.txt"), "--dclip-form", "waffle", "-o", str(out)]
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    waffle_form = DescriptorSet.load(out)
+    assert waffle_form.sentence_form == "waffle" and waffle_form.sentences("pug")[0].startswith("A photo of a pug, ")
+    assert "WaffleCLIP" in result.output  # the summary names the sentence form
+
+
+def test_cli_rewrites_dclips_published_file_with_the_full_stop(tmp_path: Path) -> None:
+    published = tmp_path / "descriptors_imagenet.json"
+    published.write_text(json.dumps({"tench": ["olive-green body"], "goldfish": []}))
+    out = tmp_path / "imagenet.json"
+    with pytest.warns(UserWarning, match="'goldfish'"):
+        result = run_cli("--from", str(published), "--full-stop", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    loaded = DescriptorSet.load(out)
+    assert loaded.full_stop and loaded.sentences("tench") == ["tench, which has olive-green body."]
+    assert loaded.sentences("goldfish") == ["goldfish, which has ."]  # DCLIP's [''] on ImageNet
+    refused = run_cli("--from", str(published), "--style", "cupl", "-o", str(out))
+    assert refused.exit_code == 2 and "--from" in refused.output

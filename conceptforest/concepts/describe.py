@@ -10,7 +10,10 @@ refs, the parameters, every call and the tokens used.
   per label with DCLIP's two-shot prompt ("What are useful features for distinguishing a {label} in a photo?",
   with its lemur and television examples answered as "- " lines), temperature 0.
 - **CuPL** (Pratt et al., *What does a platypus look like?*): CuPL's five questions per label, one request each,
-  every answer a full descriptive sentence.
+  every answer a full descriptive sentence, temperature 0.99.
+
+Each style asks at its authors' temperature whatever the client's (the config's default is 0), unless a
+``temperature`` is given.
 """
 
 from __future__ import annotations
@@ -59,11 +62,13 @@ CUPL_QUESTIONS: tuple[str, ...] = (
     "Describe an image from the internet of {a} {label}",
     "A caption of an image of {a} {label}:",
 )
-DCLIP_TEMPERATURE = 0.0
+DCLIP_TEMPERATURE = 0.0  # DCLIP's text-davinci-003 completions
+CUPL_TEMPERATURE = 0.99  # CuPL's sampling (generate_image_prompts.py)
+STYLE_TEMPERATURES: dict[str, float] = {"dclip": DCLIP_TEMPERATURE, "cupl": CUPL_TEMPERATURE}
 DCLIP_NOTE = (
     "DCLIP completes its two-shot text prompt with text-davinci-003 (temperature 0, at most 100 tokens) and keeps "
     "the '- ' lines of the answer; here the same two-shot prompt asks a chat model for a JSON list through the "
-    "structured-output schema (one request per label, temperature 0, at most {count} descriptors)."
+    "structured-output schema (one request per label, temperature {temperature:g}, at most {count} descriptors)."
 )
 CUPL_NOTE = (
     "CuPL samples 10 completions per question (temperature 0.99, at most 50 tokens, stopping at the first '.'); "
@@ -145,12 +150,16 @@ def _cupl(asker: _Asker, label: str, domain: str | None, count: int) -> list[str
     return sentences
 
 
-def _client_for(llm: LLMClient, style: LLMStyle) -> LLMClient:
-    """DCLIP asks at temperature 0: a shallow copy of the client (same connection and cache) when it differs."""
-    if style != "dclip" or llm.temperature == DCLIP_TEMPERATURE:
+def _client_for(llm: LLMClient, style: LLMStyle, temperature: float | None) -> LLMClient:
+    """The client at ``temperature`` (default: the style's own, DCLIP 0 and CuPL 0.99): a shallow copy of the
+    client (same connection and cache) when its temperature differs."""
+    wanted = STYLE_TEMPERATURES[style] if temperature is None else temperature
+    if not 0 <= wanted <= 2:
+        raise BadInputError(f"The temperature must be between 0 and 2, not {wanted}.", hint="use 0-2.")
+    if llm.temperature == wanted:
         return llm
     fixed = copy.copy(llm)
-    fixed.temperature = DCLIP_TEMPERATURE
+    fixed.temperature = wanted
     return fixed
 
 
@@ -179,6 +188,7 @@ def describe_labels(
     progress: bool = True,
     max_descriptors: int = DCLIP_DESCRIPTORS,
     sentences_per_question: int = CUPL_SENTENCES,
+    temperature: float | None = None,
 ) -> DescriptorSet:
     """Ask an LLM to describe each label, DCLIP's or CuPL's way; every valid answer is cached.
 
@@ -190,10 +200,9 @@ def describe_labels(
     llm : LLMClient
         The client; its cache makes a rerun free and lets a failed run continue where it stopped.
     style : {"dclip", "cupl"}
-        ``dclip``: one request per label with DCLIP's two-shot prompt, answers as a JSON list of short features,
-        at temperature 0 whatever the client's temperature (as DCLIP's code). ``cupl``: one request for each of
-        CuPL's five questions per label, each answering with ``sentences_per_question`` full sentences, at the
-        client's temperature.
+        ``dclip``: one request per label with DCLIP's two-shot prompt, answers as a JSON list of short features.
+        ``cupl``: one request for each of CuPL's five questions per label, each answering with
+        ``sentences_per_question`` full sentences.
     domain : str, optional
         What the labels are kinds of; when given, the prompt says so in one line (neither paper's prompt has it).
     progress : bool
@@ -202,6 +211,9 @@ def describe_labels(
         Most DCLIP descriptors per label.
     sentences_per_question : int
         CuPL sentences asked for per question (CuPL samples 10).
+    temperature : float, optional
+        The sampling temperature; default the style's authors': 0 for DCLIP, 0.99 for CuPL, whatever the
+        client's own temperature.
 
     Returns
     -------
@@ -226,7 +238,7 @@ def describe_labels(
     """
     count = max_descriptors if style == "dclip" else sentences_per_question
     checked = _check(labels, style, count, domain)
-    client = _client_for(llm, style)
+    client = _client_for(llm, style, temperature)
     per_label = 1 if style == "dclip" else len(CUPL_QUESTIONS)
     asker = _Asker(client, style, len(checked) * per_label, progress)
     try:
@@ -307,7 +319,7 @@ def _provenance(
     params: dict[str, Any] = {"style": style, "domain": domain, **llm.params}
     if style == "dclip":
         params["max_descriptors"] = count
-        note = DCLIP_NOTE.format(count=count)
+        note = DCLIP_NOTE.format(count=count, temperature=llm.temperature)
     else:
         params["sentences_per_question"] = count
         params["questions"] = list(CUPL_QUESTIONS)

@@ -207,7 +207,8 @@ class DescriptorForest(_SentenceForest):
                 f"{self.display} needs a {self.style} descriptor set.",
                 hint=f"pass --descriptors FILE of style {self.style} (written by {self.made_by}).",
             )
-        return list(dict.fromkeys(item for label in described.labels for item in described.descriptors[label]))
+        items = (item for label in described.labels for item in described.descriptors[label])
+        return list(dict.fromkeys(item for item in items if item))  # DCLIP's [''] of an empty list is no concept
 
 
 @register

@@ -3,8 +3,10 @@
 Each label is represented by several sentences; a label's score comes from the CLIP similarities of its sentences
 with the image (cached image embeddings; each sentence encoded once per backbone):
 
-- ``dclip`` (Menon & Vondrick): ``"{label}, which (is|has) {descriptor}"``; score = mean cosine over the label's
-  sentences. The per-image explanation lists the score of every descriptor of the two top labels.
+- ``dclip`` (Menon & Vondrick): ``"{label}, which (is|has) {descriptor}"`` (DCLIP's own form; "." at the end
+  with the set's ``full_stop``, as DCLIP on ImageNet), or WaffleCLIP's re-run form ``"A photo of a {label},
+  which (is|has) {descriptor}."`` (the set's ``sentence_form``); score = mean cosine over the label's sentences.
+  The per-image explanation lists the score of every descriptor of the two top labels.
 - ``cupl`` (Pratt et al.): the LLM's sentences as they are; class weight = normalise(mean of normalised sentence
   embeddings); score = cosine with the class weight.
 - ``waffle`` (Roth et al., WaffleCLIP): random-word and random-character descriptors, the same set for every label,
@@ -55,16 +57,17 @@ def _waffle_shape(labels: Sequence[str] | None) -> tuple[int, int, int, int]:
     """(words per descriptor, word length, character groups, characters per group), from the labels' lengths.
 
     WaffleCLIP's rule: as many words as the labels have on average (at least 1), each cut to the labels' mean word
-    length; a character descriptor has one group per average label word, of about the labels' longest-word
-    length in all (its ``num_chars += num_spaces - num_chars % num_spaces`` rounding kept). Without labels: a
-    one-word, 8-letter label.
+    length (words of the names with underscores read as spaces); a character descriptor has one group per average
+    number of spaces plus one, of about the labels' longest space-separated token in all (its ``num_chars +=
+    num_spaces - num_chars % num_spaces`` rounding kept), counted on the raw names as WaffleCLIP does: a
+    ``golden_retriever`` is one group of 17 characters, not two. Without labels: a one-word, 8-letter label.
     """
-    named = [label.replace("_", " ").split() for label in labels or ()]
-    named = [words for words in named if words] or [["abcdefgh"]]
+    raw = [" ".join(label.split()) for label in labels or () if label.strip()] or ["abcdefgh"]
+    named = [label.replace("_", " ").split() for label in raw]
     words = max(round(float(np.mean([len(w) for w in named]))), 1)
     length = max(round(float(np.mean([np.mean([len(x) for x in w]) for w in named]))), 1)
-    groups = round(float(np.mean([len(w) - 1 for w in named]))) + 1
-    chars = math.ceil(float(np.mean([max(len(x) for x in w) for w in named])))
+    groups = round(float(np.mean([label.count(" ") for label in raw]))) + 1  # spaces of the raw name
+    chars = math.ceil(float(np.mean([max(len(x) for x in label.split(" ")) for label in raw])))
     chars += groups - chars % groups
     return words, length, groups, chars // groups
 
@@ -201,9 +204,11 @@ def top_label_evidence(
 class DescriptorClip(Method):
     """DCLIP, classification by description: score = mean cosine of ``"{label}, which (is|has) {d}"`` sentences.
 
-    As the authors' code (``modify_descriptor``, mean aggregation), with two departures: scores are plain cosines
-    (DCLIP multiplies by 100; the arg-max is the same), and a label with no descriptor is refused rather than
-    given the empty descriptor.
+    As the authors' code (``modify_descriptor``, mean aggregation; a published file's empty list read as
+    ``['']``). The sentence form is the set's (``concepts describe --dclip-form/--full-stop``): DCLIP's own
+    ``"{label}, which (is|has) {d}"`` by default, with DCLIP's ImageNet "." when ``full_stop`` is set, or the
+    ``"A photo of a {label}, which (is|has) {d}."`` of WaffleCLIP's re-runs of DCLIP; the note names it. One
+    departure: scores are plain cosines (DCLIP multiplies by 100; the arg-max is the same).
     """
 
     name = "dclip"
@@ -214,7 +219,8 @@ class DescriptorClip(Method):
     def run(self, inputs: MethodInputs) -> MethodResult:
         described, own = _descriptor_set(inputs, "dclip", self.display)
         scores, evidence, count = mean_of_descriptors(inputs, described, own)
-        return self.result(inputs, scores, explanations=evidence, note=f"{count} descriptors; scores are cosines")
+        note = f"{count} descriptors; sentences in {described.form_description()}; scores are cosines"
+        return self.result(inputs, scores, explanations=evidence, note=note)
 
 
 def mean_of_descriptors(
@@ -283,7 +289,7 @@ class OptimizedDescriptions(Method):
             if record is not None
             else ""
         )
-        note = f"{count} descriptors{history}; scored with DCLIP's 'which is/has' sentences"
+        note = f"{count} descriptors{history}; sentences in {described.form_description()}"
         return self.result(inputs, scores, explanations=evidence, note=note)
 
 
@@ -327,9 +333,11 @@ class WaffleClip(Method):
     """WaffleCLIP: DCLIP's averaging over random descriptors shared by every label, run over several seeds.
 
     Seeds ``inputs.seed .. inputs.seed + seeds - 1``; the accuracy's mean and (population) standard deviation over
-    seeds is reported, as WaffleCLIP prints it. The predicted labels and scores are those of the first seed (one
-    genuine WaffleCLIP run; averaging scores over seeds would be a larger ensemble, not WaffleCLIP). Descriptors:
-    :func:`waffle_descriptors` (its departures from the authors' generator are listed there).
+    seeds is reported, as WaffleCLIP prints it (``accuracy_mean``/``accuracy_std``: the comparison table's
+    ``accuracy_seed_mean`` and ``accuracy_std`` columns). The predicted labels and scores are those of the first
+    seed (one genuine WaffleCLIP run; averaging scores over seeds would be a larger ensemble, not WaffleCLIP), so
+    the table's accuracy, interval, McNemar p, balanced accuracy and macro-F1 are all the first seed's.
+    Descriptors: :func:`waffle_descriptors` (its departures from the authors' generator are listed there).
     """
 
     name = "waffle"
@@ -358,7 +366,8 @@ class WaffleClip(Method):
         mean, std = (float(np.mean(accuracies)), float(np.std(accuracies))) if accuracies else (float("nan"), None)
         note = (
             f"{self.count_words}+{self.count_chars} random descriptors; accuracy over {self.seeds} seeds "
-            f"{mean:.3f} ± {std or 0:.3f}; predictions of seed {inputs.seed}; "
+            f"{mean:.3f} ± {std or 0:.3f} (accuracy_seed_mean, accuracy_std); the row's accuracy, interval and "
+            f"tests are of seed {inputs.seed}'s predictions; "
             "our word list and a-z0-9 characters, not WaffleCLIP's GPT-derived vocabulary"
         )
         return self.result(inputs, first, note=note, accuracy_std=std, accuracy_mean=mean if accuracies else None)

@@ -18,6 +18,7 @@ COLUMNS = (
     "accuracy",
     "ci95_low",
     "ci95_high",
+    "accuracy_seed_mean",
     "accuracy_std",
     "balanced_accuracy",
     "macro_f1",
@@ -50,7 +51,12 @@ def comparison_table(
     """One row per method: accuracy with its 95 % bootstrap interval, balanced accuracy, macro-F1, the exact
     McNemar p-value against the concept forest on the same images, the cost per image, and whether the method's
     texts contain the label names (description methods do, by design; the tree's sentences do not). Methods that
-    could not run are rows whose ``status`` says what is missing and which flag adds it."""
+    could not run are rows whose ``status`` says what is missing and which flag adds it.
+
+    Every figure of a row is of the same predictions: for a method run over several seeds (WaffleCLIP), those of
+    its first seed; its accuracy's mean and standard deviation over the seeds are ``accuracy_seed_mean`` and
+    ``accuracy_std`` (NaN for a method run once), never in the ``accuracy`` column beside the first seed's interval.
+    """
     truth_array = np.asarray(truth, dtype=object)
     reference = next((o for o in outcomes if isinstance(o, MethodResult) and o.name == REFERENCE), None)
     rows = [_row(outcome, truth_array, labels, reference, seed) for outcome in outcomes]
@@ -72,9 +78,10 @@ def _row(
     return {
         "method": outcome.display,
         "name": outcome.name,
-        "accuracy": outcome.accuracy_mean if outcome.accuracy_mean is not None else metrics["accuracy"],
+        "accuracy": metrics["accuracy"],
         "ci95_low": metrics["accuracy_ci95"][0],
         "ci95_high": metrics["accuracy_ci95"][1],
+        "accuracy_seed_mean": outcome.accuracy_mean if outcome.accuracy_mean is not None else np.nan,
         "accuracy_std": outcome.accuracy_std if outcome.accuracy_std is not None else np.nan,
         "balanced_accuracy": metrics["balanced_accuracy"],
         "macro_f1": metrics["macro_f1"],
