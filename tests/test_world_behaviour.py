@@ -195,9 +195,11 @@ def test_optimisation_with_a_world_knowing_llm_raises_held_out_accuracy(
     assert isinstance(scored, MethodResult) and isinstance(start, MethodResult), (scored, start)
     after = float(np.mean(scored.predicted == world.test_truth))
     before = float(np.mean(start.predicted == world.test_truth))
+    # measured with the authors' raw logit scale (issue 19; the world CLIP's parameter is 2.947); with exp (19.05),
+    # the scale used before, the same run measured 0.040 -> 0.877 held out, 0.054 -> 0.817 train, 28 and 5 confused
     assert after - before >= 0.60, (
-        f"held-out accuracy {before:.3f} -> {after:.3f} (measured 0.040 -> 0.877 when written); train accuracy "
-        f"{record.start_accuracy:.3f} -> {record.best_accuracy:.3f} (measured 0.054 -> 0.817)"
+        f"held-out accuracy {before:.3f} -> {after:.3f} (measured 0.040 -> 0.953 when written); train accuracy "
+        f"{record.start_accuracy:.3f} -> {record.best_accuracy:.3f} (measured 0.054 -> 0.963)"
     )
 
     # the loop sent its feedback: the stub changes only labels the prompt calls confused, and it did change some
@@ -205,7 +207,7 @@ def test_optimisation_with_a_world_knowing_llm_raises_held_out_accuracy(
     for feedback, changed in zip(log.feedback, log.changed, strict=True):
         assert changed <= {label for label, others in feedback.items() if others}
     first, last = confused_count(record.iterations[0].feedback), confused_count(record.iterations[-1].feedback)
-    assert last < first, f"confused labels in the feedback: {first} at first, {last} at the end (measured 28 and 5)"
+    assert last < first, f"confused labels in the feedback: {first} at first, {last} at the end (measured 30 and 9)"
     # ... and kept the improvements: the best accuracy never drops, and the set returned is made of true phrases
     best = [iteration.best_accuracy for iteration in record.iterations]
     assert best == sorted(best) and record.best_accuracy > record.start_accuracy
