@@ -6,8 +6,10 @@ Four kinds, in the order the report shows them:
   example, concepts CLIP does not detect, parts the tree gives every label alike that the model leans on (a
   nuisance or shortcut), labels with few images, skipped files, byte-identical images under different labels);
 - ``comparison``: the concept forest against each control, zero-shot CLIP and the linear probe (the ceiling):
-  better than / not distinguishable from / worse than, from the accuracy intervals and the paired McNemar test;
-- ``importance``: the parts and attribute kinds that matter most, and those whose permutation changes nothing;
+  better than / not distinguishable from / worse than, from one test: the exact paired McNemar test, its p-values
+  Holm-adjusted over the comparisons made (:data:`VERDICT_NOTE`);
+- ``importance``: the parts (every level of the part tree) and attribute kinds whose permutation lowers accuracy
+  beyond the 95 % bootstrap interval over test images, and those whose interval reaches zero;
 - ``confusion``: the most-confused label pairs and, of the concepts the model uses most for them, those that
   separate them least.
 
@@ -34,7 +36,16 @@ from conceptforest.explain.grounding import DETECTED_AUC
 from conceptforest.explain.report import Report, section_anchor
 from conceptforest.explain.sections import Evaluation, Rollup
 
-__all__ = ["Finding", "MethodRow", "add_findings", "comparison_findings", "compute_findings", "verdict"]
+__all__ = [
+    "VERDICT_NOTE",
+    "Finding",
+    "MethodRow",
+    "add_findings",
+    "comparison_findings",
+    "compute_findings",
+    "holm_adjust",
+    "verdict",
+]
 
 Verdict = Literal["better than", "not distinguishable from", "worse than"]
 
@@ -58,6 +69,15 @@ LEAST_SEPARATING = 3
 MIN_IMAGES_PER_LABEL = 10
 MIN_EVALUATED_PER_LABEL = 5
 LOW_GROUNDING = 0.5  # warn when CLIP detects fewer than this fraction of the checkable concepts
+VERDICT_NOTE = (
+    "How to read the findings: a verdict (better than, not distinguishable from, worse than) comes from one test, "
+    "the exact McNemar test on the images both methods saw, its p-values Holm-adjusted over the comparisons the "
+    f"findings make (the forest against each control, zero-shot CLIP and the probe); better or worse means an "
+    f"adjusted p below {ALPHA}. The accuracy intervals are shown for reading, not used for the verdict. A part or "
+    "attribute kind 'lowers accuracy' when the 95 % bootstrap interval of its permutation drop over the test images "
+    "lies above zero; that interval says how far the drop could move on another test set of this size, and is "
+    "not corrected for the number of parts."
+)
 
 
 @dataclass(frozen=True)
@@ -89,12 +109,22 @@ class MethodRow:
         ]
 
 
-def verdict(forest: MethodRow, other: MethodRow, alpha: float = ALPHA) -> Verdict:
-    """Better or worse when the intervals do not overlap or McNemar's paired test rejects at ``alpha``; else not
-    distinguishable."""
-    separated = forest.ci95_low > other.ci95_high or forest.ci95_high < other.ci95_low
-    significant = other.mcnemar_p is not None and other.mcnemar_p < alpha
-    if (separated or significant) and forest.accuracy != other.accuracy:
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given: the i-th smallest of m is multiplied by m - i + 1,
+    then each is raised to the largest before it in that order (and capped at 1)."""
+    order = np.argsort(np.asarray(p_values, dtype=float), kind="stable")
+    adjusted = [0.0] * len(order)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * float(p_values[index])))
+        adjusted[int(index)] = running
+    return adjusted
+
+
+def verdict(forest: MethodRow, other: MethodRow, adjusted_p: float | None, alpha: float = ALPHA) -> Verdict:
+    """Better or worse when the exact McNemar test, Holm-adjusted over the comparisons made (``adjusted_p``),
+    rejects at ``alpha``; else not distinguishable. The accuracy intervals are shown, not used."""
+    if adjusted_p is not None and adjusted_p < alpha and forest.accuracy != other.accuracy:
         return "better than" if forest.accuracy > other.accuracy else "worse than"
     return "not distinguishable from"
 
@@ -113,25 +143,32 @@ def _consequence(role: str, said: Verdict, forest: MethodRow, other: MethodRow) 
     return ""
 
 
+def _p_values(other: MethodRow, adjusted: float | None, comparisons: int) -> str:
+    if other.mcnemar_p is None or adjusted is None:
+        return ""
+    return f"; McNemar p = {other.mcnemar_p:.2g}, Holm-adjusted over {comparisons} comparisons: {adjusted:.2g}"
+
+
 def comparison_findings(rows: Sequence[MethodRow], anchor: str = section_anchor("Method comparison")) -> list[Finding]:
-    """The forest against each control, zero-shot CLIP and the linear probe present in ``rows``."""
+    """The forest against each control, zero-shot CLIP and the linear probe present in ``rows``; the verdicts
+    come from the exact McNemar p-values Holm-adjusted over these comparisons (:data:`VERDICT_NOTE`)."""
     by_name = {row.name: row for row in rows}
     forest = by_name.get(REFERENCE)
     if forest is None:
         return []
+    compared = [(by_name[name], role) for name, role in COMPARED if name in by_name]
+    tested = [other for other, _ in compared if other.mcnemar_p is not None]
+    adjusted = dict(zip((o.name for o in tested), holm_adjust([o.mcnemar_p or 0.0 for o in tested]), strict=True))
     found = []
-    for name, role in COMPARED:
-        other = by_name.get(name)
-        if other is None:
-            continue
-        said = verdict(forest, other)
-        p_value = "" if other.mcnemar_p is None else f"; McNemar p = {other.mcnemar_p:.2g}"
+    for other, role in compared:
+        said = verdict(forest, other, adjusted.get(other.name))
         sentence = (
             f"The concept forest ({_accuracy(forest)}) is {said} {ROLE_PREFIX[role]}{other.display}, at "
-            f"{_accuracy(other)}{p_value}{_consequence(role, said, forest, other)}."
+            f"{_accuracy(other)}{_p_values(other, adjusted.get(other.name), len(tested))}"
+            f"{_consequence(role, said, forest, other)}."
         )
         values: dict[str, Value] = {
-            "method": name,
+            "method": other.name,
             "role": role,
             "verdict": said,
             "forest_accuracy": forest.accuracy,
@@ -142,14 +179,15 @@ def comparison_findings(rows: Sequence[MethodRow], anchor: str = section_anchor(
             "ci95_high": other.ci95_high,
         }
         if other.mcnemar_p is not None:
-            values["mcnemar_p"] = other.mcnemar_p
+            values.update(mcnemar_p=other.mcnemar_p, mcnemar_p_holm=adjusted[other.name], comparisons=len(tested))
         found.append(Finding("comparison", sentence, anchor, values))
     return found
 
 
 def group_findings(table: pd.DataFrame, what: str, anchor: str = section_anchor("Roll-up")) -> list[Finding]:
-    """The groups (parts, attribute kinds) whose permutation lowers accuracy beyond its interval, most first, and
-    those whose interval reaches zero. ``table`` is a grouped permutation table (group, mean, ci95_low/high)."""
+    """The groups (parts, attribute kinds) whose permutation lowers accuracy beyond the 95 % bootstrap interval
+    over test images, most first, and those whose interval reaches zero. ``table`` is a grouped permutation table
+    (group, mean, ci95_low/high)."""
     if table.empty:
         return []
     ranked = table.sort_values("mean", ascending=False, kind="stable")
@@ -161,16 +199,16 @@ def group_findings(table: pd.DataFrame, what: str, anchor: str = section_anchor(
         found.append(
             Finding(
                 "importance",
-                f"Permuting any one of the {total} {what} lowers accuracy by no more than its interval allows "
-                f"(largest drop: {top['group']}, {top['mean']:.3f}, 95 % interval {top['ci95_low']:.3f}–"
-                f"{top['ci95_high']:.3f}).",
+                f"Permuting any one of the {total} {what} lowers accuracy by no more than its 95 % interval over "
+                f"test images allows (largest drop: {top['group']}, {top['mean']:.3f}, interval "
+                f"{top['ci95_low']:.3f}–{top['ci95_high']:.3f}).",
                 anchor,
                 {"level": what, "group": str(top["group"]), "mean": float(top["mean"])},
             )
         )
     else:
         shown = "; ".join(
-            f"{r.group} (accuracy drop {r.mean:.3f}, 95 % interval {r.ci95_low:.3f}–{r.ci95_high:.3f})"
+            f"{r.group} (accuracy drop {r.mean:.3f}, 95 % interval over test images {r.ci95_low:.3f}–{r.ci95_high:.3f})"
             for r in matter.head(TOP_GROUPS).itertuples(index=False)
         )
         found.append(
@@ -186,7 +224,8 @@ def group_findings(table: pd.DataFrame, what: str, anchor: str = section_anchor(
         found.append(
             Finding(
                 "importance",
-                f"{len(idle)} of {total} {what} do not measurably matter (their intervals reach zero; the largest "
+                f"{len(idle)} of {total} {what} do not measurably matter (their intervals over test images reach "
+                "zero; the largest "
                 f"drop among them is {largest:.3f}): {names([str(g) for g in idle['group']], 5)}.",
                 anchor,
                 {"level": what, "idle": len(idle), "total": total, "largest_idle_drop": largest},
@@ -339,7 +378,7 @@ def compute_findings(
         *grounding_warnings(run),
         *shortcut_warnings(run, rollup),
         *comparison_findings(MethodRow.from_table(comparison)),
-        *group_findings(rollup.part, "parts"),
+        *group_findings(rollup.part, "parts (every level of the part tree)"),
         *group_findings(rollup.attribute, "attribute kinds"),
         *confusion_findings(run, per_class),
     ]
@@ -351,6 +390,8 @@ def add_findings(report: Report, findings: Sequence[Finding]) -> None:
         report.add_finding(SECTION, finding.sentence, finding.anchor, warning=finding.kind == "warning")
     if not findings:
         report.add_text(SECTION, "No finding could be computed from this report's numbers.", note=True)
+    elif any(f.kind in ("comparison", "importance") for f in findings):
+        report.add_text(SECTION, VERDICT_NOTE, note=True)
     report.add_json("warnings", [asdict(f) for f in findings if f.kind == "warning"])
     report.add_json("findings", [asdict(f) for f in findings if f.kind != "warning"])
     report.move_to_front(SECTION)

@@ -24,13 +24,30 @@ from conceptforest.explain.confusion import (
     why_a_not_b,
 )
 from conceptforest.explain.grounding import DETECTED_AUC, grounding_summary, grounding_table
-from conceptforest.explain.importance import concept_groups, gini_table, group_permutation_table, permutation_table
+from conceptforest.explain.importance import (
+    Level,
+    concept_groups,
+    gini_table,
+    group_permutation_table,
+    permutation_table,
+)
 from conceptforest.explain.report import Report
 from conceptforest.explain.shap_values import ConceptShap
 from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.models.bundle import ModelBundle
 from conceptforest.models.metrics import per_label_table
 
+INTERVAL_CAPTION = (
+    "ci95_low-ci95_high: 95 % bootstrap interval of the drop over the test images, the permutations inside "
+    "(how far it could move on another test set of this size; docs/METHODS.md); repeat_std: the spread of the "
+    "repeats (permutation noise only)"
+)
+# (Rollup field, concept_groups level, caption): the part roll-up goes through every level of the part tree
+ROLLUP_LEVELS: tuple[tuple[str, Level, str], ...] = (
+    ("part", "part_tree", "part, at every level of the part tree (an inner part permutes all its sub-parts)"),
+    ("part_attribute", "part_attribute", "part attributes"),
+    ("attribute", "attribute", "attribute kinds"),
+)
 MAX_BEESWARMS = 20  # past this many labels, a summary table replaces the beeswarms on the page
 GRAPHVIZ_MISSING = (
     "The tree pictures need Graphviz, whose 'dot' program is not on PATH: install Graphviz "
@@ -85,15 +102,19 @@ def add_importance(report: Report, run: Evaluation) -> pd.DataFrame:
         "Importance",
         "permutation_importance",
         permutation,
-        caption=f"Permutation importance on the {run.split!r} split (accuracy drop; {run.n_repeats} repeats, "
-        "95 % interval = 2.5-97.5th percentile of repeats); grounding_auc: does CLIP detect the concept "
+        caption=f"Permutation importance on the {run.split!r} split (mean accuracy drop over {run.n_repeats} "
+        f"repeats; {INTERVAL_CAPTION}); grounding_auc: does CLIP detect the concept "
         f"(train ROC AUC, ≥ {DETECTED_AUC} = detected; an important concept with a low AUC merely correlates)",
     )
     report.add_figure(
         "Importance",
         "permutation_importance",
         plots.importance_bars(
-            permutation, "concept", "mean", error=("ci95_low", "ci95_high"), title="Permutation importance (top 15)"
+            permutation,
+            "concept",
+            "mean",
+            error=("ci95_low", "ci95_high"),
+            title="Permutation importance (top 15; bars: 95 % interval over test images)",
         ),
     )
     report.add_text("Importance", FAITHFULNESS_NOTE, note=True)
@@ -122,7 +143,8 @@ def add_grounding(report: Report, run: Evaluation) -> None:
 
 @dataclass(frozen=True)
 class Rollup:
-    """The grouped permutation tables of the roll-up, one per tree level."""
+    """The grouped permutation tables of the roll-up: ``part`` holds every node of the part tree (inner parts
+    and leaves), then (part, attribute) slots and attribute kinds."""
 
     part: pd.DataFrame
     part_attribute: pd.DataFrame
@@ -130,15 +152,16 @@ class Rollup:
 
 
 def add_rollup(report: Report, run: Evaluation) -> Rollup:
-    """Grouped permutation importance by part, part attribute and attribute kind; returns the three tables."""
+    """Grouped permutation importance by part (every level of the part tree), part attribute and attribute kind;
+    returns the three tables."""
     concepts = [asdict(c) for c in run.matrix.concepts]  # concept_groups reads mappings
     tables: dict[str, pd.DataFrame] = {}
-    for level, caption in (("part", "parts"), ("part_attribute", "part attributes"), ("attribute", "attribute kinds")):
+    for level, grouping, caption in ROLLUP_LEVELS:
         table = group_permutation_table(
             run.bundle.model,
             run.X,
             run.y,
-            concept_groups(concepts, level),  # type: ignore[arg-type]
+            concept_groups(concepts, grouping),
             n_repeats=run.n_repeats,
             random_state=run.random_state,
         )
@@ -147,14 +170,20 @@ def add_rollup(report: Report, run: Evaluation) -> Rollup:
             "Roll-up",
             f"rollup_{level}",
             table,
-            caption=f"Grouped permutation importance by {caption}: all concepts of a group permuted "
-            "together (plain permutation understates correlated concepts)",
+            caption=f"Grouped permutation importance by {caption}: all concepts of a group permuted together "
+            f"(plain permutation understates correlated concepts); {INTERVAL_CAPTION}",
         )
         if level == "part":
             report.add_figure(
                 "Roll-up",
                 "rollup_part",
-                plots.importance_bars(table, "group", "mean", error=("ci95_low", "ci95_high"), title="Parts"),
+                plots.importance_bars(
+                    table,
+                    "group",
+                    "mean",
+                    error=("ci95_low", "ci95_high"),
+                    title="Parts, every level (95 % interval over images)",
+                ),
             )
     return Rollup(**tables)
 
