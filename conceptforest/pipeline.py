@@ -36,6 +36,7 @@ from conceptforest.llm.vision_types import VisionLLM
 from conceptforest.models.bundle import load_bundle
 from conceptforest.models.methods import MethodInputs, MethodResult, Need, NotComputed, run_methods
 from conceptforest.models.methods.context import method_inputs
+from conceptforest.models.methods.wdys_weights import WdysClassWeight
 from conceptforest.models.train import train_model
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ def run_pipeline(
     method_names: Sequence[str] | None = None,
     descriptors: Sequence[DescriptorSet] = (),
     vision_llm: VisionLLM | None = None,
+    wdys_class_weight: WdysClassWeight | None = None,
     config: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> RunResult:
@@ -131,6 +133,7 @@ def run_pipeline(
             backbone=backbone,
             cache_dir=cache_dir,
             vision_llm=vision_llm,
+            wdys_class_weight=wdys_class_weight,
             progress=progress,
         )
         explain_model(
@@ -200,6 +203,7 @@ def run_zero_shot(
     tree: ConceptTree | None = None,
     domain: str = "object",
     vision_llm: VisionLLM | None = None,
+    wdys_class_weight: WdysClassWeight | None = None,
     limit: int | None = None,
     cache_dir: str | Path | None = None,
     seed: int = 0,
@@ -252,6 +256,7 @@ def run_zero_shot(
             backbone=backbone,
             cache_dir=cache_dir,
             vision_llm=vision_llm,
+            wdys_class_weight=wdys_class_weight,
             progress=progress,
         )
         outcome, ablation = _zero_shot_outcome(inputs, method)

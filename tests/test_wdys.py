@@ -13,8 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
+from conceptforest.cli import app
+from conceptforest.cli._common import WDYS_CLASS_WEIGHTS
 from conceptforest.concepts.descriptors import DescriptorSet
+from conceptforest.errors import BadInputError
 from conceptforest.features.backbone import Backbone, load_backbone
 from conceptforest.features.matrix import FeatureMatrix
 from conceptforest.features.store import EmbeddingStore
@@ -26,6 +30,8 @@ from conceptforest.models.methods.wdys import (
     CHAR_THRESHOLD,
     DESCRIBE_PROMPT,
     MAX_WORDS,
+    PHOTO_PROMPT,
+    WdysClassWeight,
     answer_parts,
     ask_wdys,
     clip_text_fits,
@@ -115,6 +121,7 @@ def make_inputs(
     vision: FakeVision | None,
     seed: int = 0,
     styles: Sequence[str] = ("cupl",),
+    class_weight: WdysClassWeight | None = None,
 ) -> MethodInputs:
     matrix = shape_matrix(images)
     rows = np.random.default_rng(seed).normal(size=(len(matrix.frame), backbone.embed_dim)).astype(np.float32)
@@ -126,6 +133,7 @@ def make_inputs(
         text_store=EmbeddingStore(tmp_path, backbone.backbone_id, "texts"),
         descriptors=sets,
         vision_llm=vision,
+        wdys_class_weight=class_weight,
     )
 
 
@@ -136,7 +144,7 @@ def unit(rows: np.ndarray) -> np.ndarray:
 
 def test_query_and_weights_follow_the_formula(backbone: Backbone, images: Path, tmp_path: Path) -> None:
     vision = FakeVision()
-    inputs = make_inputs(backbone, images, tmp_path, vision=vision)
+    inputs = make_inputs(backbone, images, tmp_path, vision=vision, class_weight=WdysClassWeight.SUM)
     result = run_wdys(inputs).result
     assert [c[0] for c in vision.calls] == ["wdys-describe", "wdys-guess"]
     assert vision.calls[0][2] == 0.0 and vision.calls[1][2] == 0.3
@@ -252,7 +260,7 @@ def test_errors_are_left_out_per_image(backbone: Backbone, images: Path, tmp_pat
 
 def test_without_descriptor_set_the_note_says_so(backbone: Backbone, images: Path, tmp_path: Path) -> None:
     result = run_wdys(make_inputs(backbone, images, tmp_path, vision=FakeVision(), styles=())).result
-    assert "no descriptor set given" in result.note
+    assert "no description set given" in result.note
     dclip = run_wdys(make_inputs(backbone, images, tmp_path, vision=FakeVision(), styles=("dclip",))).result
     assert "dclip descriptions" in dclip.note
 
@@ -263,3 +271,109 @@ def test_without_vision_llm_not_computed(backbone: Backbone, images: Path, tmp_p
     assert isinstance(outcome, NotComputed) and "--mllm" in outcome.hint
     (done,) = run_methods(make_inputs(backbone, images, tmp_path, vision=FakeVision()), ["wdys"])
     assert isinstance(done, MethodResult) and done.uses_label_names
+
+
+# -- the class weight: the authors' three runnable configurations and our three-part sum ---------------------------
+
+
+def weight_texts(backbone: Backbone, style: str = "cupl") -> dict[str, np.ndarray]:
+    """The normalised label-name and photo-prompt embeddings and the mean description embedding, per label."""
+
+    def enc(texts: list[str]) -> np.ndarray:
+        return unit(backbone.encode_texts(texts).astype(np.float64))
+
+    described = next(s for s in demo_descriptor_sets() if s.style == style)
+    return {
+        "name": enc(LABELS),
+        "photo": enc([PHOTO_PROMPT.format(label=label) for label in LABELS]),
+        "descriptions": np.stack([enc(described.sentences(label)).mean(axis=0) for label in LABELS]),
+    }
+
+
+EXPECTED_PARTS = {
+    WdysClassWeight.DESCRIPTIONS: ("descriptions",),  # their README: --use_class_descriptions
+    WdysClassWeight.CLASS_NAME: ("name",),  # --use_class_name
+    WdysClassWeight.PHOTO: ("name", "photo"),  # --use_a_photo_of turns 'class_name' on by substring match
+    WdysClassWeight.SUM: ("name", "photo", "descriptions"),  # ours
+}
+
+
+@pytest.mark.parametrize("choice", list(WdysClassWeight))
+def test_each_configuration_builds_its_class_weight(
+    choice: WdysClassWeight, backbone: Backbone, images: Path, tmp_path: Path
+) -> None:
+    texts = weight_texts(backbone)
+    inputs = make_inputs(backbone, images, tmp_path, vision=FakeVision(), class_weight=choice)
+    run = run_wdys(inputs)
+    expected = unit(sum((texts[part] for part in EXPECTED_PARTS[choice]), start=np.zeros_like(texts["name"])))
+    np.testing.assert_allclose(run.weights, expected, atol=1e-6)
+    assert run.class_weight is choice
+    assert f"class weight: {choice.value} " in run.result.note
+    # the ablation scores every query against the method's own class weight, and names it: its last row (all
+    # three parts) is the method's accuracy, its first zero-shot CLIP against that weight
+    assert run.ablation["class weight"].tolist() == [choice.value] * 4
+    truth = inputs.matrix.frame["label"][inputs.split_mask].to_numpy()
+    assert run.ablation["accuracy"].iloc[3] == pytest.approx(float(np.mean(run.result.predicted == truth)))
+    zero_shot = np.asarray(LABELS, dtype=object)[np.argmax(inputs.image_embeddings() @ expected.T, axis=1)]
+    assert run.ablation["accuracy"].iloc[0] == pytest.approx(float(np.mean(zero_shot == truth)))
+
+
+def test_default_is_descriptions_only_when_a_set_is_given(backbone: Backbone, images: Path, tmp_path: Path) -> None:
+    run = run_wdys(make_inputs(backbone, images, tmp_path, vision=FakeVision(), styles=("cupl",)))
+    assert run.class_weight is WdysClassWeight.DESCRIPTIONS
+    np.testing.assert_allclose(run.weights, unit(weight_texts(backbone)["descriptions"]), atol=1e-6)
+    assert "class weight: descriptions (the authors' README configuration" in run.result.note
+    # the default for dclip sentences too
+    dclip = run_wdys(make_inputs(backbone, images, tmp_path, vision=FakeVision(), styles=("dclip",)))
+    np.testing.assert_allclose(dclip.weights, unit(weight_texts(backbone, "dclip")["descriptions"]), atol=1e-6)
+
+
+def test_without_a_description_set_the_default_is_photo_and_the_others_are_refused(
+    backbone: Backbone, images: Path, tmp_path: Path
+) -> None:
+    run = run_wdys(make_inputs(backbone, images, tmp_path, vision=FakeVision(), styles=()))
+    texts = weight_texts(backbone)
+    assert run.class_weight is WdysClassWeight.PHOTO
+    np.testing.assert_allclose(run.weights, unit(texts["name"] + texts["photo"]), atol=1e-6)
+    assert "class weight: photo " in run.result.note and "no description set given" in run.result.note
+    for needs_descriptions in (WdysClassWeight.DESCRIPTIONS, WdysClassWeight.SUM):
+        inputs = make_inputs(
+            backbone, images, tmp_path, vision=FakeVision(), styles=(), class_weight=needs_descriptions
+        )
+        with pytest.raises(BadInputError, match="needs a description set") as caught:
+            run_wdys(inputs)
+        assert "--descriptors" in (caught.value.hint or "")
+        (row,) = run_methods(inputs, ["wdys"])  # in a comparison: a row that says why
+        assert isinstance(row, NotComputed) and "--wdys-class-weight" in row.hint
+
+
+def test_the_flag_reaches_the_method_and_the_report(vision_stub, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from conceptforest.features import save_tiny_backbone
+    from conceptforest.features.synthetic import make_shape_images
+
+    labels = ["red disc", "blue tile", "green wedge"]
+    data = make_shape_images(tmp_path / "images", per_label=4, labels=labels)
+    tiny = save_tiny_backbone(tmp_path / "tiny")
+    cupl = next(s for s in demo_descriptor_sets() if s.style == "cupl").save(tmp_path / "cupl.json")
+    runner = CliRunner()
+
+    def zeroshot(out: str, *extra: str):  # type: ignore[no-untyped-def]
+        args = ["zeroshot", str(data), "--method", "wdys", "--clip", f"local-dir:{tiny}", "-o", str(tmp_path / out)]
+        mllm = ["--mllm", "stub-vision", "--mllm-base-url", vision_stub.base_url, "--descriptors", str(cupl)]
+        return runner.invoke(app, [*args, *mllm, "--cache-dir", str(tmp_path / "cache"), "--no-progress", *extra])
+
+    for out, extra, shown in (
+        ("default", (), "descriptions"),
+        ("name", ("--wdys-class-weight", "class-name"), "class-name"),
+    ):
+        done = zeroshot(out, *extra)
+        assert done.exit_code == 0, done.output
+        ablation = pd.read_csv(tmp_path / out / "report" / "tables" / "wdys_ablation.csv")
+        assert ablation["class weight"].tolist() == [shown] * 4
+        assert f"class weight: {shown} " in (tmp_path / out / "report" / "report.md").read_text()
+    bad = zeroshot("bad", "--wdys-class-weight", "everything")
+    assert bad.exit_code == 2 and "descriptions, class-name, photo, sum" in bad.output
+    assert tuple(WdysClassWeight) == WDYS_CLASS_WEIGHTS  # the CLI's light list names every configuration
+    for verb in ("zeroshot", "compare", "explain", "run"):
+        shown_help = runner.invoke(app, [verb, "--help"], terminal_width=200)
+        assert "--wdys-class-weight" in shown_help.output, verb

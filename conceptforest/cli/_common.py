@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from conceptforest.concepts.llm import LLMClient
     from conceptforest.config import RunConfig
     from conceptforest.llm.vision_types import VisionLLM
+    from conceptforest.models.methods.wdys_weights import WdysClassWeight
 
 BAD_INPUT_EXIT = 2
 INTERNAL_ERROR_EXIT = 1
@@ -288,6 +289,36 @@ ConcurrencyOption = Annotated[int, typer.Option(min=1, metavar="N", help="Vision
 MaxSideOption = Annotated[
     int, typer.Option(min=64, metavar="PX", help="Images sent to the vision LLM are downscaled to this longest side.")
 ]
+WDYS_CLASS_WEIGHTS = ("descriptions", "class-name", "photo", "sum")  # models.methods.wdys.WdysClassWeight
+
+
+def _wdys_class_weight(value: str | None) -> str | None:
+    """Refuse an unknown WDYS class weight before anything is loaded."""
+    if value is not None and value not in WDYS_CLASS_WEIGHTS:
+        raise typer.BadParameter(f"{value!r} is not a WDYS class weight; use {', '.join(WDYS_CLASS_WEIGHTS)}.")
+    return value
+
+
+WdysClassWeightOption = Annotated[
+    str | None,
+    typer.Option(
+        "--wdys-class-weight",
+        metavar="|".join(WDYS_CLASS_WEIGHTS),
+        callback=_wdys_class_weight,
+        help="WDYS's class weight, one of the authors' configurations: descriptions (the mean description "
+        "embedding, their README's run), class-name, photo ('A photo of {label}', which their code sums with the "
+        "class name); or sum (all three: ours). Default: descriptions with a cupl/dclip --descriptors set, else "
+        "photo.",
+        show_default=False,
+    ),
+]
+
+
+def wdys_weight_setting(value: str | None) -> WdysClassWeight | None:
+    """The typed setting of a ``--wdys-class-weight`` value (None: the method's default)."""
+    from conceptforest.models.methods.wdys_weights import WdysClassWeight
+
+    return None if value is None else WdysClassWeight(value)
 
 
 def required_llm(cfg: RunConfig, why: str, alternative: str = "") -> LLMClient:

@@ -22,11 +22,13 @@ from conceptforest.cli._common import (
     TimeoutOption,
     TopKOption,
     TreeOption,
+    WdysClassWeightOption,
     default_descriptors,
     default_tree,
     echo,
     vision_client,
     warn,
+    wdys_weight_setting,
 )
 from conceptforest.errors import BadInputError
 
@@ -110,6 +112,7 @@ def explain(
     mllm_base_url: MllmBaseURLOption = None,
     concurrency: ConcurrencyOption = 4,
     max_side: MaxSideOption = 768,
+    wdys_class_weight: WdysClassWeightOption = None,
     timeout: TimeoutOption = None,
     max_attempts: MaxAttemptsOption = None,
     clip: ClipOption = None,
@@ -159,6 +162,7 @@ def explain(
             descriptors=[DescriptorSet.load(path) for path in default_descriptors(descriptors, run_dir)],
             method_names=methods or None,
             vision_llm=vision_client(locals(), cache_dir),
+            wdys_class_weight=wdys_weight_setting(wdys_class_weight),
             cache_dir=cache_dir,
             split=split,
             n_repeats=repeats,

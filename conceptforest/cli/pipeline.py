@@ -34,11 +34,13 @@ from conceptforest.cli._common import (
     SeedOption,
     SentenceTemplateOption,
     TimeoutOption,
+    WdysClassWeightOption,
     YesOption,
     echo,
     overrides,
     vision_client,
     warn,
+    wdys_weight_setting,
 )
 from conceptforest.cli.concepts import confirm_plan, read_label_file, warn_tree_problems
 from conceptforest.cli.explain import DescriptorsOption, MethodsOption
@@ -112,6 +114,7 @@ def run(
     mllm_base_url: MllmBaseURLOption = None,
     concurrency: ConcurrencyOption = 4,
     max_side: MaxSideOption = 768,
+    wdys_class_weight: WdysClassWeightOption = None,
     clip: ClipOption = None,
     pretrained: PretrainedOption = None,
     checkpoint: CheckpointOption = None,
@@ -163,6 +166,7 @@ def run(
         method_names=methods or None,
         descriptors=[DescriptorSet.load(path) for path in descriptors or []],
         vision_llm=vision_client(locals(), cfg.cache_dir),
+        wdys_class_weight=wdys_weight_setting(wdys_class_weight),
         config=cfg.public_dict(),
         progress=progress,
     )

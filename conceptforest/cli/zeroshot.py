@@ -23,10 +23,12 @@ from conceptforest.cli._common import (
     ProgressOption,
     SeedOption,
     TimeoutOption,
+    WdysClassWeightOption,
     echo,
     overrides,
     vision_client,
     warn,
+    wdys_weight_setting,
 )
 from conceptforest.cli.explain import DescriptorsOption
 
@@ -59,6 +61,7 @@ def zeroshot(
     mllm_base_url: MllmBaseURLOption = None,
     concurrency: ConcurrencyOption = 4,
     max_side: MaxSideOption = 768,
+    wdys_class_weight: WdysClassWeightOption = None,
     timeout: TimeoutOption = None,
     max_attempts: MaxAttemptsOption = None,
     limit: Annotated[
@@ -113,6 +116,7 @@ def zeroshot(
         tree=ConceptTree.load(tree) if tree else None,
         domain=domain,
         vision_llm=client,
+        wdys_class_weight=wdys_weight_setting(wdys_class_weight),
         limit=limit,
         cache_dir=cfg.cache_dir,
         seed=seed,

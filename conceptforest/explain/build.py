@@ -33,6 +33,7 @@ from conceptforest.models.bundle import ModelBundle
 from conceptforest.models.methods import MethodInputs, MethodOutcome, run_methods
 from conceptforest.models.methods.context import method_inputs
 from conceptforest.models.methods.table import comparison_table
+from conceptforest.models.methods.wdys_weights import WdysClassWeight
 from conceptforest.models.metrics import classification_metrics
 
 __all__ = ["compare_methods", "explain_model", "explain_run"]
@@ -196,6 +197,7 @@ def explain_run(
     descriptors: Sequence[DescriptorSet] = (),
     method_names: Sequence[str] | None = None,
     vision_llm: VisionLLM | None = None,
+    wdys_class_weight: WdysClassWeight | None = None,
     cache_dir: str | Path | None = None,
     split: str = "test",
     random_state: int = 0,
@@ -215,6 +217,8 @@ def explain_run(
         Descriptor sets for the description methods (one per style).
     method_names : sequence of str, optional
         Registered method names to run (default: every default method).
+    wdys_class_weight : WdysClassWeight, optional
+        WDYS's class-weight configuration (default: the method's).
     """
     from conceptforest.models.bundle import load_bundle
 
@@ -232,6 +236,7 @@ def explain_run(
         backbone=backbone,
         cache_dir=cache_dir,
         vision_llm=vision_llm,
+        wdys_class_weight=wdys_class_weight,
     )
     made_by = {
         "model_dir": str(model_dir),

@@ -100,7 +100,8 @@ def _report(
             "Ablation",
             "wdys_ablation",
             ablation,
-            caption="WDYS: the same class weights against each query (image only = zero-shot)",
+            caption="WDYS: each query against the method's own class weights, whose configuration the 'class "
+            "weight' column names (image only = zero-shot CLIP against them)",
         )
     if result.name != "mllm":
         _add_explanations(report, result, predictions)

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from conceptforest.features.store import EmbeddingStore
     from conceptforest.llm.vision_types import VisionLLM
     from conceptforest.models.bundle import ModelBundle
+    from conceptforest.models.methods.wdys_weights import WdysClassWeight
 
 
 class Need(StrEnum):
@@ -86,6 +87,7 @@ class MethodInputs:
     cache_dir: Path | None = None
     unavailable: dict[Need, str] = field(default_factory=dict)  # why a need is not met, when it was tried
     progress: bool = False  # progress bars on stderr for long work (vision-LLM requests)
+    wdys_class_weight: WdysClassWeight | None = None  # WDYS's class-weight configuration (None: its default)
 
     def available(self) -> set[Need]:
         """The needs these inputs meet."""

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from conceptforest.features.matrix import FeatureMatrix
     from conceptforest.llm.vision_types import VisionLLM
     from conceptforest.models.bundle import ModelBundle
+    from conceptforest.models.methods.wdys_weights import WdysClassWeight
 
 
 def method_inputs(
@@ -35,9 +36,11 @@ def method_inputs(
     llm: LLMClient | None = None,
     vision_llm: VisionLLM | None = None,
     progress: bool = False,
+    wdys_class_weight: WdysClassWeight | None = None,
 ) -> MethodInputs:
     """The shared inputs: with a ``backbone``, the run's cached image embeddings (never re-encoded) and the text
-    cache of that backbone; descriptor sets by style (one per style); the split checked to have rows."""
+    cache of that backbone; descriptor sets by style (one per style); the split checked to have rows;
+    ``wdys_class_weight`` is WDYS's class-weight configuration (None: its default)."""
     from conceptforest.features.store import EmbeddingStore
 
     if not (matrix.frame["split"] == split).any():
@@ -78,6 +81,7 @@ def method_inputs(
         llm=llm,
         vision_llm=vision_llm,
         progress=progress,
+        wdys_class_weight=wdys_class_weight,
         cache_dir=root,
         unavailable=unavailable,
     )

@@ -2,9 +2,23 @@
 
 A vision LLM describes each image and guesses its class; CLIP's text tower embeds both; the query is
 ``normalise(sum of the normalised parts)`` (image embedding, description, guess) and the class weight
-``normalise(label-name embedding + "A photo of {label}" + mean of the label's description embeddings)``; the logit
-is their dot product. This follows the authors' ``wdys_zs_classification.py`` (class ``WDYS``: ``classify``,
-``build_classifier_model``, ``encode_gemini_text``) and the prompts of their paper.
+``normalise(sum of the parts its configuration names)``; the logit is their dot product. This follows the authors'
+``wdys_zs_classification.py`` (class ``WDYS``: ``classify``, ``build_classifier_model``, ``encode_gemini_text``),
+their ``main.py`` and the prompts of their paper.
+
+The class weight (:class:`WdysClassWeight`, ``--wdys-class-weight``): the authors' ``main.py`` runs with exactly
+one class part, giving three configurations, plus our sum:
+
+- ``descriptions``: the mean of the label's description embeddings (their README's run,
+  ``--use_class_descriptions``); the default when a description set is given;
+- ``class-name``: the label-name embedding (``--use_class_name``);
+- ``photo``: ``--use_a_photo_of``, which by their substring match (``'class_name' in 'a_photo_of_class_name'``)
+  also turns the class name on, so the weight is label name + "A photo of {label}" (as their precomputed-feature
+  path sums them; their ``--recompute_features`` path stops with a shape error on this configuration). The
+  default without a description set: of the two configurations that need none it is the one with CLIP's prompt
+  template (Radford et al. report "A photo of a {label}." beats the bare name on ImageNet by 1.3 points), and it
+  is what this tool computed before without a description set;
+- ``sum``: label name + "A photo of {label}" + mean description: ours, a configuration their code cannot run.
 
 Departures from the authors' code, stated in every result's note as well:
 
@@ -14,21 +28,22 @@ Departures from the authors' code, stated in every result's note as well:
 - labels are read as words (``golden_retriever`` -> ``golden retriever``) in the label-name text, the photo
   prompt and the guess prompt's label list (joined with ", ");
 - an answer with an error leaves that part out of that image's query (their code needs every answer);
-- the descriptor set is the run's ``cupl`` set (else ``dclip`` sentences); with none, the class weight has only
-  the two label texts (their code refuses a missing description set).
+- the descriptor set is the run's ``cupl`` set (else ``dclip`` sentences); a configuration that needs one is
+  refused without it, as theirs is;
+- the ``sum`` class weight is ours (above).
 
 :func:`run_wdys` gives the method's result together with its ablation table (image only, + description,
-+ guess, all three; one accuracy each against the same class weights); :func:`wdys_ablation` computes the table
-alone. The registered method :class:`Wdys` returns the result and writes the ablation's accuracies into its note.
++ guess, all three; one accuracy each against the method's own class weights); :func:`wdys_ablation` computes the
+table alone. The registered method :class:`Wdys` returns the result and writes the ablation's accuracies and the
+class weight's configuration into its note. The class weights and the text shortening live in
+:mod:`conceptforest.models.methods.wdys_weights`.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,7 +52,42 @@ from conceptforest.concepts.descriptors import wordify
 from conceptforest.errors import BadInputError
 from conceptforest.llm.vision_types import VisionAnswer
 from conceptforest.models.methods.base import Method, MethodInputs, MethodResult, Need, register
-from conceptforest.models.methods.descriptions import EXPLANATION_COLUMNS, _descriptor_set
+from conceptforest.models.methods.descriptions import EXPLANATION_COLUMNS
+from conceptforest.models.methods.wdys_weights import (
+    CHAR_STEP,
+    CHAR_THRESHOLD,
+    MAX_WORDS,
+    PHOTO_PROMPT,
+    WdysClassWeight,
+    WdysClassWeights,
+    class_weights,
+    clip_text_fits,
+    encode_shortened,
+    normalise,
+    shorten_for_clip,
+)
+
+__all__ = [  # the class weights and the text shortening live in wdys_weights; these names stay importable here
+    "CHAR_STEP",
+    "CHAR_THRESHOLD",
+    "MAX_WORDS",
+    "PHOTO_PROMPT",
+    "Wdys",
+    "WdysAnswers",
+    "WdysClassWeight",
+    "WdysParts",
+    "WdysRun",
+    "answer_parts",
+    "ask_wdys",
+    "class_weights",
+    "clip_text_fits",
+    "explain",
+    "guess_prompt",
+    "image_paths",
+    "run_wdys",
+    "shorten_for_clip",
+    "wdys_ablation",
+]
 
 DESCRIBE_PROMPT = "What do you see? Describe any object precisely, including its type or class."
 GUESS_PROMPT = (
@@ -46,10 +96,6 @@ GUESS_PROMPT = (
 )
 DESCRIBE_TEMPERATURE = 0.0
 GUESS_TEMPERATURE = 0.3
-PHOTO_PROMPT = "A photo of {label}"  # the authors' wording (no article)
-MAX_WORDS = 100  # the authors' MAX_WORDS
-CHAR_THRESHOLD = 250  # the authors' CHAR_THRESHOLD (lowered by CHAR_STEP before each character cut)
-CHAR_STEP = 50
 PARTS = ("image", "description", "guess")
 # the ablation's queries, in the order of the paper's table
 ABLATION: tuple[tuple[str, ...], ...] = (
@@ -58,7 +104,7 @@ ABLATION: tuple[tuple[str, ...], ...] = (
     ("image", "guess"),
     ("image", "description", "guess"),
 )
-ABLATION_COLUMNS = ("query", "accuracy", "images", "answers left out")
+ABLATION_COLUMNS = ("query", "accuracy", "images", "answers left out", "class weight")
 
 
 @dataclass(frozen=True)
@@ -100,6 +146,7 @@ class WdysRun:
     ablation: pd.DataFrame
     answers: WdysAnswers
     weights: np.ndarray  # the class weights, one row per label
+    class_weight: WdysClassWeight  # their configuration
 
 
 def image_paths(inputs: MethodInputs) -> list[Path]:
@@ -133,74 +180,13 @@ def ask_wdys(inputs: MethodInputs) -> WdysAnswers:
     return WdysAnswers(tuple(described), tuple(guessed))
 
 
-def clip_text_fits(tokenizer: Any) -> Callable[[str], bool]:
-    """Whether a text fits the tokenizer's context (start and end tokens included), as ``clip.tokenize`` checks.
-
-    open_clip's tokenizers cut long texts silently, so the count is taken before that: ``encode`` (CLIP's BPE
-    tokenizer, without start/end tokens) or a Hugging Face ``tokenizer`` (with them). A tokenizer that offers
-    neither is trusted to fit.
-    """
-    context = int(getattr(tokenizer, "context_length", 77) or 77)
-    if callable(getattr(tokenizer, "encode", None)):
-        return lambda text: len(tokenizer.encode(text)) + 2 <= context
-    inner = getattr(tokenizer, "tokenizer", None)
-    if callable(inner):
-        return lambda text: len(inner(text)["input_ids"]) <= context
-    return lambda text: True
-
-
-def shorten_for_clip(text: str, fits: Callable[[str], bool]) -> tuple[str, bool]:
-    """The authors' ``encode_gemini_text`` rule: a text that does not fit is cut to its first 100 words; while it
-    still does not fit, the character threshold drops by 50 (from 250, so the first cut is to 200 characters,
-    as their loop lowers it before cutting) and the text is cut to it. Returns the text and whether it was cut.
-
-    Examples
-    --------
-    >>> shorten_for_clip("a b c", lambda t: len(t) <= 120)
-    ('a b c', False)
-    >>> shorten_for_clip("x" * 300, lambda t: len(t) <= 120)[0] == "x" * 100
-    True
-    """
-    if fits(text):
-        return text, False
-    words = text.split()
-    if len(words) > MAX_WORDS:
-        text = " ".join(words[:MAX_WORDS])
-    threshold = CHAR_THRESHOLD
-    while not fits(text):
-        threshold -= CHAR_STEP
-        if threshold < 0:  # only a tokenizer that refuses even "" gets here; their loop would never end
-            raise BadInputError("The text encoder accepts no text at all.", hint="check the backbone's tokenizer.")
-        if len(text) > threshold:
-            text = text[:threshold]
-    return text, True
-
-
-def normalise(rows: np.ndarray) -> np.ndarray:
-    """Rows divided by their L2 norm (a zero row stays zero)."""
-    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
-    result: np.ndarray = rows / np.where(norms == 0, 1.0, norms)
-    return result
-
-
-def _encode_shortened(inputs: MethodInputs, texts: Sequence[str]) -> tuple[np.ndarray, list[str], int]:
-    """Normalised embeddings of ``texts`` after shortening, the texts embedded, and how many were shortened."""
-    if inputs.backbone is None:
-        raise BadInputError("WDYS needs the CLIP backbone.", hint="the run's backbone (--clip/--pretrained).")
-    fits = clip_text_fits(inputs.backbone.tokenizer)
-    done = [shorten_for_clip(text, fits) for text in texts]
-    kept = [text for text, _ in done]
-    vectors = inputs.text_embeddings(kept) if kept else np.zeros((0, inputs.backbone.embed_dim), np.float32)
-    return normalise(np.asarray(vectors, dtype=np.float64)), kept, sum(cut for _, cut in done)
-
-
 def answer_parts(inputs: MethodInputs, answers: WdysAnswers) -> WdysParts:
     """The query's three parts for the split's images; an answer with an error (or no text) is left out."""
     image = normalise(np.asarray(inputs.image_embeddings(), dtype=np.float64))
     vectors, texts, errors, shortened = {"image": image}, {}, {}, 0
     for part, given in (("description", answers.descriptions), ("guess", answers.guesses)):
         usable = [i for i, a in enumerate(given) if a.error is None and a.text.strip()]
-        encoded, kept, cut = _encode_shortened(inputs, [given[i].text.strip() for i in usable])
+        encoded, kept, cut = encode_shortened(inputs, [given[i].text.strip() for i in usable])
         block = np.zeros_like(image)
         if usable:
             block[usable] = encoded
@@ -211,32 +197,6 @@ def answer_parts(inputs: MethodInputs, answers: WdysAnswers) -> WdysParts:
         kept_rows = set(usable)
         errors[part] = tuple(None if i in kept_rows else (a.error or "empty answer") for i, a in enumerate(given))
     return WdysParts(vectors, texts, errors, shortened)
-
-
-def descriptor_sentences(inputs: MethodInputs) -> tuple[str | None, list[list[str]] | None]:
-    """The style and per-label sentences of the class descriptions: ``cupl`` if given, else ``dclip``, else none."""
-    for style in ("cupl", "dclip"):
-        if style in inputs.descriptors:
-            described, own = _descriptor_set(inputs, style, "WDYS")
-            return style, [described.sentences(label) for label in own]
-    return None, None
-
-
-def class_weights(inputs: MethodInputs, descriptions: Sequence[Sequence[str]] | None) -> tuple[np.ndarray, int]:
-    """``W_c = normalise(e(label) + e("A photo of {label}") + mean_i e(description_i))``, one row per label (each
-    ``e`` L2-normalised; the description part left out when ``descriptions`` is None). Also returns how many
-    description texts were shortened to fit CLIP's context."""
-    names = [wordify(label) for label in inputs.labels]
-    name_vectors, _, cut_names = _encode_shortened(inputs, names)
-    photo_vectors, _, cut_photos = _encode_shortened(inputs, [PHOTO_PROMPT.format(label=name) for name in names])
-    total, shortened = name_vectors + photo_vectors, cut_names + cut_photos
-    if descriptions is not None:
-        flat = [text for group in descriptions for text in group]
-        embedded, _, cut = _encode_shortened(inputs, flat)
-        bounds = np.cumsum([0, *(len(group) for group in descriptions)])
-        means = [embedded[start:end].mean(axis=0) for start, end in itertools.pairwise(bounds)]
-        total, shortened = total + np.stack(means), shortened + cut
-    return normalise(total), shortened
 
 
 def fuse(parts: WdysParts, use: Sequence[str] = PARTS) -> tuple[np.ndarray, np.ndarray]:
@@ -254,24 +214,25 @@ def _accuracy(inputs: MethodInputs, logits: np.ndarray) -> float:
     return float(np.mean(predicted == truth))
 
 
-def _ablation_table(inputs: MethodInputs, parts: WdysParts, weights: np.ndarray) -> pd.DataFrame:
+def _ablation_table(inputs: MethodInputs, parts: WdysParts, weights: WdysClassWeights) -> pd.DataFrame:
     rows = []
     for use in ABLATION:
         query, _ = fuse(parts, use)
-        rows.append((" + ".join(use), _accuracy(inputs, query @ weights.T), len(query), sum(map(parts.left_out, use))))
+        accuracy = _accuracy(inputs, query @ weights.vectors.T)
+        rows.append((" + ".join(use), accuracy, len(query), sum(map(parts.left_out, use)), weights.choice.value))
     return pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
 
 
 def wdys_ablation(inputs: MethodInputs, answers: WdysAnswers | None = None) -> pd.DataFrame:
     """The ablation table: one row per query (image; image + description; image + guess; all three) with its
-    accuracy on the split against the same class weights, the number of images and of answers left out.
+    accuracy on the split against the method's own class weights (:func:`class_weights`, named in the
+    ``class weight`` column), the number of images and of answers left out.
 
     The image-only row is zero-shot CLIP against WDYS's class weights. ``answers`` default to asking the vision
     LLM (:func:`ask_wdys`; its cache makes a repeat free).
     """
+    weights = class_weights(inputs)  # before asking: a configuration refused costs no request
     answers = ask_wdys(inputs) if answers is None else answers
-    _, descriptions = descriptor_sentences(inputs)
-    weights, _ = class_weights(inputs, descriptions)
     return _ablation_table(inputs, answer_parts(inputs, answers), weights)
 
 
@@ -310,30 +271,24 @@ def explain(parts: WdysParts, weights: np.ndarray, labels: Sequence[str], top: i
 
 def run_wdys(inputs: MethodInputs, answers: WdysAnswers | None = None) -> WdysRun:
     """WDYS on the split: the result (scores = logits of the three-part query), its explanation and ablation."""
+    weights = class_weights(inputs)  # before asking: a configuration refused costs no request
     answers = ask_wdys(inputs) if answers is None else answers
-    style, descriptions = descriptor_sentences(inputs)
-    weights, cut_weights = class_weights(inputs, descriptions)
     parts = answer_parts(inputs, answers)
     query, _ = fuse(parts)
     ablation = _ablation_table(inputs, parts, weights)
-    count = sum(len(group) for group in descriptions or ())
-    weight_note = (
-        f"label + {PHOTO_PROMPT!r} + mean of {count} {style} descriptions"
-        if style
-        else f"label + {PHOTO_PROMPT!r} only (no descriptor set given: pass --descriptors for the description part)"
-    )
     accuracies = ", ".join(f"{q} {a:.3f}" for q, a in zip(ablation["query"], ablation["accuracy"], strict=True))
     note = (
-        f"class weight: {weight_note}; left out (vision LLM errors): {parts.left_out('description')} "
-        f"description(s), {parts.left_out('guess')} guess(es); {parts.shortened + cut_weights} text(s) shortened "
-        f"to CLIP's context; ablation accuracy: {accuracies}; vision LLM {getattr(inputs.vision_llm, 'model', '?')}. "
-        "Departures: a failed answer leaves its part out for that image; underscores in labels read as spaces; "
-        "the image embedding is the run's cached one"
+        f"{weights.note}; left out (vision LLM errors): {parts.left_out('description')} "
+        f"description(s), {parts.left_out('guess')} guess(es); {parts.shortened + weights.shortened} text(s) "
+        f"shortened to CLIP's context; ablation accuracy (same class weight): {accuracies}; vision LLM "
+        f"{getattr(inputs.vision_llm, 'model', '?')}. Departures: a failed answer leaves its part out for that "
+        "image; underscores in labels read as spaces; the image embedding is the run's cached one"
+        + ("; the three-part class weight is ours" if weights.choice is WdysClassWeight.SUM else "")
     )
-    result = Wdys().result(
-        inputs, query @ weights.T, explanations=explain(parts, weights, inputs.labels), tokens=answers.tokens, note=note
-    )
-    return WdysRun(result=result, ablation=ablation, answers=answers, weights=weights)
+    logits = query @ weights.vectors.T
+    explanations = explain(parts, weights.vectors, inputs.labels)
+    result = Wdys().result(inputs, logits, explanations=explanations, tokens=answers.tokens, note=note)
+    return WdysRun(result, ablation, answers, weights.vectors, weights.choice)
 
 
 @register
