@@ -21,10 +21,12 @@ from conceptforest.cli._common import (
     SeedOption,
     TimeoutOption,
     TreeOption,
+    WdysClassWeightOption,
     default_descriptors,
     default_tree,
     echo,
     vision_client,
+    wdys_weight_setting,
 )
 from conceptforest.cli.explain import DescriptorsOption, MethodsOption, ModelArgument, RunArgument, SplitOption
 
@@ -54,6 +56,7 @@ def compare(
     mllm_base_url: MllmBaseURLOption = None,
     concurrency: ConcurrencyOption = 4,
     max_side: MaxSideOption = 768,
+    wdys_class_weight: WdysClassWeightOption = None,
     timeout: TimeoutOption = None,
     max_attempts: MaxAttemptsOption = None,
     clip: ClipOption = None,
@@ -93,6 +96,7 @@ def compare(
         backbone=backbone,
         cache_dir=cache_dir,
         vision_llm=vision_client(locals(), cache_dir),
+        wdys_class_weight=wdys_weight_setting(wdys_class_weight),
     )
     outcomes = run_methods(inputs, methods or None)
     table = comparison_table(outcomes, matrix.y(split).tolist(), matrix.labels, seed=seed)
