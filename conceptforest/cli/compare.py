@@ -33,9 +33,10 @@ from conceptforest.cli.explain import DescriptorsOption, MethodsOption, ModelArg
 SHOWN_COLUMNS = [
     "method",
     "accuracy",
-    "accuracy_std",
     "ci95_low",
     "ci95_high",
+    "accuracy_seed_mean",
+    "accuracy_std",
     "balanced_accuracy",
     "macro_f1",
     "mcnemar_p_vs_forest",
