@@ -206,7 +206,11 @@ def test_the_quick_benchmark_scores_explanations_of_the_world_clip(
     hans = result["clever_hans"]
     background = hans["background_part"]["grouped permutation"]
     assert background["shortcut"]["rank"] <= 2 < background["clean"]["rank"], background
-    assert hans["finding"]["fired_shortcut"] is True, hans["finding"]
+    # measured after issue 19 item 7 (the interval is over test images now): on the quick run's 120 tied test
+    # images the background's drop is 0.022 (rank 1 of 8, about 3 images), its 95 % interval over images
+    # 0.000-0.047 reaches zero, so the warning does not fire; it fired under the old interval, the spread of the
+    # 3 permutation repeats (repeat_std 0.004). Neither forest fires.
+    assert hans["finding"]["fired_shortcut"] is False and hans["finding"]["fired_clean"] is False, hans["finding"]
     # the benchmark scores new images with extract_features; the tool's predict path must agree on them
     images = sorted((tmp_path / "interventions").glob("*.png"))[:4]
     matrix = FeatureMatrix.load(tmp_path / "intervention-run")

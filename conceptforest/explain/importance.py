@@ -95,6 +95,7 @@ def _interval_table(
     names: Sequence[str], effects: _Effects, kind: str, *, resamples: int, random_state: int
 ) -> pd.DataFrame:
     low, high = np.percentile(bootstrap_means(effects.influence(), resamples, random_state), INTERVAL, axis=1)
+    low, high = np.round(low, 12), np.round(high, 12)  # an end at zero stays 0.0, not float noise such as -3e-17
     table = pd.DataFrame(
         {
             kind: list(names),
